@@ -1,0 +1,46 @@
+# nodeops: the two commands a fresh machine needs are `make demo` and `make test`.
+SHELL := /bin/bash
+NODES ?= 10
+export NODES
+BIN = $(shell hack/k8s-binaries.sh dir)
+KUBECONFIG_LOCAL := $(CURDIR)/.local-cluster/kubeconfig
+KUBECTL = $(BIN)/kubectl --kubeconfig $(KUBECONFIG_LOCAL)
+
+.PHONY: demo test lint k8s-binaries cluster-up cluster-down install-crds run crds build
+
+## demo: local control plane with simulated nodes, CRDs, the operator, the samples.
+demo:
+	hack/demo.sh
+
+## test: formatting, lints, unit tests and end-to-end tests against the local control plane.
+test:
+	hack/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## k8s-binaries: build (once, cached in ~/.cache/nodeops) etcd, kube-*, kubectl, kwok.
+k8s-binaries:
+	hack/k8s-binaries.sh
+
+cluster-up:
+	hack/cluster-up.sh
+
+cluster-down:
+	hack/cluster-down.sh
+
+install-crds: cluster-up
+	$(KUBECTL) apply --server-side --field-manager nodeops-crds -f crds/
+	$(KUBECTL) wait --for=condition=Established crd -l app.kubernetes.io/part-of=nodeops --timeout=60s
+
+## run: the operator in the foreground against the local control plane.
+run: install-crds build
+	KUBECONFIG=$(KUBECONFIG_LOCAL) target/debug/nodeops
+
+build:
+	cargo build --bins
+
+## crds: regenerate crds/ from the Rust types.
+crds:
+	cargo run -q --bin crdgen -- crds

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stops every process hack/cluster-up.sh started (each runs in its own session, so the whole
+# process group is ended) and removes the cluster's state.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CLUSTER_DIR="${CLUSTER_DIR:-$ROOT/.local-cluster}"
+[ -d "$CLUSTER_DIR/run" ] || { rm -rf "$CLUSTER_DIR"; exit 0; }
+# Reverse start order: clients first, etcd last.
+for name in nodeops kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+	f="$CLUSTER_DIR/run/$name.pid"
+	[ -f "$f" ] || continue
+	pid=$(cat "$f")
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL -- "-$pid" 2>/dev/null || true
+	printf '[cluster-down] stopped %s\n' "$name" >&2
+done
+rm -rf "$CLUSTER_DIR"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make test`: formatting and lints, then every unit and end-to-end test. The end-to-end
+# tests share one local control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok) that this script starts once and stops at the end, unless one was
+# already running (then it is reused and left running).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export NODES="${TEST_NODES:-100}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "building the Kubernetes binaries (cached after the first run)"
+start=$(date +%s)
+hack/k8s-binaries.sh >/dev/null
+echo "binaries ready in $(($(date +%s) - start))s"
+
+started_here=false
+if ! { [ -f .local-cluster/kubeconfig ] && "$(hack/k8s-binaries.sh dir)/kubectl" --kubeconfig .local-cluster/kubeconfig get --raw /readyz >/dev/null 2>&1; }; then
+	started_here=true
+	trap 'step "stopping the local control plane"; hack/cluster-down.sh' EXIT
+fi
+step "starting the local control plane with $NODES simulated nodes"
+hack/cluster-up.sh
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
+step "tests (unit and end-to-end against the local control plane)"
+NODEOPS_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" cargo test --all-targets --no-fail-fast
+$started_here || echo "(the local control plane was already running and is left running)"

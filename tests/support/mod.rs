@@ -1,0 +1,180 @@
+//! Test support: a `kube::Client` to the shared local control plane (started once per test
+//! run by `make test`, or here on first use when tests run on their own) and a fresh
+//! namespace per test, deleted when the test ends.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The admin kubeconfig of the local control plane: `$NODEOPS_TEST_KUBECONFIG`, else
+/// `.local-cluster/kubeconfig`, bringing the cluster up (under a lock, so parallel test
+/// binaries start it once) when it is not there.
+pub fn kubeconfig_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("NODEOPS_TEST_KUBECONFIG") {
+            return PathBuf::from(p);
+        }
+        let root = repo_root();
+        let path = root.join(".local-cluster/kubeconfig");
+        // cluster-up is idempotent and quick when the cluster is already running.
+        let status = std::process::Command::new("flock")
+            .arg(root.join("target/.cluster-up.lock"))
+            .arg(root.join("hack/cluster-up.sh"))
+            .current_dir(&root)
+            .status()
+            .expect("run hack/cluster-up.sh (needs flock from util-linux)");
+        assert!(
+            status.success(),
+            "hack/cluster-up.sh failed: the local control plane is required"
+        );
+        path
+    })
+}
+
+/// A client to the local control plane, for the calling test's runtime.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// A namespace for one test, deleted (with everything in it) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<random>`.
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let suffix: u32 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(7))
+            .unwrap_or(0)
+            ^ std::process::id().rotate_left(16);
+        let name = format!("{prefix}-{:08x}", suffix);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "nodeops-tests"}}
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        Self { name, client }
+    }
+
+    /// An Api for a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await; delete from a thread of its own so it also runs after a panic.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let client = client().await;
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Waits until `cond` holds for the named object, watching it (no polling sleeps); panics
+/// after `timeout` with the object's last state.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    cond: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let fut = kube::runtime::wait::await_condition(api.clone(), name, move |obj: Option<&K>| {
+        obj.is_some_and(&cond)
+    });
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
+        Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last state of {name}: {last:#?}"
+            )
+        }
+    }
+}
+
+/// The name of any object, for messages.
+pub fn name_of<K: kube::Resource>(obj: &K) -> String {
+    obj.name_any()
+}
+
+/// Installs the committed CRDs (`crds/`, what users apply) once per test process and waits
+/// until they are Established.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::{conditions, wait::await_condition};
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let dir = repo_root().join("crds");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("crds/") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read CRD");
+            let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("parse CRD");
+            let name = crd.metadata.name.clone().expect("CRD name");
+            api.patch(
+                &name,
+                &PatchParams::apply("nodeops-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
+            names.push(name);
+        }
+        for name in names {
+            let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(Duration::from_secs(30), established)
+                .await
+                .expect("CRD Established in time")
+                .expect("watch CRD");
+        }
+    })
+    .await;
+}
