@@ -5,3 +5,5 @@
 pub mod api;
 pub mod operator;
 pub mod telemetry;
+pub mod conditions;
+pub mod exec;

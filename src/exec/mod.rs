@@ -1,0 +1,287 @@
+//! The node-side runner behind `nodeops-exec`: runs an argv (never through a shell it was
+//! not meant for), optionally on the host (entering PID 1's namespaces) and as a given
+//! user, enforces the timeout, keeps the tail of the combined output, and reports
+//! `{exitCode, output}` as the container's termination message, where the operator reads
+//! it from the Pod status without a log request per node.
+
+pub mod host;
+pub mod tail;
+
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, User};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use tail::TailBuffer;
+
+/// Exit code reported when the timeout killed the command (as coreutils `timeout`).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+/// Exit code reported when the command could not be started at all.
+pub const START_FAILED_EXIT_CODE: i32 = 127;
+/// The kubelet keeps at most 4096 bytes of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+/// PATH of the command's clean environment.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Grace between SIGTERM and SIGKILL when the timeout fires.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunSpec {
+    pub argv: Vec<String>,
+    /// Run as this user (looked up in the passwd database the runner sees).
+    pub user: Option<String>,
+    pub timeout: Duration,
+    pub workdir: Option<PathBuf>,
+    /// Bytes of the output tail to keep.
+    pub output_limit: usize,
+    /// The command's environment besides PATH, LANG and the user's HOME, USER, LOGNAME
+    /// (parameters).
+    pub env: Vec<(String, String)>,
+    /// Copy the output to the runner's stdout as it comes (for `kubectl logs`).
+    pub echo: bool,
+}
+
+/// The result, as written to the termination message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub exit_code: i32,
+    pub output: String,
+    /// The output shown is only its end.
+    #[serde(default)]
+    pub truncated: bool,
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Why the command could not be run, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a command could not be started.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("no command given")]
+    EmptyArgv,
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("looking up user {0:?}: {1}")]
+    UserLookup(String, nix::Error),
+    #[error("creating the output pipe: {0}")]
+    Pipe(std::io::Error),
+    #[error("starting {0:?}: {1}")]
+    Spawn(String, std::io::Error),
+    #[error("waiting for the command: {0}")]
+    Wait(std::io::Error),
+}
+
+impl RunReport {
+    /// The report of a command that never started.
+    pub fn start_failed(error: &Error) -> Self {
+        Self { exit_code: START_FAILED_EXIT_CODE, error: Some(error.to_string()), ..Default::default() }
+    }
+
+    /// JSON for the termination message, at most `TERMINATION_MESSAGE_LIMIT` bytes: the
+    /// output is cut from the front (and marked truncated) until it fits.
+    pub fn to_termination_message(&self) -> String {
+        let mut report = self.clone();
+        loop {
+            let json = serde_json::to_string(&report).unwrap_or_else(|_| format!("{{\"exitCode\":{}}}", report.exit_code));
+            if json.len() <= TERMINATION_MESSAGE_LIMIT || report.output.is_empty() {
+                return json;
+            }
+            let excess = json.len() - TERMINATION_MESSAGE_LIMIT;
+            // Escaping can make a byte cost up to 6 in JSON; cut at least the excess.
+            let mut cut = excess.max(16).min(report.output.len());
+            while !report.output.is_char_boundary(cut) {
+                cut += 1;
+            }
+            report.output.drain(..cut);
+            report.truncated = true;
+        }
+    }
+}
+
+/// Runs the command to completion (or timeout) and reports how it ended.
+pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
+    let (program, args) = spec.argv.split_first().ok_or(Error::EmptyArgv)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).process_group(0);
+    if let Some(dir) = &spec.workdir {
+        cmd.current_dir(dir);
+    }
+    // A clean environment: the pod's variables are not the command's business.
+    cmd.env_clear().env("PATH", DEFAULT_PATH).env("LANG", "C.UTF-8");
+    cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Some(name) = &spec.user {
+        let user = User::from_name(name)
+            .map_err(|e| Error::UserLookup(name.clone(), e))?
+            .ok_or_else(|| Error::UnknownUser(name.clone()))?;
+        cmd.env("HOME", &user.dir).env("USER", &user.name).env("LOGNAME", &user.name);
+        if user.uid != nix::unistd::getuid() {
+            let cname = std::ffi::CString::new(user.name.clone()).map_err(|_| Error::UnknownUser(name.clone()))?;
+            let gid = user.gid;
+            // SAFETY: initgroups and the uid/gid switch that follows are async-signal-safe
+            // enough for the pre-exec window (no allocation: cname is built beforehand).
+            unsafe {
+                cmd.pre_exec(move || nix::unistd::initgroups(&cname, gid).map_err(std::io::Error::from));
+            }
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+    }
+    let (mut reader, writer) = std::io::pipe().map_err(Error::Pipe)?;
+    let writer2 = writer.try_clone().map_err(Error::Pipe)?;
+    cmd.stdout(writer).stderr(writer2);
+    let mut child = cmd.spawn().map_err(|e| Error::Spawn(program.clone(), e))?;
+    // Drop our copies of the write end so the reader sees EOF when the command exits.
+    drop(cmd);
+
+    let limit = spec.output_limit;
+    let echo = spec.echo;
+    let collector = std::thread::spawn(move || {
+        let mut tail = TailBuffer::new(limit);
+        let mut buf = [0u8; 8192];
+        let mut stdout = std::io::stdout();
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if echo {
+                        let _ = stdout.write_all(&buf[..n]);
+                    }
+                    tail.push(&buf[..n]);
+                }
+            }
+        }
+        tail
+    });
+
+    let pgid = Pid::from_raw(child.id() as i32);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let timeout = spec.timeout;
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(timeout).is_ok() {
+            return false;
+        }
+        let _ = killpg(pgid, Signal::SIGTERM);
+        if done_rx.recv_timeout(KILL_GRACE).is_err() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        true
+    });
+    let status = child.wait().map_err(Error::Wait);
+    let _ = done_tx.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
+    // A process the command left behind may hold the pipe open; end the group so the
+    // output collector finishes.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let status = status?;
+    let tail = collector.join().unwrap_or_else(|_| TailBuffer::new(0));
+    let exit_code = if timed_out {
+        TIMEOUT_EXIT_CODE
+    } else {
+        status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
+    };
+    let (output, truncated) = tail.into_string();
+    Ok(RunReport { exit_code, output, truncated, timed_out, error: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(argv: &[&str]) -> RunSpec {
+        RunSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            timeout: Duration::from_secs(10),
+            output_limit: 1024,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reports_exit_code_and_combined_output() {
+        let r = run(&spec(&["sh", "-c", "echo out; echo err >&2; exit 3"])).expect("run");
+        assert_eq!(r.exit_code, 3);
+        assert_eq!(r.output, "out\nerr\n");
+        assert!(!r.truncated && !r.timed_out);
+    }
+
+    #[test]
+    fn argv_is_not_given_to_a_shell() {
+        let r = run(&spec(&["echo", "$(id)", ";", "rm", "-rf", "/"])).expect("run");
+        assert_eq!(r.exit_code, 0);
+        assert_eq!(r.output, "$(id) ; rm -rf /\n");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_process_group() {
+        let mut s = spec(&["sh", "-c", "echo started; sleep 30 & sleep 30"]);
+        s.timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let r = run(&s).expect("run");
+        assert!(r.timed_out);
+        assert_eq!(r.exit_code, TIMEOUT_EXIT_CODE);
+        assert_eq!(r.output, "started\n");
+        assert!(started.elapsed() < Duration::from_secs(20), "the runner returned after the kill, not after sleep");
+    }
+
+    #[test]
+    fn keeps_only_the_tail_of_long_output() {
+        let mut s = spec(&["sh", "-c", "i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done"]);
+        s.output_limit = 64;
+        let r = run(&s).expect("run");
+        assert!(r.truncated);
+        assert!(r.output.len() <= 64);
+        assert!(r.output.ends_with("line-999\n"), "{:?}", r.output);
+    }
+
+    #[test]
+    fn signal_death_is_128_plus_signal() {
+        let r = run(&spec(&["sh", "-c", "kill -9 $$"])).expect("run");
+        assert_eq!(r.exit_code, 128 + 9);
+    }
+
+    #[test]
+    fn missing_program_is_a_start_failure() {
+        let err = run(&spec(&["/nonexistent/program"])).expect_err("cannot start");
+        let report = RunReport::start_failed(&err);
+        assert_eq!(report.exit_code, START_FAILED_EXIT_CODE);
+        assert!(report.error.expect("error").contains("/nonexistent/program"));
+    }
+
+    #[test]
+    fn unknown_user_is_refused() {
+        let mut s = spec(&["true"]);
+        s.user = Some("no-such-user-nodeops".into());
+        assert!(matches!(run(&s), Err(Error::UnknownUser(_))));
+    }
+
+    #[test]
+    fn parameters_arrive_as_environment() {
+        let mut s = spec(&["sh", "-c", "printf '%s' \"$NODEOPS_PARAM_path\""]);
+        s.env = vec![("NODEOPS_PARAM_path".into(), "/var; rm -rf /".into())];
+        let r = run(&s).expect("run");
+        assert_eq!(r.output, "/var; rm -rf /");
+    }
+
+    #[test]
+    fn termination_message_fits_the_kubelet_limit() {
+        let report = RunReport { exit_code: 1, output: "\"\u{1}".repeat(3000), ..Default::default() };
+        let msg = report.to_termination_message();
+        assert!(msg.len() <= TERMINATION_MESSAGE_LIMIT, "{}", msg.len());
+        let back: RunReport = serde_json::from_str(&msg).expect("json");
+        assert!(back.truncated);
+        assert_eq!(back.exit_code, 1);
+        let small = RunReport { exit_code: 0, output: "ok\n".into(), ..Default::default() };
+        let back: RunReport = serde_json::from_str(&small.to_termination_message()).expect("json");
+        assert_eq!(back, small);
+    }
+}
