@@ -7,3 +7,4 @@ pub mod operator;
 pub mod telemetry;
 pub mod conditions;
 pub mod exec;
+pub mod engine;

@@ -162,6 +162,13 @@ pub struct AsyncCommandSpec {
     #[x_kube(validation = Rule::new(ZERO_COUNT_OR_PERCENT_RULE).message("spec.maxErrors must be a count of at least 0 or a percentage from 0% to 100%"))]
     pub max_errors: Option<IntOrString>,
 
+    /// Annotations added to every node's Pod (for example to opt out of a sidecar
+    /// injector). At most 20; keys under `nodeops.io/` are reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 20))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('nodeops.io/') && k.size() <= 253)").message("spec.podAnnotations keys under nodeops.io/ are reserved"))]
+    pub pod_annotations: Option<BTreeMap<String, String>>,
+
     /// Seconds after completion when the AsyncCommand (and with it its Jobs) is deleted.
     /// Unset: kept until deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

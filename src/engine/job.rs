@@ -1,0 +1,277 @@
+//! Renders the Job that runs one node's share of an operation.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{
+    JOB_ID_ANNOTATION, MAIN_CONTAINER, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION,
+    OWNER_UID_LABEL,
+};
+use crate::api::common::ExecutionMode;
+
+/// Where the runner is copied in Container mode.
+const RUNNER_DIR: &str = "/nodeops";
+/// Seconds a node run may spend before its command starts (scheduling, image pull) and
+/// after it ends, on top of its timeout, before the Job's deadline fails it.
+const DEADLINE_SLACK_SECONDS: i64 = 120;
+
+/// The object a Job runs for.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub reference: OwnerReference,
+}
+
+/// What every node of one operation runs.
+#[derive(Clone, Debug, Default)]
+pub struct RunTemplate {
+    pub mode: ExecutionMode,
+    /// Image of Container mode (the command runs inside it).
+    pub image: String,
+    /// Image that carries `nodeops-exec`.
+    pub runner_image: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub username: Option<String>,
+    pub working_directory: Option<String>,
+    pub timeout_seconds: i64,
+    pub backoff_limit: i32,
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Pod-level labels and annotations are added to these.
+    pub extra_labels: BTreeMap<String, String>,
+}
+
+fn digest(owner_uid: &str, node: &str) -> String {
+    let hash = Sha256::digest(format!("{owner_uid}/{node}").as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The node run's stable id (the seed's 32-hex `job_id`): a hash of the owner's uid and the
+/// node, the same for every reconcile of the same object.
+pub fn job_id(owner_uid: &str, node: &str) -> String {
+    digest(owner_uid, node)[..32].to_string()
+}
+
+/// The Job's name: `<owner name, cut>-<10 hex of job id>`, at most 63 characters (the
+/// `job-name` label of its pods must fit a label value), deterministic from owner and node
+/// so an operator restarted at any moment finds what it created instead of creating it
+/// again.
+pub fn job_name(owner_name: &str, owner_uid: &str, node: &str) -> String {
+    let id = digest(owner_uid, node);
+    let mut prefix: String = owner_name.chars().take(63 - 11).collect();
+    while prefix.ends_with(['-', '.']) {
+        prefix.pop();
+    }
+    format!("{prefix}-{}", &id[..10])
+}
+
+/// Labels that select every Job and Pod of one owner.
+pub fn owner_selector(owner_uid: &str) -> String {
+    format!("{OWNER_UID_LABEL}={owner_uid}")
+}
+
+/// The Job for `node`.
+pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_json::Error> {
+    let name = job_name(&owner.name, &owner.uid, node);
+    let mut labels = t.extra_labels.clone();
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    labels.insert("app.kubernetes.io/name".into(), "nodeops-exec".into());
+    labels.insert("app.kubernetes.io/component".into(), "node-run".into());
+    labels.insert(OWNER_UID_LABEL.into(), owner.uid.clone());
+    labels.insert(OWNER_KIND_LABEL.into(), owner.kind.to_lowercase());
+    let mut annotations = BTreeMap::new();
+    annotations.insert(NODE_ANNOTATION.to_string(), node.to_string());
+    annotations.insert(OWNER_NAME_ANNOTATION.to_string(), owner.name.clone());
+    annotations.insert(JOB_ID_ANNOTATION.to_string(), job_id(&owner.uid, node));
+    let mut pod_annotations = t.pod_annotations.clone();
+    pod_annotations.extend(annotations.clone());
+
+    let mut runner_args = vec!["--timeout".to_string(), t.timeout_seconds.to_string()];
+    if let Some(dir) = &t.working_directory {
+        runner_args.extend(["--workdir".into(), dir.clone()]);
+    }
+    let env: Vec<_> = t.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    let (pod_extra, containers, init_containers, volumes) = match t.mode {
+        ExecutionMode::Host => {
+            runner_args.insert(0, "--host".into());
+            runner_args.extend(["--user".into(), t.username.clone().unwrap_or_else(|| "root".into())]);
+            runner_args.push("--".into());
+            runner_args.extend(t.argv.iter().cloned());
+            let container = json!({
+                "name": MAIN_CONTAINER,
+                "image": t.runner_image,
+                "command": ["/nodeops-exec"],
+                "args": runner_args,
+                "env": env,
+                "securityContext": {"privileged": true},
+                "terminationMessagePolicy": "File",
+            });
+            (json!({"hostPID": true, "hostNetwork": true, "hostIPC": true}), vec![container], vec![], vec![])
+        }
+        ExecutionMode::Container => {
+            runner_args.push("--".into());
+            runner_args.extend(t.argv.iter().cloned());
+            let install = json!({
+                "name": "install-runner",
+                "image": t.runner_image,
+                "command": ["/nodeops-exec", "--install-to", format!("{RUNNER_DIR}/nodeops-exec")],
+                "volumeMounts": [{"name": "nodeops-runner", "mountPath": RUNNER_DIR}],
+                "securityContext": {"allowPrivilegeEscalation": false},
+            });
+            let container = json!({
+                "name": MAIN_CONTAINER,
+                "image": t.image,
+                "command": [format!("{RUNNER_DIR}/nodeops-exec")],
+                "args": runner_args,
+                "env": env,
+                "volumeMounts": [{"name": "nodeops-runner", "mountPath": RUNNER_DIR, "readOnly": true}],
+                "securityContext": {"allowPrivilegeEscalation": false},
+                "terminationMessagePolicy": "File",
+            });
+            (json!({}), vec![container], vec![install], vec![json!({"name": "nodeops-runner", "emptyDir": {}})])
+        }
+    };
+    let mut pod_spec = json!({
+        "nodeName": node,
+        "restartPolicy": "Never",
+        "tolerations": [{"operator": "Exists"}],
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "terminationGracePeriodSeconds": 10,
+        "containers": containers,
+        "initContainers": init_containers,
+        "volumes": volumes,
+    });
+    if let (Some(spec), Some(extra)) = (pod_spec.as_object_mut(), pod_extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let value = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner.reference],
+        },
+        "spec": {
+            "backoffLimit": t.backoff_limit,
+            "activeDeadlineSeconds": (t.timeout_seconds + DEADLINE_SLACK_SECONDS) * i64::from(t.backoff_limit + 1),
+            "template": {
+                "metadata": {"labels": labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            }
+        }
+    });
+    serde_json::from_value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            kind: "AsyncCommand".into(),
+            namespace: "ops".into(),
+            name: "list-system".into(),
+            uid: "6837531f-d3f5-4550-927b-930180a706bf".into(),
+            reference: OwnerReference {
+                api_version: "nodeops.io/v1alpha1".into(),
+                kind: "AsyncCommand".into(),
+                name: "list-system".into(),
+                uid: "6837531f-d3f5-4550-927b-930180a706bf".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        }
+    }
+
+    fn template(mode: ExecutionMode) -> RunTemplate {
+        RunTemplate {
+            mode,
+            image: "busybox:1.36".into(),
+            runner_image: "ghcr.io/nodeops/nodeops-exec:v0.1.0".into(),
+            argv: vec!["ls".into(), "-l".into(), "/system".into()],
+            timeout_seconds: 60,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_are_deterministic_short_and_distinct() {
+        let a = job_name("list-system", "uid-1", "node-0001");
+        assert_eq!(a, job_name("list-system", "uid-1", "node-0001"));
+        assert_ne!(a, job_name("list-system", "uid-1", "node-0002"));
+        assert_ne!(a, job_name("list-system", "uid-2", "node-0001"), "a re-created owner gets new Jobs");
+        let long = job_name(&"x".repeat(253), "uid", &"n".repeat(253));
+        assert!(long.len() <= 63, "{}", long.len());
+        let dashed = job_name(&format!("{}-abc", "a".repeat(51)), "uid", "n");
+        assert!(!dashed.contains("--"), "{dashed}");
+        assert_eq!(job_id("uid", "n").len(), 32);
+    }
+
+    #[test]
+    fn container_mode_runs_the_argv_through_the_runner_in_the_image() {
+        let job = render(&owner(), "node-0001", &template(ExecutionMode::Container)).expect("job");
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(180));
+        let pod = spec.template.spec.expect("pod spec");
+        assert_eq!(pod.node_name.as_deref(), Some("node-0001"));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.tolerations.expect("tolerations")[0].operator.as_deref(), Some("Exists"));
+        assert_eq!(pod.host_pid, None);
+        let main = &pod.containers[0];
+        assert_eq!(main.image.as_deref(), Some("busybox:1.36"));
+        assert_eq!(main.command.as_deref(), Some(&["/nodeops/nodeops-exec".to_string()][..]));
+        assert_eq!(main.args.as_deref().expect("args"), ["--timeout", "60", "--", "ls", "-l", "/system"]);
+        assert!(main.security_context.as_ref().and_then(|s| s.privileged).is_none());
+        let meta = job.metadata;
+        assert_eq!(meta.owner_references.expect("owner")[0].controller, Some(true));
+        let labels = meta.labels.expect("labels");
+        assert_eq!(labels[OWNER_UID_LABEL], "6837531f-d3f5-4550-927b-930180a706bf");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "nodeops");
+        assert_eq!(meta.annotations.expect("annotations")[NODE_ANNOTATION], "node-0001");
+    }
+
+    #[test]
+    fn host_mode_is_privileged_and_enters_the_host_as_the_user() {
+        let mut t = template(ExecutionMode::Host);
+        t.username = Some("backup".into());
+        t.backoff_limit = 2;
+        let job = render(&owner(), "node-0002", &t).expect("job");
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.active_deadline_seconds, Some(540));
+        let pod = spec.template.spec.expect("pod spec");
+        assert_eq!(pod.host_pid, Some(true));
+        assert!(pod.init_containers.unwrap_or_default().is_empty());
+        let main = &pod.containers[0];
+        assert_eq!(main.image.as_deref(), Some("ghcr.io/nodeops/nodeops-exec:v0.1.0"));
+        assert_eq!(main.security_context.as_ref().and_then(|s| s.privileged), Some(true));
+        assert_eq!(
+            main.args.as_deref().expect("args"),
+            ["--host", "--timeout", "60", "--user", "backup", "--", "ls", "-l", "/system"]
+        );
+    }
+
+    #[test]
+    fn pod_annotations_and_parameters_reach_the_pod() {
+        let mut t = template(ExecutionMode::Container);
+        t.pod_annotations.insert("sim.nodeops.io/outcome".into(), "fail".into());
+        t.env = vec![("NODEOPS_PARAM_path".into(), "/var".into())];
+        let job = render(&owner(), "node-0003", &t).expect("job");
+        let tpl = job.spec.expect("spec").template;
+        assert_eq!(tpl.metadata.expect("meta").annotations.expect("ann")["sim.nodeops.io/outcome"], "fail");
+        let env = tpl.spec.expect("spec").containers[0].env.clone().expect("env");
+        assert_eq!((env[0].name.as_str(), env[0].value.as_deref()), ("NODEOPS_PARAM_path", Some("/var")));
+    }
+}
