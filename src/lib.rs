@@ -8,3 +8,4 @@ pub mod telemetry;
 pub mod conditions;
 pub mod exec;
 pub mod engine;
+pub mod controller;

@@ -1,7 +1,9 @@
 //! `nodeops`: the operator binary.
 
 use clap::Parser;
-use nodeops::operator;
+use std::collections::BTreeSet;
+
+use nodeops::operator::{self, Config};
 use nodeops::telemetry::{self, LogFormat};
 
 /// Runs nodeops' controllers against the cluster in the kubeconfig or in-cluster config.
@@ -14,15 +16,33 @@ struct Args {
     /// Log filter, in RUST_LOG syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info,kube=warn")]
     log_filter: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "NODEOPS_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespaces where executionMode Host is allowed (comma-separated; default none).
+    #[arg(long, env = "NODEOPS_HOST_MODE_NAMESPACES", value_delimiter = ',')]
+    host_mode_namespaces: Vec<String>,
+    /// Image that carries nodeops-exec.
+    #[arg(long, env = "NODEOPS_RUNNER_IMAGE", default_value = concat!("ghcr.io/nodeops/nodeops-exec:v", env!("CARGO_PKG_VERSION")))]
+    runner_image: String,
+    /// Image of Container-mode commands that name none.
+    #[arg(long, env = "NODEOPS_DEFAULT_IMAGE", default_value = "busybox:1.36")]
+    default_image: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format, &args.log_filter);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting nodeops");
+    let config = Config {
+        namespace: args.namespace,
+        host_mode_namespaces: args.host_mode_namespaces.into_iter().filter(|s| !s.is_empty()).collect::<BTreeSet<_>>(),
+        runner_image: args.runner_image,
+        default_image: args.default_image,
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), host_mode_namespaces = ?config.host_mode_namespaces, "starting nodeops");
     let client = operator::connect().await?;
-    let stopped_by = operator::run(client, operator::shutdown::signal_received()).await?;
+    let stopped_by = operator::run(client, config, operator::shutdown::signal_received()).await?;
     tracing::info!(signal = stopped_by, "nodeops stopped");
     Ok(())
 }

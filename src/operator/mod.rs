@@ -3,8 +3,17 @@
 
 pub mod shutdown;
 
-use kube::Client;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::controller::Config;
+use crate::controller::{Context, async_command};
 
 /// Errors that stop the operator from starting.
 #[derive(Debug, Error)]
@@ -13,6 +22,8 @@ pub enum Error {
     Connect(#[source] kube::Error),
     #[error("reading the API server version: {0}")]
     ServerVersion(#[source] kube::Error),
+    #[error("the Node cache could not be filled")]
+    NodeCache,
 }
 
 /// Connects with the in-cluster configuration or the kubeconfig (`KUBECONFIG`, then
@@ -27,11 +38,49 @@ pub async fn connect() -> Result<Client, Error> {
     Ok(client)
 }
 
-/// Runs the controllers until `shutdown` resolves, then stops them; returns what `shutdown`
-/// returned. Missing CRDs are reported (the operator does not install them) and waited for.
-pub async fn run<S: std::future::Future>(client: Client, shutdown: S) -> Result<S::Output, Error> {
+/// Runs the controllers until `shutdown` resolves, then stops them gracefully (reconciles
+/// in progress finish); returns what `shutdown` returned. Missing CRDs are reported (the
+/// operator does not install them).
+pub async fn run<S: std::future::Future>(client: Client, config: Config, shutdown: S) -> Result<S::Output, Error> {
     report_missing_crds(&client).await;
-    Ok(shutdown.await)
+    let stop = CancellationToken::new();
+
+    // Shared caches: every Node (readiness, labels) and the Pods of node runs.
+    let (nodes, nodes_writer) = reflector::store::<Node>();
+    let node_stream = reflector(
+        nodes_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .modify(|n| {
+                n.managed_fields_mut().clear();
+                if let Some(s) = n.status.as_mut() {
+                    s.images = None;
+                }
+            })
+            .default_backoff(),
+    );
+    tokio::spawn(node_stream.for_each(|_| futures::future::ready(())));
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    let pods_api: Api<Pod> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let pod_stream = reflector(
+        pods_writer,
+        watcher(pods_api, watcher::Config::default().labels(async_command::CHILD_SELECTOR))
+            .modify(|p| p.managed_fields_mut().clear())
+            .default_backoff(),
+    )
+    .applied_objects();
+    nodes.wait_until_ready().await.map_err(|_| Error::NodeCache)?;
+    tracing::info!(nodes = nodes.state().len(), namespace = ?config.namespace, "caches ready; starting controllers");
+
+    let ctx = Arc::new(Context::new(client, config, nodes, pods));
+    let controllers = tokio::spawn(async_command::run(ctx, pod_stream, stop.clone().cancelled_owned()));
+    let result = shutdown.await;
+    tracing::info!("shutting down: letting reconciles in progress finish");
+    stop.cancel();
+    let _ = controllers.await;
+    Ok(result)
 }
 
 /// Logs each nodeops CRD the cluster does not serve, with the command that installs it.

@@ -1,0 +1,401 @@
+//! The AsyncCommand's decisions as plain functions of (object, observed runs, nodes, now):
+//! which nodes start now, which are failed or cancelled without running, and the status
+//! that results. No client, no clock: everything is passed in.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::async_command::{AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, NodePhase};
+use crate::api::common::scaled_limit;
+use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING, STALLED};
+use crate::engine::job::{job_id, job_name};
+use crate::engine::outcome::{Observed, RunState, reason};
+
+/// Bytes of each node's output kept in status: 100 nodes of it stay far below the API
+/// server's object size limit.
+pub const OUTPUT_LIMIT: usize = 2048;
+/// Bytes of a node's message kept in status.
+pub const MESSAGE_LIMIT: usize = 512;
+
+/// What happens to one node's run: the inputs of the per-node state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// nodeops created the node's Job.
+    Started,
+    /// The node's Job exists and has not finished.
+    JobActive,
+    JobSucceeded,
+    JobFailed,
+    /// A Job nodeops created is gone before it finished.
+    JobVanished,
+    /// The node does not exist.
+    NodeMissing,
+    /// The node stayed NotReady past the deadline.
+    NodeNotReadyTimeout,
+    /// The run was stopped before the node started (maxErrors).
+    Cancelled,
+}
+
+impl NodeEvent {
+    pub const ALL: [NodeEvent; 8] = [
+        NodeEvent::Started,
+        NodeEvent::JobActive,
+        NodeEvent::JobSucceeded,
+        NodeEvent::JobFailed,
+        NodeEvent::JobVanished,
+        NodeEvent::NodeMissing,
+        NodeEvent::NodeNotReadyTimeout,
+        NodeEvent::Cancelled,
+    ];
+}
+
+/// The per-node state machine. `None`: the event does not apply in that phase (final
+/// phases absorb everything, so a result once written is never rewritten).
+pub fn transition(from: NodePhase, event: NodeEvent) -> Option<NodePhase> {
+    use NodeEvent as E;
+    use NodePhase as P;
+    match (from, event) {
+        (P::Pending, E::Started | E::JobActive) => Some(P::Running),
+        (P::Pending | P::Running, E::JobSucceeded) => Some(P::Succeeded),
+        (P::Pending | P::Running, E::JobFailed) => Some(P::Failed),
+        (P::Pending, E::NodeMissing | E::NodeNotReadyTimeout) => Some(P::Failed),
+        (P::Pending, E::Cancelled) => Some(P::Cancelled),
+        (P::Running, E::JobActive) => Some(P::Running),
+        (P::Running, E::JobVanished) => Some(P::Failed),
+        // A running node finishes even when the node object disappears or the run is
+        // stopped: its Job decides.
+        (P::Running, E::NodeMissing | E::NodeNotReadyTimeout | E::Cancelled | E::Started) => None,
+        (P::Pending, E::JobVanished) => None,
+        (P::Succeeded | P::Failed | P::Cancelled, _) => None,
+    }
+}
+
+/// A node as the controller sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub ready: bool,
+}
+
+/// Everything observed about the world this reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Every node of the cluster, by name.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// Each node's Job, read back.
+    pub runs: BTreeMap<String, Observed>,
+    /// Nodes whose Job cannot create its Pod (admission refused), with the refusal.
+    pub refused: BTreeMap<String, String>,
+    pub now: Timestamp,
+}
+
+/// An Event worth emitting: something transitioned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The decisions of one reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Nodes whose Job to create now.
+    pub start: Vec<String>,
+    /// Nodes whose Job to delete (refused by admission: it would retry for ever).
+    pub delete: Vec<String>,
+    pub status: AsyncCommandStatus,
+    /// When to look again without an event.
+    pub requeue_after: Option<Duration>,
+    /// Delete the AsyncCommand itself (its TTL after finishing has passed).
+    pub delete_self: bool,
+    pub notes: Vec<Note>,
+}
+
+fn time(ts: Timestamp) -> Time {
+    Time(ts)
+}
+
+fn clip(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+fn to_duration(d: SignedDuration) -> Duration {
+    Duration::from_secs(d.as_secs().max(0) as u64) + Duration::from_millis(100)
+}
+
+/// Plans a valid AsyncCommand. `targets` are the addressed nodes, in order (resolved from
+/// `nodeNames` or the selector the first time, then kept in status).
+pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let prev = obj.status.clone().unwrap_or_default();
+    let now = world.now;
+    let started_at = prev.start_time.as_ref().map(|t| t.0).unwrap_or(now);
+    let ready_deadline = started_at + SignedDuration::from_secs(obj.spec.node_ready_timeout_seconds);
+
+    let mut previous: BTreeMap<String, CmdJob> = prev.cmd_jobs.iter().map(|e| (e.node_name.clone(), e.clone())).collect();
+    let mut entries: Vec<CmdJob> = Vec::with_capacity(targets.len());
+    let mut candidates = Vec::new();
+    let mut waiting_until: Option<Timestamp> = None;
+    let mut delete = Vec::new();
+    let mut newly_failed = Vec::new();
+
+    for node in targets {
+        let mut e = previous.remove(node).unwrap_or_else(|| CmdJob {
+            node_name: node.clone(),
+            job_id: job_id(&uid, node),
+            ..Default::default()
+        });
+        let before = e.phase;
+        if !e.phase.is_final() {
+            if let Some(message) = world.refused.get(node) {
+                apply(&mut e, NodeEvent::JobFailed);
+                fail(&mut e, reason::ADMISSION_REFUSED, message, now);
+                delete.push(node.clone());
+            } else if let Some(obs) = world.runs.get(node) {
+                let event = match obs.state {
+                    RunState::Active { .. } => NodeEvent::JobActive,
+                    RunState::Succeeded => NodeEvent::JobSucceeded,
+                    RunState::Failed => NodeEvent::JobFailed,
+                };
+                apply(&mut e, event);
+                record(&mut e, obs, &name, &uid);
+            } else if e.phase == NodePhase::Running {
+                apply(&mut e, NodeEvent::JobVanished);
+                fail(&mut e, reason::JOB_LOST, "the node's Job was deleted before it finished", now);
+            } else {
+                match world.nodes.get(node) {
+                    None => {
+                        apply(&mut e, NodeEvent::NodeMissing);
+                        fail(&mut e, reason::NODE_NOT_FOUND, &format!("node {node} does not exist"), now);
+                    }
+                    Some(info) if !info.ready => {
+                        if now >= ready_deadline {
+                            apply(&mut e, NodeEvent::NodeNotReadyTimeout);
+                            let msg = format!(
+                                "node {node} was not Ready within {}s",
+                                obj.spec.node_ready_timeout_seconds
+                            );
+                            fail(&mut e, reason::NODE_NOT_READY, &msg, now);
+                        } else {
+                            e.reason = Some(reason::NODE_NOT_READY.into());
+                            e.message = Some(format!("waiting for node {node} to be Ready"));
+                            waiting_until = Some(ready_deadline);
+                        }
+                    }
+                    Some(_) => candidates.push(entries.len()),
+                }
+            }
+        }
+        if e.phase == NodePhase::Failed && before != NodePhase::Failed {
+            newly_failed.push(format!("{node}: {}", e.reason.clone().unwrap_or_default()));
+        }
+        entries.push(e);
+    }
+
+    let total = entries.len();
+    let failed = entries.iter().filter(|e| e.phase == NodePhase::Failed).count();
+    let max_errors = obj.spec.max_errors.as_ref().and_then(|m| scaled_limit(m, total, 0));
+    let mut notes = Vec::new();
+    let stop_starting = max_errors.is_some_and(|m| failed > m);
+    let mut start = Vec::new();
+    if stop_starting {
+        let mut cancelled = 0;
+        for e in entries.iter_mut().filter(|e| e.phase == NodePhase::Pending) {
+            apply(e, NodeEvent::Cancelled);
+            e.reason = Some(reason::MAX_ERRORS_REACHED.into());
+            e.message = Some(format!("not started: {failed} nodes failed, more than maxErrors allows"));
+            e.completion_time = Some(time(now));
+            cancelled += 1;
+        }
+        waiting_until = None;
+        if cancelled > 0 {
+            notes.push(Note {
+                warning: true,
+                reason: "MaxErrorsReached",
+                message: format!("{failed} nodes failed; {cancelled} nodes not started"),
+            });
+        }
+    } else {
+        let in_flight = entries.iter().filter(|e| e.phase == NodePhase::Running).count();
+        let limit = obj.spec.max_concurrency.as_ref().and_then(|m| scaled_limit(m, total, 1)).unwrap_or(total);
+        let slots = limit.saturating_sub(in_flight);
+        for &i in candidates.iter().take(slots) {
+            let e = &mut entries[i];
+            apply(e, NodeEvent::Started);
+            e.job_name = Some(job_name(&name, &uid, &e.node_name));
+            e.start_time = Some(time(now));
+            e.reason = None;
+            e.message = None;
+            start.push(e.node_name.clone());
+        }
+    }
+    if !newly_failed.is_empty() {
+        notes.push(Note { warning: true, reason: "NodeFailed", message: clip(&newly_failed.join("; "), 1024) });
+    }
+
+    let mut status = summarize(obj, &prev, entries, now);
+    if prev.start_time.is_none() && !start.is_empty() {
+        status.start_time = Some(time(now));
+        notes.push(Note { warning: false, reason: "Started", message: format!("started on {} of {total} nodes", start.len()) });
+    } else if prev.start_time.is_none() {
+        status.start_time = Some(time(started_at));
+    }
+    let finished = status.completion_time.is_some();
+    if finished && prev.completion_time.is_none() {
+        let (warning, reason) = if status.phase == CommandPhase::Succeeded { (false, "Succeeded") } else { (true, "Failed") };
+        notes.push(Note { warning, reason, message: summary_message(&status) });
+    }
+
+    let mut delete_self = false;
+    let requeue_after = if finished {
+        match (obj.spec.ttl_seconds_after_finished, status.completion_time.as_ref()) {
+            (Some(ttl), Some(done)) => {
+                let expires = done.0 + SignedDuration::from_secs(ttl);
+                if now >= expires {
+                    delete_self = true;
+                    None
+                } else {
+                    Some(to_duration(expires.duration_since(now)))
+                }
+            }
+            _ => None,
+        }
+    } else if let Some(until) = waiting_until {
+        // Nodes turning Ready are noticed at least every 10s; the deadline exactly.
+        Some(to_duration(until.duration_since(now)).min(Duration::from_secs(10)))
+    } else if world.runs.values().any(|o| o.state == RunState::Active { pods: 0 }) {
+        // A Job without a Pod may be refused by admission: look again soon.
+        Some(Duration::from_secs(5))
+    } else {
+        // Job and Pod events drive progress; this is a safety net.
+        Some(Duration::from_secs(60))
+    };
+    Plan { start, delete, status, requeue_after, delete_self, notes }
+}
+
+fn apply(e: &mut CmdJob, event: NodeEvent) {
+    if let Some(next) = transition(e.phase, event) {
+        e.phase = next;
+    }
+}
+
+fn fail(e: &mut CmdJob, why: &str, message: &str, now: Timestamp) {
+    if e.phase == NodePhase::Failed && e.completion_time.is_none() {
+        e.reason = Some(why.into());
+        e.message = Some(clip(message, MESSAGE_LIMIT));
+        e.completion_time = Some(time(now));
+    }
+}
+
+/// Copies what the Job says into a non-final entry (the entry's phase was already moved).
+fn record(e: &mut CmdJob, obs: &Observed, owner: &str, uid: &str) {
+    e.job_name = Some(job_name(owner, uid, &e.node_name));
+    e.exit_code = obs.exit_code;
+    e.output = obs.output.clone();
+    e.output_truncated = obs.truncated;
+    e.reason = obs.reason.clone();
+    e.message = obs.message.as_deref().map(|m| clip(m, MESSAGE_LIMIT));
+    if e.start_time.is_none() {
+        e.start_time = obs.start_time.clone();
+    }
+    e.completion_time = obs.completion_time.clone();
+}
+
+fn summary_message(s: &AsyncCommandStatus) -> String {
+    format!(
+        "{} of {} nodes succeeded, {} failed, {} cancelled",
+        s.succeeded, s.total, s.failed, s.cancelled
+    )
+}
+
+/// The status for `entries`: counts, phase, progress and conditions.
+fn summarize(obj: &AsyncCommand, prev: &AsyncCommandStatus, entries: Vec<CmdJob>, now: Timestamp) -> AsyncCommandStatus {
+    let count = |p: NodePhase| entries.iter().filter(|e| e.phase == p).count() as i32;
+    let total = entries.len() as i32;
+    let (pending, running, succeeded, failed, cancelled) = (
+        count(NodePhase::Pending),
+        count(NodePhase::Running),
+        count(NodePhase::Succeeded),
+        count(NodePhase::Failed),
+        count(NodePhase::Cancelled),
+    );
+    let all_final = pending == 0 && running == 0;
+    let phase = if all_final {
+        if failed == 0 && cancelled == 0 { CommandPhase::Succeeded } else { CommandPhase::Failed }
+    } else if running > 0 || succeeded + failed + cancelled > 0 {
+        CommandPhase::Running
+    } else {
+        CommandPhase::Pending
+    };
+    let generation = obj.metadata.generation;
+    let mut status = AsyncCommandStatus {
+        observed_generation: generation,
+        task_id: Some(obj.metadata.uid.clone().unwrap_or_default().replace('-', "")),
+        phase,
+        progress: Some(format!("{succeeded}/{total}")),
+        total,
+        pending,
+        running,
+        succeeded,
+        failed,
+        cancelled,
+        start_time: prev.start_time.clone(),
+        completion_time: if all_final { prev.completion_time.clone().or_else(|| Some(time(now))) } else { None },
+        cmd_jobs: entries,
+        conditions: prev.conditions.clone(),
+    };
+    let now_t = time(now);
+    let s = summary_message(&status);
+    let conds = &mut status.conditions;
+    conditions::remove(conds, STALLED);
+    if all_final {
+        conditions::remove(conds, RECONCILING);
+        conditions::set(conds, Desired::new(COMPLETE, true, "AllNodesFinished", s.clone()), generation, &now_t);
+        if phase == CommandPhase::Succeeded {
+            conditions::set(conds, Desired::new(FAILED, false, "NoNodeFailed", s.clone()), generation, &now_t);
+            conditions::set(conds, Desired::new(READY, true, "Succeeded", s), generation, &now_t);
+        } else {
+            conditions::set(conds, Desired::new(FAILED, true, "NodesFailed", s.clone()), generation, &now_t);
+            conditions::set(conds, Desired::new(READY, false, "NodesFailed", s), generation, &now_t);
+        }
+    } else {
+        let progress = format!("{} of {total} nodes finished, {running} running", total - pending - running);
+        conditions::set(conds, Desired::new(RECONCILING, true, "Running", progress.clone()), generation, &now_t);
+        conditions::set(conds, Desired::new(READY, false, "Running", progress.clone()), generation, &now_t);
+        conditions::set(conds, Desired::new(COMPLETE, false, "Running", progress), generation, &now_t);
+    }
+    status
+}
+
+/// The status of an AsyncCommand that cannot run: Stalled with a machine reason, nothing
+/// started. Nodes already recorded keep their entries.
+pub fn invalid(obj: &AsyncCommand, why: &str, message: &str, now: Timestamp) -> AsyncCommandStatus {
+    let prev = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let mut status = AsyncCommandStatus {
+        observed_generation: generation,
+        task_id: Some(obj.metadata.uid.clone().unwrap_or_default().replace('-', "")),
+        phase: CommandPhase::Invalid,
+        ..prev.clone()
+    };
+    let now_t = time(now);
+    let conds = &mut status.conditions;
+    conditions::remove(conds, RECONCILING);
+    conditions::set(conds, Desired::new(STALLED, true, why, message), generation, &now_t);
+    conditions::set(conds, Desired::new(READY, false, why, message), generation, &now_t);
+    status
+}
+
+#[cfg(test)]
+mod tests;

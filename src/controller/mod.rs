@@ -1,0 +1,76 @@
+//! The controllers and what they share: configuration, the client, reflector stores of
+//! Nodes and node-run Pods, the Event recorder.
+
+pub mod async_command;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource};
+
+/// Field manager of every server-side apply nodeops makes.
+pub const FIELD_MANAGER: &str = "nodeops";
+
+/// Operator settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace (all namespaces when unset).
+    pub namespace: Option<String>,
+    /// Namespaces where `executionMode: Host` is allowed; empty means nowhere.
+    pub host_mode_namespaces: BTreeSet<String>,
+    /// Image that carries `nodeops-exec`.
+    pub runner_image: String,
+    /// Image of Container-mode commands that name none.
+    pub default_image: String,
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub recorder: Recorder,
+    /// Every Node of the cluster.
+    pub nodes: Store<Node>,
+    /// Pods of nodeops' node runs.
+    pub pods: Store<Pod>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, nodes: Store<Node>, pods: Store<Pod>) -> Self {
+        let reporter = Reporter { controller: "nodeops".into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, config, recorder, nodes, pods }
+    }
+
+    /// An Api for a namespaced kind, scoped as configured.
+    pub fn scoped<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        match &self.config.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// Publishes an Event about `obj`; a failure to record is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish Event");
+        }
+    }
+}
+
+/// Requeue delay after a failed reconcile.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
