@@ -26,10 +26,15 @@ fi
 echo "nodeops running (pid $(cat "$pidfile")), log: .local-cluster/logs/nodeops.log"
 step "samples"
 kubectl create namespace nodeops-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -n nodeops-demo -f config/samples/
-step "nodes"
-kubectl get nodes -L "agent.nodeops.io/telescope" | head -12
-step "nodeops objects"
+kubectl apply -n nodeops-demo -f config/samples/ -f hack/demo/
+step "waiting for the AsyncCommands to finish"
+kubectl wait -n nodeops-demo --for=condition=Complete asynccommand --all --timeout=120s >/dev/null
+kubectl get -n nodeops-demo asynccommands
+for name in $(kubectl get -n nodeops-demo asynccommands -o name); do
+	step "per-node results of ${name#*/}"
+	target/debug/nodeops get asynccommand "${name#*/}" -n nodeops-demo | head -25
+done
+step "every nodeops object"
 kubectl get nodeops -A
 cat <<MSG
 

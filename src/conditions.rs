@@ -22,7 +22,12 @@ pub struct Desired<'a> {
 
 impl<'a> Desired<'a> {
     pub fn new(type_: &'a str, status: bool, reason: &'a str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason, message: message.into() }
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -33,7 +38,12 @@ fn status_str(b: bool) -> &'static str {
 /// Sets `desired` in `conditions`, keeping `lastTransitionTime` when the status is
 /// unchanged. Returns whether the status transitioned (a new condition counts), which is
 /// when an Event is worth emitting.
-pub fn set(conditions: &mut Vec<Condition>, desired: Desired<'_>, generation: Option<i64>, now: &Time) -> bool {
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    desired: Desired<'_>,
+    generation: Option<i64>,
+    now: &Time,
+) -> bool {
     let status = status_str(desired.status);
     let observed_generation = generation;
     match conditions.iter_mut().find(|c| c.type_ == desired.type_) {
@@ -71,7 +81,9 @@ pub fn remove(conditions: &mut Vec<Condition>, type_: &str) -> bool {
 
 /// Whether the condition is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -86,11 +98,26 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_status_change() {
         let mut cs = Vec::new();
-        assert!(set(&mut cs, Desired::new(READY, false, "Running", "1/3"), Some(1), &t(0)));
-        assert!(!set(&mut cs, Desired::new(READY, false, "Running", "2/3"), Some(1), &t(5)));
+        assert!(set(
+            &mut cs,
+            Desired::new(READY, false, "Running", "1/3"),
+            Some(1),
+            &t(0)
+        ));
+        assert!(!set(
+            &mut cs,
+            Desired::new(READY, false, "Running", "2/3"),
+            Some(1),
+            &t(5)
+        ));
         assert_eq!(cs[0].last_transition_time, t(0));
         assert_eq!(cs[0].message, "2/3");
-        assert!(set(&mut cs, Desired::new(READY, true, "Succeeded", "3/3"), Some(2), &t(9)));
+        assert!(set(
+            &mut cs,
+            Desired::new(READY, true, "Succeeded", "3/3"),
+            Some(2),
+            &t(9)
+        ));
         assert_eq!(cs[0].last_transition_time, t(9));
         assert_eq!(cs[0].observed_generation, Some(2));
         assert!(is_true(&cs, READY));

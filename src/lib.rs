@@ -3,9 +3,10 @@
 //! node's outcome into the object's status.
 
 pub mod api;
+pub mod conditions;
+pub mod controller;
+pub mod engine;
+pub mod exec;
 pub mod operator;
 pub mod telemetry;
-pub mod conditions;
-pub mod exec;
-pub mod engine;
-pub mod controller;
+pub mod view;

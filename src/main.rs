@@ -6,10 +6,13 @@ use std::collections::BTreeSet;
 use nodeops::operator::{self, Config};
 use nodeops::telemetry::{self, LogFormat};
 
-/// Runs nodeops' controllers against the cluster in the kubeconfig or in-cluster config.
+/// Runs nodeops' controllers against the cluster in the kubeconfig or in-cluster config;
+/// `nodeops get` prints an object's per-node table.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Log format.
     #[arg(long, env = "NODEOPS_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -30,13 +33,47 @@ struct Args {
     default_image: String,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Print the per-node table of an object: `nodeops get asynccommand NAME -n NAMESPACE`.
+    Get {
+        /// Kind: asynccommand (acmd).
+        kind: String,
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Sub::Get {
+        kind,
+        name,
+        namespace,
+    }) = &args.command
+    {
+        let client = kube::Client::try_default().await?;
+        let text = match kind.to_lowercase().as_str() {
+            "asynccommand" | "asynccommands" | "acmd" => {
+                let api: kube::Api<nodeops::api::AsyncCommand> =
+                    kube::Api::namespaced(client, namespace);
+                nodeops::view::async_command(&api.get(name).await?)
+            }
+            other => anyhow::bail!("nodeops get: unknown kind {other:?}; known: asynccommand"),
+        };
+        print!("{text}");
+        return Ok(());
+    }
     telemetry::init(args.log_format, &args.log_filter);
     let config = Config {
         namespace: args.namespace,
-        host_mode_namespaces: args.host_mode_namespaces.into_iter().filter(|s| !s.is_empty()).collect::<BTreeSet<_>>(),
+        host_mode_namespaces: args
+            .host_mode_namespaces
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<BTreeSet<_>>(),
         runner_image: args.runner_image,
         default_image: args.default_image,
     };

@@ -6,7 +6,11 @@ use std::process::Command;
 use nodeops::exec::RunReport;
 
 fn run(args: &[&str]) -> (i32, RunReport) {
-    let dir = std::env::temp_dir().join(format!("nodeops-exec-test-{}-{}", std::process::id(), args.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "nodeops-exec-test-{}-{}",
+        std::process::id(),
+        args.len()
+    ));
     std::fs::create_dir_all(&dir).expect("tmp");
     let log = dir.join("termination-log");
     let status = Command::new(env!("CARGO_BIN_EXE_nodeops-exec"))
@@ -17,7 +21,9 @@ fn run(args: &[&str]) -> (i32, RunReport) {
         .env("UNRELATED_SECRET", "s3cret")
         .output()
         .expect("run nodeops-exec");
-    let report: RunReport = serde_json::from_str(&std::fs::read_to_string(&log).expect("report written")).expect("json");
+    let report: RunReport =
+        serde_json::from_str(&std::fs::read_to_string(&log).expect("report written"))
+            .expect("json");
     let _ = std::fs::remove_dir_all(&dir);
     (status.status.code().expect("exit code"), report)
 }
@@ -25,10 +31,16 @@ fn run(args: &[&str]) -> (i32, RunReport) {
 #[test]
 fn success_failure_and_timeout_reach_the_termination_message() {
     let (code, report) = run(&["--", "echo", "hello"]);
-    assert_eq!((code, report.exit_code, report.output.as_str()), (0, 0, "hello\n"));
+    assert_eq!(
+        (code, report.exit_code, report.output.as_str()),
+        (0, 0, "hello\n")
+    );
 
     let (code, report) = run(&["--", "sh", "-c", "echo boom >&2; exit 7"]);
-    assert_eq!((code, report.exit_code, report.output.as_str()), (7, 7, "boom\n"));
+    assert_eq!(
+        (code, report.exit_code, report.output.as_str()),
+        (7, 7, "boom\n")
+    );
 
     let (code, report) = run(&["--timeout", "1", "--", "sleep", "30"]);
     assert_eq!(code, 124);
@@ -37,8 +49,16 @@ fn success_failure_and_timeout_reach_the_termination_message() {
 
 #[test]
 fn only_parameters_reach_the_command_environment() {
-    let (_, report) = run(&["--", "sh", "-c", "printf '%s|%s' \"$NODEOPS_PARAM_target\" \"$UNRELATED_SECRET\""]);
-    assert_eq!(report.output, "$(reboot)|", "parameters pass verbatim; the runner's own environment does not");
+    let (_, report) = run(&[
+        "--",
+        "sh",
+        "-c",
+        "printf '%s|%s' \"$NODEOPS_PARAM_target\" \"$UNRELATED_SECRET\"",
+    ]);
+    assert_eq!(
+        report.output, "$(reboot)|",
+        "parameters pass verbatim; the runner's own environment does not"
+    );
 }
 
 #[test]

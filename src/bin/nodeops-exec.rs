@@ -14,7 +14,10 @@ use clap::Parser;
 use nodeops::exec::{self, RunReport, RunSpec};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Runs a command on a node and reports its outcome as the termination message")]
+#[command(
+    version,
+    about = "Runs a command on a node and reports its outcome as the termination message"
+)]
 struct Args {
     /// Join the host's namespaces (PID 1's) before running: needs a privileged hostPID pod.
     #[arg(long)]
@@ -56,10 +59,19 @@ fn main() {
         return;
     }
     // Open the report file before entering the host: afterwards /dev is the host's.
-    let mut log = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&args.termination_log).ok();
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&args.termination_log)
+        .ok();
     let report = match prepare_and_run(&args) {
         Ok(report) => report,
-        Err(message) => RunReport { exit_code: exec::START_FAILED_EXIT_CODE, error: Some(message), ..Default::default() },
+        Err(message) => RunReport {
+            exit_code: exec::START_FAILED_EXIT_CODE,
+            error: Some(message),
+            ..Default::default()
+        },
     };
     if let Some(error) = &report.error {
         eprintln!("nodeops-exec: {error}");
@@ -74,7 +86,9 @@ fn prepare_and_run(args: &Args) -> Result<RunReport, String> {
     if args.host {
         exec::host::enter_namespaces_of(1).map_err(|e| e.to_string())?;
     }
-    let env = std::env::vars().filter(|(k, _)| k.starts_with(&args.env_prefix)).collect();
+    let env = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&args.env_prefix))
+        .collect();
     let spec = RunSpec {
         argv: args.argv.clone(),
         user: args.user.clone(),

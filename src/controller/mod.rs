@@ -40,9 +40,18 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, config: Config, nodes: Store<Node>, pods: Store<Pod>) -> Self {
-        let reporter = Reporter { controller: "nodeops".into(), instance: std::env::var("POD_NAME").ok() };
+        let reporter = Reporter {
+            controller: "nodeops".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, config, recorder, nodes, pods }
+        Self {
+            client,
+            config,
+            recorder,
+            nodes,
+            pods,
+        }
     }
 
     /// An Api for a namespaced kind, scoped as configured.
@@ -58,9 +67,19 @@ impl Context {
     }
 
     /// Publishes an Event about `obj`; a failure to record is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note),
             action: "Reconcile".into(),

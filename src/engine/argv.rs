@@ -20,10 +20,17 @@ pub fn split(command: &str) -> Result<Vec<String>, ArgvError> {
     if command.len() > 1024 {
         return Err(ArgvError::TooLong(command.len()));
     }
-    if let Some(c) = command.chars().find(|c| !(c.is_ascii_alphanumeric() || " _./:-".contains(*c))) {
+    if let Some(c) = command
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || " _./:-".contains(*c)))
+    {
         return Err(ArgvError::Forbidden(c));
     }
-    let argv: Vec<String> = command.split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+    let argv: Vec<String> = command
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
     if argv.is_empty() {
         return Err(ArgvError::Empty);
     }
@@ -38,15 +45,39 @@ mod tests {
     fn splits_on_runs_of_spaces() {
         assert_eq!(split("ls -l /system").expect("ok"), ["ls", "-l", "/system"]);
         assert_eq!(split("  uptime   ").expect("ok"), ["uptime"]);
-        assert_eq!(split("curl -s http://127.0.0.1:10248/healthz").expect("ok").len(), 3);
+        assert_eq!(
+            split("curl -s http://127.0.0.1:10248/healthz")
+                .expect("ok")
+                .len(),
+            3
+        );
     }
 
     #[test]
     fn refuses_everything_a_shell_would_interpret() {
-        for bad in ["ls; rm -rf /", "echo $(id)", "a|b", "a && b", "echo `id`", "a > /etc/x", "echo 'x'", "a\tb", "a\nb", "ls *", "echo ~"] {
-            assert!(matches!(split(bad), Err(ArgvError::Forbidden(_))), "{bad:?}");
+        for bad in [
+            "ls; rm -rf /",
+            "echo $(id)",
+            "a|b",
+            "a && b",
+            "echo `id`",
+            "a > /etc/x",
+            "echo 'x'",
+            "a\tb",
+            "a\nb",
+            "ls *",
+            "echo ~",
+        ] {
+            assert!(
+                matches!(split(bad), Err(ArgvError::Forbidden(_))),
+                "{bad:?}"
+            );
         }
-        assert_eq!(split("ls\u{00a0}-l"), Err(ArgvError::Forbidden('\u{00a0}')), "unicode look-alike space");
+        assert_eq!(
+            split("ls\u{00a0}-l"),
+            Err(ArgvError::Forbidden('\u{00a0}')),
+            "unicode look-alike space"
+        );
     }
 
     #[test]

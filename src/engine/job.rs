@@ -8,8 +8,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{
-    JOB_ID_ANNOTATION, MAIN_CONTAINER, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION,
-    OWNER_UID_LABEL,
+    JOB_ID_ANNOTATION, MAIN_CONTAINER, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL,
+    OWNER_NAME_ANNOTATION, OWNER_UID_LABEL,
 };
 use crate::api::common::ExecutionMode;
 
@@ -97,11 +97,18 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
     if let Some(dir) = &t.working_directory {
         runner_args.extend(["--workdir".into(), dir.clone()]);
     }
-    let env: Vec<_> = t.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    let env: Vec<_> = t
+        .env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
     let (pod_extra, containers, init_containers, volumes) = match t.mode {
         ExecutionMode::Host => {
             runner_args.insert(0, "--host".into());
-            runner_args.extend(["--user".into(), t.username.clone().unwrap_or_else(|| "root".into())]);
+            runner_args.extend([
+                "--user".into(),
+                t.username.clone().unwrap_or_else(|| "root".into()),
+            ]);
             runner_args.push("--".into());
             runner_args.extend(t.argv.iter().cloned());
             let container = json!({
@@ -113,7 +120,12 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
                 "securityContext": {"privileged": true},
                 "terminationMessagePolicy": "File",
             });
-            (json!({"hostPID": true, "hostNetwork": true, "hostIPC": true}), vec![container], vec![], vec![])
+            (
+                json!({"hostPID": true, "hostNetwork": true, "hostIPC": true}),
+                vec![container],
+                vec![],
+                vec![],
+            )
         }
         ExecutionMode::Container => {
             runner_args.push("--".into());
@@ -135,7 +147,12 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
                 "securityContext": {"allowPrivilegeEscalation": false},
                 "terminationMessagePolicy": "File",
             });
-            (json!({}), vec![container], vec![install], vec![json!({"name": "nodeops-runner", "emptyDir": {}})])
+            (
+                json!({}),
+                vec![container],
+                vec![install],
+                vec![json!({"name": "nodeops-runner", "emptyDir": {}})],
+            )
         }
     };
     let mut pod_spec = json!({
@@ -211,7 +228,11 @@ mod tests {
         let a = job_name("list-system", "uid-1", "node-0001");
         assert_eq!(a, job_name("list-system", "uid-1", "node-0001"));
         assert_ne!(a, job_name("list-system", "uid-1", "node-0002"));
-        assert_ne!(a, job_name("list-system", "uid-2", "node-0001"), "a re-created owner gets new Jobs");
+        assert_ne!(
+            a,
+            job_name("list-system", "uid-2", "node-0001"),
+            "a re-created owner gets new Jobs"
+        );
         let long = job_name(&"x".repeat(253), "uid", &"n".repeat(253));
         assert!(long.len() <= 63, "{}", long.len());
         let dashed = job_name(&format!("{}-abc", "a".repeat(51)), "uid", "n");
@@ -228,19 +249,42 @@ mod tests {
         let pod = spec.template.spec.expect("pod spec");
         assert_eq!(pod.node_name.as_deref(), Some("node-0001"));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(pod.tolerations.expect("tolerations")[0].operator.as_deref(), Some("Exists"));
+        assert_eq!(
+            pod.tolerations.expect("tolerations")[0].operator.as_deref(),
+            Some("Exists")
+        );
         assert_eq!(pod.host_pid, None);
         let main = &pod.containers[0];
         assert_eq!(main.image.as_deref(), Some("busybox:1.36"));
-        assert_eq!(main.command.as_deref(), Some(&["/nodeops/nodeops-exec".to_string()][..]));
-        assert_eq!(main.args.as_deref().expect("args"), ["--timeout", "60", "--", "ls", "-l", "/system"]);
-        assert!(main.security_context.as_ref().and_then(|s| s.privileged).is_none());
+        assert_eq!(
+            main.command.as_deref(),
+            Some(&["/nodeops/nodeops-exec".to_string()][..])
+        );
+        assert_eq!(
+            main.args.as_deref().expect("args"),
+            ["--timeout", "60", "--", "ls", "-l", "/system"]
+        );
+        assert!(
+            main.security_context
+                .as_ref()
+                .and_then(|s| s.privileged)
+                .is_none()
+        );
         let meta = job.metadata;
-        assert_eq!(meta.owner_references.expect("owner")[0].controller, Some(true));
+        assert_eq!(
+            meta.owner_references.expect("owner")[0].controller,
+            Some(true)
+        );
         let labels = meta.labels.expect("labels");
-        assert_eq!(labels[OWNER_UID_LABEL], "6837531f-d3f5-4550-927b-930180a706bf");
+        assert_eq!(
+            labels[OWNER_UID_LABEL],
+            "6837531f-d3f5-4550-927b-930180a706bf"
+        );
         assert_eq!(labels["app.kubernetes.io/managed-by"], "nodeops");
-        assert_eq!(meta.annotations.expect("annotations")[NODE_ANNOTATION], "node-0001");
+        assert_eq!(
+            meta.annotations.expect("annotations")[NODE_ANNOTATION],
+            "node-0001"
+        );
     }
 
     #[test]
@@ -255,23 +299,49 @@ mod tests {
         assert_eq!(pod.host_pid, Some(true));
         assert!(pod.init_containers.unwrap_or_default().is_empty());
         let main = &pod.containers[0];
-        assert_eq!(main.image.as_deref(), Some("ghcr.io/nodeops/nodeops-exec:v0.1.0"));
-        assert_eq!(main.security_context.as_ref().and_then(|s| s.privileged), Some(true));
+        assert_eq!(
+            main.image.as_deref(),
+            Some("ghcr.io/nodeops/nodeops-exec:v0.1.0")
+        );
+        assert_eq!(
+            main.security_context.as_ref().and_then(|s| s.privileged),
+            Some(true)
+        );
         assert_eq!(
             main.args.as_deref().expect("args"),
-            ["--host", "--timeout", "60", "--user", "backup", "--", "ls", "-l", "/system"]
+            [
+                "--host",
+                "--timeout",
+                "60",
+                "--user",
+                "backup",
+                "--",
+                "ls",
+                "-l",
+                "/system"
+            ]
         );
     }
 
     #[test]
     fn pod_annotations_and_parameters_reach_the_pod() {
         let mut t = template(ExecutionMode::Container);
-        t.pod_annotations.insert("sim.nodeops.io/outcome".into(), "fail".into());
+        t.pod_annotations
+            .insert("sim.nodeops.io/outcome".into(), "fail".into());
         t.env = vec![("NODEOPS_PARAM_path".into(), "/var".into())];
         let job = render(&owner(), "node-0003", &t).expect("job");
         let tpl = job.spec.expect("spec").template;
-        assert_eq!(tpl.metadata.expect("meta").annotations.expect("ann")["sim.nodeops.io/outcome"], "fail");
-        let env = tpl.spec.expect("spec").containers[0].env.clone().expect("env");
-        assert_eq!((env[0].name.as_str(), env[0].value.as_deref()), ("NODEOPS_PARAM_path", Some("/var")));
+        assert_eq!(
+            tpl.metadata.expect("meta").annotations.expect("ann")["sim.nodeops.io/outcome"],
+            "fail"
+        );
+        let env = tpl.spec.expect("spec").containers[0]
+            .env
+            .clone()
+            .expect("env");
+        assert_eq!(
+            (env[0].name.as_str(), env[0].value.as_deref()),
+            ("NODEOPS_PARAM_path", Some("/var"))
+        );
     }
 }

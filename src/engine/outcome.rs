@@ -26,7 +26,9 @@ pub mod reason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunState {
     /// The Job exists and has not finished.
-    Active { pods: usize },
+    Active {
+        pods: usize,
+    },
     Succeeded,
     Failed,
 }
@@ -44,7 +46,10 @@ pub struct Observed {
     pub completion_time: Option<Time>,
 }
 
-fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+fn condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
     job.status
         .as_ref()?
         .conditions
@@ -55,31 +60,61 @@ fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::apimachin
 }
 
 fn job_condition_reason(job: &Job, type_: &str) -> Option<(String, String)> {
-    let c = job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")?;
-    Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+    let c = job
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")?;
+    Some((
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
 }
 
 /// The last terminated state of the main container among `pods` (the newest pod first).
 fn last_termination(pods: &[&Pod]) -> Option<ContainerStateTerminated> {
     let mut pods: Vec<&&Pod> = pods.iter().collect();
-    pods.sort_by(|a, b| b.metadata.creation_timestamp.cmp(&a.metadata.creation_timestamp));
+    pods.sort_by(|a, b| {
+        b.metadata
+            .creation_timestamp
+            .cmp(&a.metadata.creation_timestamp)
+    });
     pods.iter().find_map(|p| {
         let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
-        let main = statuses.iter().find(|s| s.name == MAIN_CONTAINER).or(statuses.first())?;
+        let main = statuses
+            .iter()
+            .find(|s| s.name == MAIN_CONTAINER)
+            .or(statuses.first())?;
         main.state.as_ref()?.terminated.clone()
     })
 }
 
 /// Reads a node run. `output_limit` bounds the output kept (its tail).
 pub fn observe(job: &Job, pods: &[&Pod], output_limit: usize) -> Observed {
-    let start_time = job.status.as_ref().and_then(|s| s.start_time.clone()).or_else(|| job.metadata.creation_timestamp.clone());
+    let start_time = job
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .or_else(|| job.metadata.creation_timestamp.clone());
     let succeeded = condition(job, "Complete").is_some();
     let failed = condition(job, "Failed").is_some();
     let terminated = last_termination(pods);
-    let report = terminated.as_ref().and_then(|t| t.message.as_deref()).map(parse_report);
-    let exit_code = report.as_ref().and_then(|r| r.exit_code).or(terminated.as_ref().map(|t| t.exit_code));
+    let report = terminated
+        .as_ref()
+        .and_then(|t| t.message.as_deref())
+        .map(parse_report);
+    let exit_code = report
+        .as_ref()
+        .and_then(|r| r.exit_code)
+        .or(terminated.as_ref().map(|t| t.exit_code));
     let (output, truncated) = match report.as_ref().and_then(|r| r.output.clone()) {
-        Some(out) => bound(&out, output_limit, report.as_ref().is_some_and(|r| r.truncated)),
+        Some(out) => bound(
+            &out,
+            output_limit,
+            report.as_ref().is_some_and(|r| r.truncated),
+        ),
         None => (None, false),
     };
     let mut observed = Observed {
@@ -95,20 +130,38 @@ pub fn observe(job: &Job, pods: &[&Pod], output_limit: usize) -> Observed {
     if succeeded {
         observed.state = RunState::Succeeded;
         observed.reason = Some(reason::COMPLETED.into());
-        observed.completion_time = job.status.as_ref().and_then(|s| s.completion_time.clone()).or_else(|| condition(job, "Complete").cloned());
+        observed.completion_time = job
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.clone())
+            .or_else(|| condition(job, "Complete").cloned());
     } else if failed {
         observed.state = RunState::Failed;
         observed.completion_time = condition(job, "Failed").cloned();
         let (job_reason, job_message) = job_condition_reason(job, "Failed").unwrap_or_default();
-        let (reason, message) = if job_reason == "DeadlineExceeded" || report.as_ref().is_some_and(|r| r.timed_out) {
-            (reason::TIMEOUT, format!("the command did not finish in time: {job_message}").trim_end_matches(": ").to_string())
-        } else if let Some(error) = report.as_ref().and_then(|r| r.error.clone()) {
-            (reason::START_FAILED, error)
-        } else if let Some(code) = exit_code.filter(|c| *c != 0) {
-            (reason::EXIT_CODE, format!("the command exited with code {code}"))
-        } else {
-            (reason::EXIT_CODE, format!("the Job failed: {job_reason} {job_message}").trim().to_string())
-        };
+        let (reason, message) =
+            if job_reason == "DeadlineExceeded" || report.as_ref().is_some_and(|r| r.timed_out) {
+                (
+                    reason::TIMEOUT,
+                    format!("the command did not finish in time: {job_message}")
+                        .trim_end_matches(": ")
+                        .to_string(),
+                )
+            } else if let Some(error) = report.as_ref().and_then(|r| r.error.clone()) {
+                (reason::START_FAILED, error)
+            } else if let Some(code) = exit_code.filter(|c| *c != 0) {
+                (
+                    reason::EXIT_CODE,
+                    format!("the command exited with code {code}"),
+                )
+            } else {
+                (
+                    reason::EXIT_CODE,
+                    format!("the Job failed: {job_reason} {job_message}")
+                        .trim()
+                        .to_string(),
+                )
+            };
         observed.reason = Some(reason.into());
         observed.message = Some(message);
     }
@@ -136,7 +189,10 @@ fn parse_report(message: &str) -> Report {
             timed_out: r.timed_out,
             error: r.error,
         },
-        Err(_) => Report { output: (!message.is_empty()).then(|| message.to_string()), ..Default::default() },
+        Err(_) => Report {
+            output: (!message.is_empty()).then(|| message.to_string()),
+            ..Default::default()
+        },
     }
 }
 
@@ -189,7 +245,10 @@ mod tests {
 
     #[test]
     fn success_reads_the_runner_report() {
-        let p = pod(0, r#"{"exitCode":0,"output":"total 0\n","truncated":false,"timedOut":false}"#);
+        let p = pod(
+            0,
+            r#"{"exitCode":0,"output":"total 0\n","truncated":false,"timedOut":false}"#,
+        );
         let o = observe(&job(cond("Complete", "")), &[&p], 100);
         assert_eq!(o.state, RunState::Succeeded);
         assert_eq!(o.exit_code, Some(0));
@@ -202,7 +261,10 @@ mod tests {
         let p = pod(3, r#"{"exitCode":3,"output":"no such file\n"}"#);
         let o = observe(&job(cond("Failed", "BackoffLimitExceeded")), &[&p], 100);
         assert_eq!(o.state, RunState::Failed);
-        assert_eq!((o.exit_code, o.reason.as_deref()), (Some(3), Some(reason::EXIT_CODE)));
+        assert_eq!(
+            (o.exit_code, o.reason.as_deref()),
+            (Some(3), Some(reason::EXIT_CODE))
+        );
         assert_eq!(o.message.as_deref(), Some("the command exited with code 3"));
     }
 
@@ -218,7 +280,10 @@ mod tests {
 
     #[test]
     fn start_failure_is_reported() {
-        let p = pod(127, r#"{"exitCode":127,"output":"","error":"unknown user \"bob\""}"#);
+        let p = pod(
+            127,
+            r#"{"exitCode":127,"output":"","error":"unknown user \"bob\""}"#,
+        );
         let o = observe(&job(cond("Failed", "BackoffLimitExceeded")), &[&p], 100);
         assert_eq!(o.reason.as_deref(), Some(reason::START_FAILED));
         assert_eq!(o.message.as_deref(), Some("unknown user \"bob\""));
@@ -228,13 +293,19 @@ mod tests {
     fn plain_termination_message_is_output() {
         let p = pod(42, "disk full");
         let o = observe(&job(cond("Failed", "BackoffLimitExceeded")), &[&p], 100);
-        assert_eq!((o.exit_code, o.output.as_deref()), (Some(42), Some("disk full")));
+        assert_eq!(
+            (o.exit_code, o.output.as_deref()),
+            (Some(42), Some("disk full"))
+        );
     }
 
     #[test]
     fn output_is_bounded_with_a_marker() {
         let long = "é".repeat(100);
-        let p = pod(0, &serde_json::to_string(&json!({"exitCode": 0, "output": long})).expect("json"));
+        let p = pod(
+            0,
+            &serde_json::to_string(&json!({"exitCode": 0, "output": long})).expect("json"),
+        );
         let o = observe(&job(cond("Complete", "")), &[&p], 9);
         assert!(o.truncated);
         assert!(o.output.expect("output").len() <= 9);

@@ -19,9 +19,16 @@ const NAMESPACES: [(&str, CloneFlags); 5] = [
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("opening /proc/{pid}/ns/{ns} (is the pod privileged with hostPID?): {source}")]
-    Open { pid: u32, ns: &'static str, source: std::io::Error },
+    Open {
+        pid: u32,
+        ns: &'static str,
+        source: std::io::Error,
+    },
     #[error("joining the host's {ns} namespace (is the pod privileged?): {source}")]
-    Join { ns: &'static str, source: nix::Error },
+    Join {
+        ns: &'static str,
+        source: nix::Error,
+    },
 }
 
 /// Joins the namespaces of process `pid` (1: the host's init). Must be called while the
@@ -32,7 +39,11 @@ pub fn enter_namespaces_of(pid: u32) -> Result<(), Error> {
     // Open every handle first: once in the host's mount namespace, /proc may differ.
     let mut handles = Vec::with_capacity(NAMESPACES.len());
     for (ns, flag) in NAMESPACES {
-        let file = File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|source| Error::Open { pid, ns, source })?;
+        let file = File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|source| Error::Open {
+            pid,
+            ns,
+            source,
+        })?;
         handles.push((ns, flag, file));
     }
     for (ns, flag, file) in handles {

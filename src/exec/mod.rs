@@ -85,7 +85,11 @@ pub enum Error {
 impl RunReport {
     /// The report of a command that never started.
     pub fn start_failed(error: &Error) -> Self {
-        Self { exit_code: START_FAILED_EXIT_CODE, error: Some(error.to_string()), ..Default::default() }
+        Self {
+            exit_code: START_FAILED_EXIT_CODE,
+            error: Some(error.to_string()),
+            ..Default::default()
+        }
     }
 
     /// JSON for the termination message, at most `TERMINATION_MESSAGE_LIMIT` bytes: the
@@ -93,7 +97,8 @@ impl RunReport {
     pub fn to_termination_message(&self) -> String {
         let mut report = self.clone();
         loop {
-            let json = serde_json::to_string(&report).unwrap_or_else(|_| format!("{{\"exitCode\":{}}}", report.exit_code));
+            let json = serde_json::to_string(&report)
+                .unwrap_or_else(|_| format!("{{\"exitCode\":{}}}", report.exit_code));
             if json.len() <= TERMINATION_MESSAGE_LIMIT || report.output.is_empty() {
                 return json;
             }
@@ -118,20 +123,27 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
         cmd.current_dir(dir);
     }
     // A clean environment: the pod's variables are not the command's business.
-    cmd.env_clear().env("PATH", DEFAULT_PATH).env("LANG", "C.UTF-8");
+    cmd.env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .env("LANG", "C.UTF-8");
     cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Some(name) = &spec.user {
         let user = User::from_name(name)
             .map_err(|e| Error::UserLookup(name.clone(), e))?
             .ok_or_else(|| Error::UnknownUser(name.clone()))?;
-        cmd.env("HOME", &user.dir).env("USER", &user.name).env("LOGNAME", &user.name);
+        cmd.env("HOME", &user.dir)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
         if user.uid != nix::unistd::getuid() {
-            let cname = std::ffi::CString::new(user.name.clone()).map_err(|_| Error::UnknownUser(name.clone()))?;
+            let cname = std::ffi::CString::new(user.name.clone())
+                .map_err(|_| Error::UnknownUser(name.clone()))?;
             let gid = user.gid;
             // SAFETY: initgroups and the uid/gid switch that follows are async-signal-safe
             // enough for the pre-exec window (no allocation: cname is built beforehand).
             unsafe {
-                cmd.pre_exec(move || nix::unistd::initgroups(&cname, gid).map_err(std::io::Error::from));
+                cmd.pre_exec(move || {
+                    nix::unistd::initgroups(&cname, gid).map_err(std::io::Error::from)
+                });
             }
             cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         }
@@ -187,10 +199,19 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
     let exit_code = if timed_out {
         TIMEOUT_EXIT_CODE
     } else {
-        status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
+        status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(1)
     };
     let (output, truncated) = tail.into_string();
-    Ok(RunReport { exit_code, output, truncated, timed_out, error: None })
+    Ok(RunReport {
+        exit_code,
+        output,
+        truncated,
+        timed_out,
+        error: None,
+    })
 }
 
 #[cfg(test)]
@@ -230,12 +251,19 @@ mod tests {
         assert!(r.timed_out);
         assert_eq!(r.exit_code, TIMEOUT_EXIT_CODE);
         assert_eq!(r.output, "started\n");
-        assert!(started.elapsed() < Duration::from_secs(20), "the runner returned after the kill, not after sleep");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the runner returned after the kill, not after sleep"
+        );
     }
 
     #[test]
     fn keeps_only_the_tail_of_long_output() {
-        let mut s = spec(&["sh", "-c", "i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done"]);
+        let mut s = spec(&[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done",
+        ]);
         s.output_limit = 64;
         let r = run(&s).expect("run");
         assert!(r.truncated);
@@ -254,7 +282,12 @@ mod tests {
         let err = run(&spec(&["/nonexistent/program"])).expect_err("cannot start");
         let report = RunReport::start_failed(&err);
         assert_eq!(report.exit_code, START_FAILED_EXIT_CODE);
-        assert!(report.error.expect("error").contains("/nonexistent/program"));
+        assert!(
+            report
+                .error
+                .expect("error")
+                .contains("/nonexistent/program")
+        );
     }
 
     #[test]
@@ -274,13 +307,21 @@ mod tests {
 
     #[test]
     fn termination_message_fits_the_kubelet_limit() {
-        let report = RunReport { exit_code: 1, output: "\"\u{1}".repeat(3000), ..Default::default() };
+        let report = RunReport {
+            exit_code: 1,
+            output: "\"\u{1}".repeat(3000),
+            ..Default::default()
+        };
         let msg = report.to_termination_message();
         assert!(msg.len() <= TERMINATION_MESSAGE_LIMIT, "{}", msg.len());
         let back: RunReport = serde_json::from_str(&msg).expect("json");
         assert!(back.truncated);
         assert_eq!(back.exit_code, 1);
-        let small = RunReport { exit_code: 0, output: "ok\n".into(), ..Default::default() };
+        let small = RunReport {
+            exit_code: 0,
+            output: "ok\n".into(),
+            ..Default::default()
+        };
         let back: RunReport = serde_json::from_str(&small.to_termination_message()).expect("json");
         assert_eq!(back, small);
     }

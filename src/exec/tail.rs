@@ -12,7 +12,11 @@ pub struct TailBuffer {
 
 impl TailBuffer {
     pub fn new(limit: usize) -> Self {
-        Self { limit, buf: VecDeque::with_capacity(limit.min(64 * 1024)), dropped: false }
+        Self {
+            limit,
+            buf: VecDeque::with_capacity(limit.min(64 * 1024)),
+            dropped: false,
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -41,7 +45,10 @@ impl TailBuffer {
                 start += 1;
             }
         }
-        (String::from_utf8_lossy(&bytes[start..]).into_owned(), self.dropped)
+        (
+            String::from_utf8_lossy(&bytes[start..]).into_owned(),
+            self.dropped,
+        )
     }
 }
 

@@ -41,7 +41,11 @@ pub async fn connect() -> Result<Client, Error> {
 /// Runs the controllers until `shutdown` resolves, then stops them gracefully (reconciles
 /// in progress finish); returns what `shutdown` returned. Missing CRDs are reported (the
 /// operator does not install them).
-pub async fn run<S: std::future::Future>(client: Client, config: Config, shutdown: S) -> Result<S::Output, Error> {
+pub async fn run<S: std::future::Future>(
+    client: Client,
+    config: Config,
+    shutdown: S,
+) -> Result<S::Output, Error> {
     report_missing_crds(&client).await;
     let stop = CancellationToken::new();
 
@@ -66,16 +70,26 @@ pub async fn run<S: std::future::Future>(client: Client, config: Config, shutdow
     };
     let pod_stream = reflector(
         pods_writer,
-        watcher(pods_api, watcher::Config::default().labels(async_command::CHILD_SELECTOR))
-            .modify(|p| p.managed_fields_mut().clear())
-            .default_backoff(),
+        watcher(
+            pods_api,
+            watcher::Config::default().labels(async_command::CHILD_SELECTOR),
+        )
+        .modify(|p| p.managed_fields_mut().clear())
+        .default_backoff(),
     )
     .applied_objects();
-    nodes.wait_until_ready().await.map_err(|_| Error::NodeCache)?;
+    nodes
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::NodeCache)?;
     tracing::info!(nodes = nodes.state().len(), namespace = ?config.namespace, "caches ready; starting controllers");
 
     let ctx = Arc::new(Context::new(client, config, nodes, pods));
-    let controllers = tokio::spawn(async_command::run(ctx, pod_stream, stop.clone().cancelled_owned()));
+    let controllers = tokio::spawn(async_command::run(
+        ctx,
+        pod_stream,
+        stop.clone().cancelled_owned(),
+    ));
     let result = shutdown.await;
     tracing::info!("shutting down: letting reconciles in progress finish");
     stop.cancel();

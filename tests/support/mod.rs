@@ -178,3 +178,80 @@ pub async fn install_crds(client: &Client) {
     })
     .await;
 }
+
+/// The operator binary running against the local control plane, watching one namespace;
+/// SIGKILLed when dropped (or by `kill`), as a crash would end it.
+pub struct Operator {
+    child: Option<std::process::Child>,
+    namespace: String,
+    args: Vec<String>,
+}
+
+impl Operator {
+    /// Starts `nodeops --namespace <ns> <args>`, logging to `target/operator-<ns>.log`.
+    pub fn start(namespace: &str, args: &[&str]) -> Self {
+        let mut op = Self {
+            child: None,
+            namespace: namespace.to_string(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let log_path = repo_root().join(format!("target/operator-{}.log", self.namespace));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("operator log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(&self.args)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "info,nodeops=debug,kube=warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the operator");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no graceful shutdown, as when the node or the pod dies.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Applies a manifest (JSON) to the namespace with server-side apply, as `kubectl apply`.
+pub async fn apply<K>(api: &Api<K>, obj: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    use kube::api::{Patch, PatchParams};
+    let name = obj["metadata"]["name"].as_str().expect("name").to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply("nodeops-tests").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .expect("apply")
+}

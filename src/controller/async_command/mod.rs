@@ -30,7 +30,8 @@ use crate::engine::{NODE_ANNOTATION, OWNER_NAME_ANNOTATION, argv, script};
 use plan::{NodeInfo, OUTPUT_LIMIT, World};
 
 /// Label selector of the Jobs and Pods this controller owns.
-pub const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=nodeops,nodeops.io/owner-kind=asynccommand";
+pub const CHILD_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=nodeops,nodeops.io/owner-kind=asynccommand";
 /// A Job without a Pod for this long is checked for an admission refusal.
 const POD_CREATE_GRACE_SECONDS: i64 = 3;
 
@@ -49,7 +50,10 @@ pub enum Error {
     #[error("reading the Events of Job {job}: {source}")]
     ReadEvents { job: String, source: kube::Error },
     #[error("rendering the Job for node {node}: {source}")]
-    RenderJob { node: String, source: serde_json::Error },
+    RenderJob {
+        node: String,
+        source: serde_json::Error,
+    },
     #[error("creating the Job for node {node}: {source}")]
     CreateJob { node: String, source: kube::Error },
     #[error("deleting the Job of node {node}: {source}")]
@@ -77,7 +81,8 @@ pub async fn run(
         .watches_stream(pods, |pod: Pod| {
             let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
             let ns = pod.namespace();
-            name.zip(ns).map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
+            name.zip(ns)
+                .map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -129,31 +134,52 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
     let owner = owner_of(&obj);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     for node in &planned.start {
-        let job = render(&owner, node, &template).map_err(|source| Error::RenderJob { node: node.clone(), source })?;
+        let job = render(&owner, node, &template).map_err(|source| Error::RenderJob {
+            node: node.clone(),
+            source,
+        })?;
         let job_name = job.name_any();
-        jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job))
-            .await
-            .map_err(|source| Error::CreateJob { node: node.clone(), source })?;
+        jobs.patch(
+            &job_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&job),
+        )
+        .await
+        .map_err(|source| Error::CreateJob {
+            node: node.clone(),
+            source,
+        })?;
     }
     for node in &planned.delete {
         let job_name = crate::engine::job::job_name(&name, &owner.uid, node);
         match jobs.delete(&job_name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(Error::DeleteJob { node: node.clone(), source }),
+            Err(source) => {
+                return Err(Error::DeleteJob {
+                    node: node.clone(),
+                    source,
+                });
+            }
         }
     }
     if obj.status.as_ref() != Some(&planned.status) {
         write_status(&api, &name, &planned.status).await?;
     }
     for note in &planned.notes {
-        ctx.event(&obj, note.warning, note.reason, note.message.clone()).await;
+        ctx.event(&obj, note.warning, note.reason, note.message.clone())
+            .await;
     }
     if planned.delete_self {
-        api.delete(&name, &DeleteParams::background()).await.map_err(Error::DeleteExpired)?;
+        api.delete(&name, &DeleteParams::background())
+            .await
+            .map_err(Error::DeleteExpired)?;
         return Ok(Action::await_change());
     }
-    Ok(planned.requeue_after.map(Action::requeue).unwrap_or_else(Action::await_change))
+    Ok(planned
+        .requeue_after
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
 }
 
 async fn stall(
@@ -165,7 +191,10 @@ async fn stall(
     now: Timestamp,
 ) -> Result<Action, Error> {
     let status = plan::invalid(obj, reason, message, now);
-    let was_stalled = obj.status.as_ref().is_some_and(|s| crate::conditions::is_true(&s.conditions, crate::conditions::STALLED));
+    let was_stalled = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| crate::conditions::is_true(&s.conditions, crate::conditions::STALLED));
     if obj.status.as_ref() != Some(&status) {
         write_status(api, &obj.name_any(), &status).await?;
     }
@@ -176,11 +205,20 @@ async fn stall(
     Ok(Action::requeue(std::time::Duration::from_secs(30)))
 }
 
-async fn write_status(api: &Api<AsyncCommand>, name: &str, status: &crate::api::AsyncCommandStatus) -> Result<(), Error> {
-    let patch = json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "status": status});
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::WriteStatus)?;
+async fn write_status(
+    api: &Api<AsyncCommand>,
+    name: &str,
+    status: &crate::api::AsyncCommandStatus,
+) -> Result<(), Error> {
+    let patch =
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "status": status});
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
     Ok(())
 }
 
@@ -195,18 +233,28 @@ fn owner_of(obj: &AsyncCommand) -> Owner {
 }
 
 /// What each node runs, or why the spec cannot run.
-async fn resolve_template(obj: &AsyncCommand, ctx: &Context) -> Result<Result<RunTemplate, Invalid>, Error> {
+async fn resolve_template(
+    obj: &AsyncCommand,
+    ctx: &Context,
+) -> Result<Result<RunTemplate, Invalid>, Error> {
     let spec = &obj.spec;
     let ns = obj.namespace().unwrap_or_default();
-    if spec.execution_mode == ExecutionMode::Host && !ctx.config.host_mode_namespaces.contains(&ns) {
+    if spec.execution_mode == ExecutionMode::Host && !ctx.config.host_mode_namespaces.contains(&ns)
+    {
         return Ok(Err((
             "HostModeNotAllowed",
-            format!("executionMode Host is not allowed in namespace {ns}; the operator allows it in: {}", allowed(ctx)),
+            format!(
+                "executionMode Host is not allowed in namespace {ns}; the operator allows it in: {}",
+                allowed(ctx)
+            ),
         )));
     }
     let mut t = RunTemplate {
         mode: spec.execution_mode,
-        image: spec.image.clone().unwrap_or_else(|| ctx.config.default_image.clone()),
+        image: spec
+            .image
+            .clone()
+            .unwrap_or_else(|| ctx.config.default_image.clone()),
         runner_image: ctx.config.runner_image.clone(),
         username: spec.username.clone(),
         working_directory: spec.working_directory.clone(),
@@ -222,13 +270,29 @@ async fn resolve_template(obj: &AsyncCommand, ctx: &Context) -> Result<Result<Ru
         }
     } else if let Some(name) = &spec.command_ref {
         let commands: Api<Command> = Api::namespaced(ctx.client.clone(), &ns);
-        let Some(command) = commands.get_opt(name).await.map_err(|source| Error::ReadCommand { name: name.clone(), source })? else {
-            return Ok(Err(("CommandNotFound", format!("Command {name} does not exist in namespace {ns}"))));
+        let Some(command) = commands
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::ReadCommand {
+                name: name.clone(),
+                source,
+            })?
+        else {
+            return Ok(Err((
+                "CommandNotFound",
+                format!("Command {name} does not exist in namespace {ns}"),
+            )));
         };
         let c = &command.spec;
         let given = spec.parameters.clone().unwrap_or_default();
         let defaults = c.default_parameters.clone().unwrap_or_default();
-        match script::render(c.interpreter, &c.content, c.enable_parameters, &defaults, &given) {
+        match script::render(
+            c.interpreter,
+            &c.content,
+            c.enable_parameters,
+            &defaults,
+            &given,
+        ) {
             Ok((argv, env)) => {
                 t.argv = argv;
                 t.env = env;
@@ -237,7 +301,10 @@ async fn resolve_template(obj: &AsyncCommand, ctx: &Context) -> Result<Result<Ru
         }
         t.timeout_seconds = c.timeout_seconds;
         t.username = spec.username.clone().or_else(|| c.username.clone());
-        t.working_directory = spec.working_directory.clone().or_else(|| c.working_directory.clone());
+        t.working_directory = spec
+            .working_directory
+            .clone()
+            .or_else(|| c.working_directory.clone());
     }
     Ok(Ok(t))
 }
@@ -246,7 +313,12 @@ fn allowed(ctx: &Context) -> String {
     if ctx.config.host_mode_namespaces.is_empty() {
         "no namespace".into()
     } else {
-        ctx.config.host_mode_namespaces.iter().cloned().collect::<Vec<_>>().join(", ")
+        ctx.config
+            .host_mode_namespaces
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -256,34 +328,61 @@ fn targets(obj: &AsyncCommand, ctx: &Context) -> Result<Vec<String>, Invalid> {
     if let Some(status) = &obj.status
         && !status.cmd_jobs.is_empty()
     {
-        return Ok(status.cmd_jobs.iter().map(|e| e.node_name.clone()).collect());
+        return Ok(status
+            .cmd_jobs
+            .iter()
+            .map(|e| e.node_name.clone())
+            .collect());
     }
     if let Some(names) = &obj.spec.node_names {
         return Ok(names.clone());
     }
     let Some(selector) = &obj.spec.node_selector else {
-        return Err(("NoNodes", "neither nodeNames nor nodeSelector is set".into()));
+        return Err((
+            "NoNodes",
+            "neither nodeNames nor nodeSelector is set".into(),
+        ));
     };
-    let selector = Selector::try_from(selector.clone()).map_err(|e| ("InvalidNodeSelector", e.to_string()))?;
-    let mut names: Vec<String> =
-        ctx.nodes.state().iter().filter(|n| selector.matches(n.labels())).map(|n| n.name_any()).collect();
+    let selector =
+        Selector::try_from(selector.clone()).map_err(|e| ("InvalidNodeSelector", e.to_string()))?;
+    let mut names: Vec<String> = ctx
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| selector.matches(n.labels()))
+        .map(|n| n.name_any())
+        .collect();
     names.sort();
     if names.is_empty() {
         return Err(("NoNodesSelected", "the nodeSelector matches no node".into()));
     }
     if names.len() > MAX_NODES {
-        return Err(("TooManyNodes", format!("the nodeSelector matches {} nodes; at most {MAX_NODES} are allowed", names.len())));
+        return Err((
+            "TooManyNodes",
+            format!(
+                "the nodeSelector matches {} nodes; at most {MAX_NODES} are allowed",
+                names.len()
+            ),
+        ));
     }
     Ok(names)
 }
 
-async fn observe_world(obj: &AsyncCommand, targets: &[String], ctx: &Context, now: Timestamp) -> Result<World, Error> {
+async fn observe_world(
+    obj: &AsyncCommand,
+    targets: &[String],
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<World, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let selector = owner_selector(&uid);
     // Jobs from the API, not a cache: what exists decides what may start.
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let job_list = jobs.list(&ListParams::default().labels(&selector)).await.map_err(Error::ListJobs)?;
+    let job_list = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::ListJobs)?;
     let mut pods_by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in ctx.pods.state() {
         if pod.labels().get(crate::engine::OWNER_UID_LABEL) == Some(&uid)
@@ -293,28 +392,52 @@ async fn observe_world(obj: &AsyncCommand, targets: &[String], ctx: &Context, no
         }
     }
     let final_without_report = job_list.items.iter().any(|job| {
-        let node = job.annotations().get(NODE_ANNOTATION).cloned().unwrap_or_default();
+        let node = job
+            .annotations()
+            .get(NODE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
         let obs = observe(job, &[], 0);
         obs.state != RunState::Active { pods: 0 }
-            && !pods_by_node.get(&node).is_some_and(|pods| pods.iter().any(|p| terminated(p)))
+            && !pods_by_node
+                .get(&node)
+                .is_some_and(|pods| pods.iter().any(|p| terminated(p)))
     });
     if final_without_report {
         // The Pod cache lags the Job: read the Pods so a final result carries its output.
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         pods_by_node.clear();
-        for pod in pods.list(&ListParams::default().labels(&selector)).await.map_err(Error::ListPods)?.items {
+        for pod in pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::ListPods)?
+            .items
+        {
             if let Some(node) = pod.annotations().get(NODE_ANNOTATION).cloned() {
                 pods_by_node.entry(node).or_default().push(Arc::new(pod));
             }
         }
     }
-    let mut world = World { now, ..Default::default() };
+    let mut world = World {
+        now,
+        ..Default::default()
+    };
     for job in &job_list.items {
-        let Some(node) = job.annotations().get(NODE_ANNOTATION).cloned() else { continue };
-        let pods: Vec<&Pod> = pods_by_node.get(&node).map(|v| v.iter().map(|p| p.as_ref()).collect()).unwrap_or_default();
+        let Some(node) = job.annotations().get(NODE_ANNOTATION).cloned() else {
+            continue;
+        };
+        let pods: Vec<&Pod> = pods_by_node
+            .get(&node)
+            .map(|v| v.iter().map(|p| p.as_ref()).collect())
+            .unwrap_or_default();
         let observed = observe(job, &pods, OUTPUT_LIMIT);
         if observed.state == (RunState::Active { pods: 0 }) && pods.is_empty() {
-            let age = job.metadata.creation_timestamp.as_ref().map(|t| now.duration_since(t.0).as_secs()).unwrap_or(0);
+            let age = job
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| now.duration_since(t.0).as_secs())
+                .unwrap_or(0);
             if age >= POD_CREATE_GRACE_SECONDS
                 && let Some(message) = admission_refusal(ctx, &ns, job).await?
             {
@@ -337,17 +460,25 @@ async fn observe_world(obj: &AsyncCommand, targets: &[String], ctx: &Context, no
 }
 
 fn terminated(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// The Job controller's FailedCreate Event of `job`, if admission refused its Pod.
 async fn admission_refusal(ctx: &Context, ns: &str, job: &Job) -> Result<Option<String>, Error> {
-    let Some(uid) = job.metadata.uid.as_deref() else { return Ok(None) };
+    let Some(uid) = job.metadata.uid.as_deref() else {
+        return Ok(None);
+    };
     let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
     let fields = format!("involvedObject.uid={uid},reason=FailedCreate");
     let list = events
         .list(&ListParams::default().fields(&fields))
         .await
-        .map_err(|source| Error::ReadEvents { job: job.name_any(), source })?;
+        .map_err(|source| Error::ReadEvents {
+            job: job.name_any(),
+            source,
+        })?;
     Ok(list.items.into_iter().filter_map(|e| e.message).next_back())
 }

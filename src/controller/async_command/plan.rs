@@ -8,7 +8,9 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::async_command::{AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, NodePhase};
+use crate::api::async_command::{
+    AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, NodePhase,
+};
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING, STALLED};
 use crate::engine::job::{job_id, job_name};
@@ -141,9 +143,14 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
     let prev = obj.status.clone().unwrap_or_default();
     let now = world.now;
     let started_at = prev.start_time.as_ref().map(|t| t.0).unwrap_or(now);
-    let ready_deadline = started_at + SignedDuration::from_secs(obj.spec.node_ready_timeout_seconds);
+    let ready_deadline =
+        started_at + SignedDuration::from_secs(obj.spec.node_ready_timeout_seconds);
 
-    let mut previous: BTreeMap<String, CmdJob> = prev.cmd_jobs.iter().map(|e| (e.node_name.clone(), e.clone())).collect();
+    let mut previous: BTreeMap<String, CmdJob> = prev
+        .cmd_jobs
+        .iter()
+        .map(|e| (e.node_name.clone(), e.clone()))
+        .collect();
     let mut entries: Vec<CmdJob> = Vec::with_capacity(targets.len());
     let mut candidates = Vec::new();
     let mut waiting_until: Option<Timestamp> = None;
@@ -172,12 +179,22 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
                 record(&mut e, obs, &name, &uid);
             } else if e.phase == NodePhase::Running {
                 apply(&mut e, NodeEvent::JobVanished);
-                fail(&mut e, reason::JOB_LOST, "the node's Job was deleted before it finished", now);
+                fail(
+                    &mut e,
+                    reason::JOB_LOST,
+                    "the node's Job was deleted before it finished",
+                    now,
+                );
             } else {
                 match world.nodes.get(node) {
                     None => {
                         apply(&mut e, NodeEvent::NodeMissing);
-                        fail(&mut e, reason::NODE_NOT_FOUND, &format!("node {node} does not exist"), now);
+                        fail(
+                            &mut e,
+                            reason::NODE_NOT_FOUND,
+                            &format!("node {node} does not exist"),
+                            now,
+                        );
                     }
                     Some(info) if !info.ready => {
                         if now >= ready_deadline {
@@ -204,8 +221,15 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
     }
 
     let total = entries.len();
-    let failed = entries.iter().filter(|e| e.phase == NodePhase::Failed).count();
-    let max_errors = obj.spec.max_errors.as_ref().and_then(|m| scaled_limit(m, total, 0));
+    let failed = entries
+        .iter()
+        .filter(|e| e.phase == NodePhase::Failed)
+        .count();
+    let max_errors = obj
+        .spec
+        .max_errors
+        .as_ref()
+        .and_then(|m| scaled_limit(m, total, 0));
     let mut notes = Vec::new();
     let stop_starting = max_errors.is_some_and(|m| failed > m);
     let mut start = Vec::new();
@@ -214,7 +238,9 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
         for e in entries.iter_mut().filter(|e| e.phase == NodePhase::Pending) {
             apply(e, NodeEvent::Cancelled);
             e.reason = Some(reason::MAX_ERRORS_REACHED.into());
-            e.message = Some(format!("not started: {failed} nodes failed, more than maxErrors allows"));
+            e.message = Some(format!(
+                "not started: {failed} nodes failed, more than maxErrors allows"
+            ));
             e.completion_time = Some(time(now));
             cancelled += 1;
         }
@@ -227,8 +253,16 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
             });
         }
     } else {
-        let in_flight = entries.iter().filter(|e| e.phase == NodePhase::Running).count();
-        let limit = obj.spec.max_concurrency.as_ref().and_then(|m| scaled_limit(m, total, 1)).unwrap_or(total);
+        let in_flight = entries
+            .iter()
+            .filter(|e| e.phase == NodePhase::Running)
+            .count();
+        let limit = obj
+            .spec
+            .max_concurrency
+            .as_ref()
+            .and_then(|m| scaled_limit(m, total, 1))
+            .unwrap_or(total);
         let slots = limit.saturating_sub(in_flight);
         for &i in candidates.iter().take(slots) {
             let e = &mut entries[i];
@@ -241,25 +275,44 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
         }
     }
     if !newly_failed.is_empty() {
-        notes.push(Note { warning: true, reason: "NodeFailed", message: clip(&newly_failed.join("; "), 1024) });
+        notes.push(Note {
+            warning: true,
+            reason: "NodeFailed",
+            message: clip(&newly_failed.join("; "), 1024),
+        });
     }
 
     let mut status = summarize(obj, &prev, entries, now);
     if prev.start_time.is_none() && !start.is_empty() {
         status.start_time = Some(time(now));
-        notes.push(Note { warning: false, reason: "Started", message: format!("started on {} of {total} nodes", start.len()) });
+        notes.push(Note {
+            warning: false,
+            reason: "Started",
+            message: format!("started on {} of {total} nodes", start.len()),
+        });
     } else if prev.start_time.is_none() {
         status.start_time = Some(time(started_at));
     }
     let finished = status.completion_time.is_some();
     if finished && prev.completion_time.is_none() {
-        let (warning, reason) = if status.phase == CommandPhase::Succeeded { (false, "Succeeded") } else { (true, "Failed") };
-        notes.push(Note { warning, reason, message: summary_message(&status) });
+        let (warning, reason) = if status.phase == CommandPhase::Succeeded {
+            (false, "Succeeded")
+        } else {
+            (true, "Failed")
+        };
+        notes.push(Note {
+            warning,
+            reason,
+            message: summary_message(&status),
+        });
     }
 
     let mut delete_self = false;
     let requeue_after = if finished {
-        match (obj.spec.ttl_seconds_after_finished, status.completion_time.as_ref()) {
+        match (
+            obj.spec.ttl_seconds_after_finished,
+            status.completion_time.as_ref(),
+        ) {
             (Some(ttl), Some(done)) => {
                 let expires = done.0 + SignedDuration::from_secs(ttl);
                 if now >= expires {
@@ -274,14 +327,25 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
     } else if let Some(until) = waiting_until {
         // Nodes turning Ready are noticed at least every 10s; the deadline exactly.
         Some(to_duration(until.duration_since(now)).min(Duration::from_secs(10)))
-    } else if world.runs.values().any(|o| o.state == RunState::Active { pods: 0 }) {
+    } else if world
+        .runs
+        .values()
+        .any(|o| o.state == RunState::Active { pods: 0 })
+    {
         // A Job without a Pod may be refused by admission: look again soon.
         Some(Duration::from_secs(5))
     } else {
         // Job and Pod events drive progress; this is a safety net.
         Some(Duration::from_secs(60))
     };
-    Plan { start, delete, status, requeue_after, delete_self, notes }
+    Plan {
+        start,
+        delete,
+        status,
+        requeue_after,
+        delete_self,
+        notes,
+    }
 }
 
 fn apply(e: &mut CmdJob, event: NodeEvent) {
@@ -320,7 +384,12 @@ fn summary_message(s: &AsyncCommandStatus) -> String {
 }
 
 /// The status for `entries`: counts, phase, progress and conditions.
-fn summarize(obj: &AsyncCommand, prev: &AsyncCommandStatus, entries: Vec<CmdJob>, now: Timestamp) -> AsyncCommandStatus {
+fn summarize(
+    obj: &AsyncCommand,
+    prev: &AsyncCommandStatus,
+    entries: Vec<CmdJob>,
+    now: Timestamp,
+) -> AsyncCommandStatus {
     let count = |p: NodePhase| entries.iter().filter(|e| e.phase == p).count() as i32;
     let total = entries.len() as i32;
     let (pending, running, succeeded, failed, cancelled) = (
@@ -332,7 +401,11 @@ fn summarize(obj: &AsyncCommand, prev: &AsyncCommandStatus, entries: Vec<CmdJob>
     );
     let all_final = pending == 0 && running == 0;
     let phase = if all_final {
-        if failed == 0 && cancelled == 0 { CommandPhase::Succeeded } else { CommandPhase::Failed }
+        if failed == 0 && cancelled == 0 {
+            CommandPhase::Succeeded
+        } else {
+            CommandPhase::Failed
+        }
     } else if running > 0 || succeeded + failed + cancelled > 0 {
         CommandPhase::Running
     } else {
@@ -341,7 +414,13 @@ fn summarize(obj: &AsyncCommand, prev: &AsyncCommandStatus, entries: Vec<CmdJob>
     let generation = obj.metadata.generation;
     let mut status = AsyncCommandStatus {
         observed_generation: generation,
-        task_id: Some(obj.metadata.uid.clone().unwrap_or_default().replace('-', "")),
+        task_id: Some(
+            obj.metadata
+                .uid
+                .clone()
+                .unwrap_or_default()
+                .replace('-', ""),
+        ),
         phase,
         progress: Some(format!("{succeeded}/{total}")),
         total,
@@ -351,7 +430,11 @@ fn summarize(obj: &AsyncCommand, prev: &AsyncCommandStatus, entries: Vec<CmdJob>
         failed,
         cancelled,
         start_time: prev.start_time.clone(),
-        completion_time: if all_final { prev.completion_time.clone().or_else(|| Some(time(now))) } else { None },
+        completion_time: if all_final {
+            prev.completion_time.clone().or_else(|| Some(time(now)))
+        } else {
+            None
+        },
         cmd_jobs: entries,
         conditions: prev.conditions.clone(),
     };
@@ -361,19 +444,62 @@ fn summarize(obj: &AsyncCommand, prev: &AsyncCommandStatus, entries: Vec<CmdJob>
     conditions::remove(conds, STALLED);
     if all_final {
         conditions::remove(conds, RECONCILING);
-        conditions::set(conds, Desired::new(COMPLETE, true, "AllNodesFinished", s.clone()), generation, &now_t);
+        conditions::set(
+            conds,
+            Desired::new(COMPLETE, true, "AllNodesFinished", s.clone()),
+            generation,
+            &now_t,
+        );
         if phase == CommandPhase::Succeeded {
-            conditions::set(conds, Desired::new(FAILED, false, "NoNodeFailed", s.clone()), generation, &now_t);
-            conditions::set(conds, Desired::new(READY, true, "Succeeded", s), generation, &now_t);
+            conditions::set(
+                conds,
+                Desired::new(FAILED, false, "NoNodeFailed", s.clone()),
+                generation,
+                &now_t,
+            );
+            conditions::set(
+                conds,
+                Desired::new(READY, true, "Succeeded", s),
+                generation,
+                &now_t,
+            );
         } else {
-            conditions::set(conds, Desired::new(FAILED, true, "NodesFailed", s.clone()), generation, &now_t);
-            conditions::set(conds, Desired::new(READY, false, "NodesFailed", s), generation, &now_t);
+            conditions::set(
+                conds,
+                Desired::new(FAILED, true, "NodesFailed", s.clone()),
+                generation,
+                &now_t,
+            );
+            conditions::set(
+                conds,
+                Desired::new(READY, false, "NodesFailed", s),
+                generation,
+                &now_t,
+            );
         }
     } else {
-        let progress = format!("{} of {total} nodes finished, {running} running", total - pending - running);
-        conditions::set(conds, Desired::new(RECONCILING, true, "Running", progress.clone()), generation, &now_t);
-        conditions::set(conds, Desired::new(READY, false, "Running", progress.clone()), generation, &now_t);
-        conditions::set(conds, Desired::new(COMPLETE, false, "Running", progress), generation, &now_t);
+        let progress = format!(
+            "{} of {total} nodes finished, {running} running",
+            total - pending - running
+        );
+        conditions::set(
+            conds,
+            Desired::new(RECONCILING, true, "Running", progress.clone()),
+            generation,
+            &now_t,
+        );
+        conditions::set(
+            conds,
+            Desired::new(READY, false, "Running", progress.clone()),
+            generation,
+            &now_t,
+        );
+        conditions::set(
+            conds,
+            Desired::new(COMPLETE, false, "Running", progress),
+            generation,
+            &now_t,
+        );
     }
     status
 }
@@ -385,15 +511,31 @@ pub fn invalid(obj: &AsyncCommand, why: &str, message: &str, now: Timestamp) -> 
     let generation = obj.metadata.generation;
     let mut status = AsyncCommandStatus {
         observed_generation: generation,
-        task_id: Some(obj.metadata.uid.clone().unwrap_or_default().replace('-', "")),
+        task_id: Some(
+            obj.metadata
+                .uid
+                .clone()
+                .unwrap_or_default()
+                .replace('-', ""),
+        ),
         phase: CommandPhase::Invalid,
         ..prev.clone()
     };
     let now_t = time(now);
     let conds = &mut status.conditions;
     conditions::remove(conds, RECONCILING);
-    conditions::set(conds, Desired::new(STALLED, true, why, message), generation, &now_t);
-    conditions::set(conds, Desired::new(READY, false, why, message), generation, &now_t);
+    conditions::set(
+        conds,
+        Desired::new(STALLED, true, why, message),
+        generation,
+        &now_t,
+    );
+    conditions::set(
+        conds,
+        Desired::new(READY, false, why, message),
+        generation,
+        &now_t,
+    );
     status
 }
 

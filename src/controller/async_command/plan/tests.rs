@@ -19,7 +19,10 @@ fn nodes(names: &[&str]) -> Vec<String> {
 }
 
 fn ready(names: &[&str]) -> BTreeMap<String, NodeInfo> {
-    names.iter().map(|n| (n.to_string(), NodeInfo { ready: true })).collect()
+    names
+        .iter()
+        .map(|n| (n.to_string(), NodeInfo { ready: true }))
+        .collect()
 }
 
 fn observed(state: RunState, exit: Option<i32>) -> Observed {
@@ -44,14 +47,25 @@ fn step(obj: &mut AsyncCommand, targets: &[String], world: &World) -> Plan {
 }
 
 fn phase_of(p: &Plan, node: &str) -> NodePhase {
-    p.status.cmd_jobs.iter().find(|e| e.node_name == node).expect("entry").phase
+    p.status
+        .cmd_jobs
+        .iter()
+        .find(|e| e.node_name == node)
+        .expect("entry")
+        .phase
 }
 
 #[test]
 fn state_machine_is_exhaustively_as_specified() {
     use NodeEvent as E;
     use NodePhase as P;
-    let phases = [P::Pending, P::Running, P::Succeeded, P::Failed, P::Cancelled];
+    let phases = [
+        P::Pending,
+        P::Running,
+        P::Succeeded,
+        P::Failed,
+        P::Cancelled,
+    ];
     // The specification, written as the list of allowed transitions.
     let allowed = [
         (P::Pending, E::Started, P::Running),
@@ -68,26 +82,46 @@ fn state_machine_is_exhaustively_as_specified() {
     ];
     for from in phases {
         for event in NodeEvent::ALL {
-            let want = allowed.iter().find(|(f, e, _)| *f == from && *e == event).map(|(_, _, to)| *to);
+            let want = allowed
+                .iter()
+                .find(|(f, e, _)| *f == from && *e == event)
+                .map(|(_, _, to)| *to);
             assert_eq!(transition(from, event), want, "{from:?} + {event:?}");
         }
     }
     for final_phase in [P::Succeeded, P::Failed, P::Cancelled] {
         assert!(final_phase.is_final());
-        assert!(NodeEvent::ALL.iter().all(|e| transition(final_phase, *e).is_none()), "{final_phase:?} absorbs");
+        assert!(
+            NodeEvent::ALL
+                .iter()
+                .all(|e| transition(final_phase, *e).is_none()),
+            "{final_phase:?} absorbs"
+        );
     }
 }
 
 #[test]
 fn first_reconcile_starts_up_to_max_concurrency() {
-    let mut obj = command(json!({"command": "uptime", "nodeNames": ["a", "b", "c", "d", "e"], "maxConcurrency": 2}));
+    let mut obj = command(
+        json!({"command": "uptime", "nodeNames": ["a", "b", "c", "d", "e"], "maxConcurrency": 2}),
+    );
     let targets = nodes(&["a", "b", "c", "d", "e"]);
-    let world = World { nodes: ready(&["a", "b", "c", "d", "e"]), now: at(0), ..Default::default() };
+    let world = World {
+        nodes: ready(&["a", "b", "c", "d", "e"]),
+        now: at(0),
+        ..Default::default()
+    };
     let p = step(&mut obj, &targets, &world);
     assert_eq!(p.start, ["a", "b"]);
-    assert_eq!((p.status.running, p.status.pending, p.status.total), (2, 3, 5));
+    assert_eq!(
+        (p.status.running, p.status.pending, p.status.total),
+        (2, 3, 5)
+    );
     assert_eq!(p.status.phase, CommandPhase::Running);
-    assert_eq!(p.status.task_id.as_deref(), Some("11111111222233334444555555555555"));
+    assert_eq!(
+        p.status.task_id.as_deref(),
+        Some("11111111222233334444555555555555")
+    );
     assert_eq!(p.notes.iter().filter(|n| n.reason == "Started").count(), 1);
     let a = &p.status.cmd_jobs[0];
     assert_eq!(a.job_id.len(), 32);
@@ -95,16 +129,43 @@ fn first_reconcile_starts_up_to_max_concurrency() {
 
     // Nothing finished yet: no new start, whatever the cache says.
     let mut runs = BTreeMap::new();
-    runs.insert("a".to_string(), observed(RunState::Active { pods: 1 }, None));
-    runs.insert("b".to_string(), observed(RunState::Active { pods: 1 }, None));
-    let world = World { runs: runs.clone(), ..world };
-    let p = step(&mut obj, &targets, &World { now: at(1), ..world.clone() });
+    runs.insert(
+        "a".to_string(),
+        observed(RunState::Active { pods: 1 }, None),
+    );
+    runs.insert(
+        "b".to_string(),
+        observed(RunState::Active { pods: 1 }, None),
+    );
+    let world = World {
+        runs: runs.clone(),
+        ..world
+    };
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            now: at(1),
+            ..world.clone()
+        },
+    );
     assert!(p.start.is_empty());
-    assert!(p.notes.iter().all(|n| n.reason != "Started"), "Started is emitted once");
+    assert!(
+        p.notes.iter().all(|n| n.reason != "Started"),
+        "Started is emitted once"
+    );
 
     // One finishes: exactly one more starts.
     runs.insert("a".to_string(), observed(RunState::Succeeded, Some(0)));
-    let p = step(&mut obj, &targets, &World { runs, now: at(2), ..world });
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            runs,
+            now: at(2),
+            ..world
+        },
+    );
     assert_eq!(p.start, ["c"]);
     assert_eq!((p.status.succeeded, p.status.running), (1, 2));
 }
@@ -113,8 +174,13 @@ fn first_reconcile_starts_up_to_max_concurrency() {
 fn percentage_concurrency_rounds_up_and_is_at_least_one() {
     let names: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut obj = command(json!({"command": "uptime", "nodeNames": names, "maxConcurrency": "25%"}));
-    let world = World { nodes: ready(&refs), now: at(0), ..Default::default() };
+    let mut obj =
+        command(json!({"command": "uptime", "nodeNames": names, "maxConcurrency": "25%"}));
+    let world = World {
+        nodes: ready(&refs),
+        now: at(0),
+        ..Default::default()
+    };
     assert_eq!(step(&mut obj, &names, &world).start.len(), 3);
     let mut obj = command(json!({"command": "uptime", "nodeNames": names, "maxConcurrency": "1%"}));
     assert_eq!(step(&mut obj, &names, &world).start.len(), 1);
@@ -123,11 +189,20 @@ fn percentage_concurrency_rounds_up_and_is_at_least_one() {
 #[test]
 fn a_job_found_without_a_status_entry_is_adopted_not_recreated() {
     // The operator created b's Job and was killed before writing status.
-    let mut obj = command(json!({"command": "uptime", "nodeNames": ["a", "b"], "maxConcurrency": 1}));
+    let mut obj =
+        command(json!({"command": "uptime", "nodeNames": ["a", "b"], "maxConcurrency": 1}));
     let targets = nodes(&["a", "b"]);
     let mut runs = BTreeMap::new();
-    runs.insert("b".to_string(), observed(RunState::Active { pods: 1 }, None));
-    let world = World { nodes: ready(&["a", "b"]), runs, now: at(0), ..Default::default() };
+    runs.insert(
+        "b".to_string(),
+        observed(RunState::Active { pods: 1 }, None),
+    );
+    let world = World {
+        nodes: ready(&["a", "b"]),
+        runs,
+        now: at(0),
+        ..Default::default()
+    };
     let p = step(&mut obj, &targets, &world);
     assert!(p.start.is_empty(), "b's Job fills the only slot; a waits");
     assert_eq!(phase_of(&p, "b"), NodePhase::Running);
@@ -136,11 +211,17 @@ fn a_job_found_without_a_status_entry_is_adopted_not_recreated() {
 
 #[test]
 fn missing_and_not_ready_nodes_fail_on_their_own() {
-    let mut obj = command(json!({"command": "uptime", "nodeNames": ["ok", "gone", "sick"], "nodeReadyTimeoutSeconds": 30}));
+    let mut obj = command(
+        json!({"command": "uptime", "nodeNames": ["ok", "gone", "sick"], "nodeReadyTimeoutSeconds": 30}),
+    );
     let targets = nodes(&["ok", "gone", "sick"]);
     let mut cluster = ready(&["ok"]);
     cluster.insert("sick".into(), NodeInfo { ready: false });
-    let world = World { nodes: cluster, now: at(0), ..Default::default() };
+    let world = World {
+        nodes: cluster,
+        now: at(0),
+        ..Default::default()
+    };
     let p = step(&mut obj, &targets, &world);
     assert_eq!(p.start, ["ok"], "one bad node never blocks the others");
     assert_eq!(phase_of(&p, "gone"), NodePhase::Failed);
@@ -148,66 +229,178 @@ fn missing_and_not_ready_nodes_fail_on_their_own() {
     assert_eq!(gone.reason.as_deref(), Some(reason::NODE_NOT_FOUND));
     assert_eq!(phase_of(&p, "sick"), NodePhase::Pending);
     assert!(p.requeue_after.expect("requeue") <= Duration::from_secs(10));
-    assert!(p.notes.iter().any(|n| n.reason == "NodeFailed" && n.message.contains("gone: NodeNotFound")));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.reason == "NodeFailed" && n.message.contains("gone: NodeNotFound"))
+    );
 
     // Past the deadline the NotReady node fails with its reason.
-    let p = step(&mut obj, &targets, &World { now: at(31), ..world });
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            now: at(31),
+            ..world
+        },
+    );
     let sick = &p.status.cmd_jobs[2];
-    assert_eq!((sick.phase, sick.reason.as_deref()), (NodePhase::Failed, Some(reason::NODE_NOT_READY)));
+    assert_eq!(
+        (sick.phase, sick.reason.as_deref()),
+        (NodePhase::Failed, Some(reason::NODE_NOT_READY))
+    );
 }
 
 #[test]
 fn a_node_turning_ready_in_time_starts() {
-    let mut obj = command(json!({"command": "uptime", "nodeNames": ["sick"], "nodeReadyTimeoutSeconds": 30}));
+    let mut obj =
+        command(json!({"command": "uptime", "nodeNames": ["sick"], "nodeReadyTimeoutSeconds": 30}));
     let targets = nodes(&["sick"]);
     let mut cluster = BTreeMap::new();
     cluster.insert("sick".to_string(), NodeInfo { ready: false });
-    step(&mut obj, &targets, &World { nodes: cluster, now: at(0), ..Default::default() });
-    let p = step(&mut obj, &targets, &World { nodes: ready(&["sick"]), now: at(20), ..Default::default() });
+    step(
+        &mut obj,
+        &targets,
+        &World {
+            nodes: cluster,
+            now: at(0),
+            ..Default::default()
+        },
+    );
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            nodes: ready(&["sick"]),
+            now: at(20),
+            ..Default::default()
+        },
+    );
     assert_eq!(p.start, ["sick"]);
     assert_eq!(p.status.cmd_jobs[0].reason, None);
 }
 
 #[test]
 fn max_errors_cancels_the_nodes_never_started() {
-    let mut obj = command(json!({"command": "uptime", "nodeNames": ["a", "b", "c", "d"], "maxConcurrency": 2, "maxErrors": 0}));
+    let mut obj = command(
+        json!({"command": "uptime", "nodeNames": ["a", "b", "c", "d"], "maxConcurrency": 2, "maxErrors": 0}),
+    );
     let targets = nodes(&["a", "b", "c", "d"]);
-    let world = World { nodes: ready(&["a", "b", "c", "d"]), now: at(0), ..Default::default() };
+    let world = World {
+        nodes: ready(&["a", "b", "c", "d"]),
+        now: at(0),
+        ..Default::default()
+    };
     step(&mut obj, &targets, &world);
     let mut runs = BTreeMap::new();
     runs.insert("a".to_string(), observed(RunState::Failed, Some(2)));
-    runs.insert("b".to_string(), observed(RunState::Active { pods: 1 }, None));
-    let p = step(&mut obj, &targets, &World { runs: runs.clone(), now: at(5), ..world.clone() });
+    runs.insert(
+        "b".to_string(),
+        observed(RunState::Active { pods: 1 }, None),
+    );
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            runs: runs.clone(),
+            now: at(5),
+            ..world.clone()
+        },
+    );
     assert!(p.start.is_empty());
-    assert_eq!(phase_of(&p, "b"), NodePhase::Running, "in-flight nodes finish");
+    assert_eq!(
+        phase_of(&p, "b"),
+        NodePhase::Running,
+        "in-flight nodes finish"
+    );
     for n in ["c", "d"] {
-        let e = p.status.cmd_jobs.iter().find(|e| e.node_name == n).expect("entry");
-        assert_eq!((e.phase, e.reason.as_deref()), (NodePhase::Cancelled, Some(reason::MAX_ERRORS_REACHED)));
+        let e = p
+            .status
+            .cmd_jobs
+            .iter()
+            .find(|e| e.node_name == n)
+            .expect("entry");
+        assert_eq!(
+            (e.phase, e.reason.as_deref()),
+            (NodePhase::Cancelled, Some(reason::MAX_ERRORS_REACHED))
+        );
     }
     assert!(p.notes.iter().any(|n| n.reason == "MaxErrorsReached"));
     runs.insert("b".to_string(), observed(RunState::Succeeded, Some(0)));
-    let p = step(&mut obj, &targets, &World { runs, now: at(6), ..world });
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            runs,
+            now: at(6),
+            ..world
+        },
+    );
     assert_eq!(p.status.phase, CommandPhase::Failed);
-    assert_eq!((p.status.succeeded, p.status.failed, p.status.cancelled), (1, 1, 2));
+    assert_eq!(
+        (p.status.succeeded, p.status.failed, p.status.cancelled),
+        (1, 1, 2)
+    );
     assert!(p.notes.iter().any(|n| n.reason == "Failed" && n.warning));
 }
 
 #[test]
 fn completion_conditions_and_ttl() {
-    let mut obj = command(json!({"command": "uptime", "nodeNames": ["a"], "ttlSecondsAfterFinished": 60}));
+    let mut obj =
+        command(json!({"command": "uptime", "nodeNames": ["a"], "ttlSecondsAfterFinished": 60}));
     let targets = nodes(&["a"]);
-    let world = World { nodes: ready(&["a"]), now: at(0), ..Default::default() };
+    let world = World {
+        nodes: ready(&["a"]),
+        now: at(0),
+        ..Default::default()
+    };
     let p = step(&mut obj, &targets, &world);
     assert!(conditions::is_true(&p.status.conditions, RECONCILING));
-    let ready_since = p.status.conditions.iter().find(|c| c.type_ == READY).expect("ready").last_transition_time.clone();
+    let ready_since = p
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .expect("ready")
+        .last_transition_time
+        .clone();
     let mut runs = BTreeMap::new();
-    runs.insert("a".to_string(), observed(RunState::Active { pods: 1 }, None));
-    let p = step(&mut obj, &targets, &World { runs: runs.clone(), now: at(3), ..world.clone() });
-    let still = p.status.conditions.iter().find(|c| c.type_ == READY).expect("ready").last_transition_time.clone();
-    assert_eq!(ready_since, still, "no transition, no new lastTransitionTime");
+    runs.insert(
+        "a".to_string(),
+        observed(RunState::Active { pods: 1 }, None),
+    );
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            runs: runs.clone(),
+            now: at(3),
+            ..world.clone()
+        },
+    );
+    let still = p
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .expect("ready")
+        .last_transition_time
+        .clone();
+    assert_eq!(
+        ready_since, still,
+        "no transition, no new lastTransitionTime"
+    );
 
     runs.insert("a".to_string(), observed(RunState::Succeeded, Some(0)));
-    let p = step(&mut obj, &targets, &World { runs: runs.clone(), now: at(10), ..world.clone() });
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            runs: runs.clone(),
+            now: at(10),
+            ..world.clone()
+        },
+    );
     assert_eq!(p.status.phase, CommandPhase::Succeeded);
     assert!(conditions::is_true(&p.status.conditions, READY));
     assert!(conditions::is_true(&p.status.conditions, COMPLETE));
@@ -215,13 +408,28 @@ fn completion_conditions_and_ttl() {
     assert!(p.status.conditions.iter().all(|c| c.type_ != RECONCILING));
     assert_eq!(p.status.completion_time, Some(Time(at(10))));
     assert_eq!(p.status.progress.as_deref(), Some("1/1"));
-    assert!(p.notes.iter().any(|n| n.reason == "Succeeded" && !n.warning));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.reason == "Succeeded" && !n.warning)
+    );
     let wait = p.requeue_after.expect("requeue for ttl");
-    assert!(wait >= Duration::from_secs(59) && wait <= Duration::from_secs(61), "{wait:?}");
+    assert!(
+        wait >= Duration::from_secs(59) && wait <= Duration::from_secs(61),
+        "{wait:?}"
+    );
     assert!(!p.delete_self);
 
     // Completion is reported once; the TTL then deletes the object.
-    let p = step(&mut obj, &targets, &World { runs, now: at(71), ..world });
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            runs,
+            now: at(71),
+            ..world
+        },
+    );
     assert!(p.notes.is_empty());
     assert!(p.delete_self);
 }
@@ -232,10 +440,22 @@ fn final_results_survive_their_jobs() {
     let targets = nodes(&["a"]);
     let mut runs = BTreeMap::new();
     runs.insert("a".to_string(), observed(RunState::Succeeded, Some(0)));
-    let world = World { nodes: ready(&["a"]), runs, now: at(0), ..Default::default() };
+    let world = World {
+        nodes: ready(&["a"]),
+        runs,
+        now: at(0),
+        ..Default::default()
+    };
     step(&mut obj, &targets, &world);
     // The Job is gone (deleted by hand) and so is the node: the result stays.
-    let p = step(&mut obj, &targets, &World { now: at(5), ..Default::default() });
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            now: at(5),
+            ..Default::default()
+        },
+    );
     assert_eq!(phase_of(&p, "a"), NodePhase::Succeeded);
     assert_eq!(p.status.cmd_jobs[0].output.as_deref(), Some("out"));
     assert!(p.start.is_empty());
@@ -245,12 +465,26 @@ fn final_results_survive_their_jobs() {
 fn a_job_deleted_while_running_is_reported_lost_not_rerun() {
     let mut obj = command(json!({"command": "uptime", "nodeNames": ["a"]}));
     let targets = nodes(&["a"]);
-    let world = World { nodes: ready(&["a"]), now: at(0), ..Default::default() };
+    let world = World {
+        nodes: ready(&["a"]),
+        now: at(0),
+        ..Default::default()
+    };
     assert_eq!(step(&mut obj, &targets, &world).start, ["a"]);
-    let p = step(&mut obj, &targets, &World { now: at(5), ..world });
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            now: at(5),
+            ..world
+        },
+    );
     assert!(p.start.is_empty(), "never run twice");
     let e = &p.status.cmd_jobs[0];
-    assert_eq!((e.phase, e.reason.as_deref()), (NodePhase::Failed, Some(reason::JOB_LOST)));
+    assert_eq!(
+        (e.phase, e.reason.as_deref()),
+        (NodePhase::Failed, Some(reason::JOB_LOST))
+    );
 }
 
 #[test]
@@ -258,15 +492,34 @@ fn admission_refusal_fails_the_node_and_removes_its_job() {
     let mut obj = command(json!({"command": "uptime", "nodeNames": ["a"]}));
     let targets = nodes(&["a"]);
     let mut runs = BTreeMap::new();
-    runs.insert("a".to_string(), observed(RunState::Active { pods: 0 }, None));
+    runs.insert(
+        "a".to_string(),
+        observed(RunState::Active { pods: 0 }, None),
+    );
     let mut refused = BTreeMap::new();
-    refused.insert("a".to_string(), "pods \"x\" is forbidden: violates PodSecurity \"baseline\"".to_string());
-    let world = World { nodes: ready(&["a"]), runs, refused, now: at(0) };
+    refused.insert(
+        "a".to_string(),
+        "pods \"x\" is forbidden: violates PodSecurity \"baseline\"".to_string(),
+    );
+    let world = World {
+        nodes: ready(&["a"]),
+        runs,
+        refused,
+        now: at(0),
+    };
     let p = step(&mut obj, &targets, &world);
     assert_eq!(p.delete, ["a"]);
     let e = &p.status.cmd_jobs[0];
-    assert_eq!((e.phase, e.reason.as_deref()), (NodePhase::Failed, Some(reason::ADMISSION_REFUSED)));
-    assert!(e.message.as_deref().expect("message").contains("PodSecurity"));
+    assert_eq!(
+        (e.phase, e.reason.as_deref()),
+        (NodePhase::Failed, Some(reason::ADMISSION_REFUSED))
+    );
+    assert!(
+        e.message
+            .as_deref()
+            .expect("message")
+            .contains("PodSecurity")
+    );
 }
 
 #[test]
@@ -281,20 +534,42 @@ fn status_of_100_nodes_with_full_outputs_stays_small() {
         o.message = Some("m".repeat(10_000));
         runs.insert(n.clone(), o);
     }
-    let world = World { nodes: ready(&refs), runs, now: at(0), ..Default::default() };
+    let world = World {
+        nodes: ready(&refs),
+        runs,
+        now: at(0),
+        ..Default::default()
+    };
     let p = step(&mut obj, &names, &world);
     let size = serde_json::to_vec(&p.status).expect("json").len();
     println!("status of 100 nodes with full outputs: {size} bytes");
-    assert!(size < 512 * 1024, "{size} bytes, well under the API server's 1.5 MiB");
-    assert!(p.status.cmd_jobs.iter().all(|e| e.message.as_ref().expect("message").len() <= MESSAGE_LIMIT));
+    assert!(
+        size < 512 * 1024,
+        "{size} bytes, well under the API server's 1.5 MiB"
+    );
+    assert!(
+        p.status
+            .cmd_jobs
+            .iter()
+            .all(|e| e.message.as_ref().expect("message").len() <= MESSAGE_LIMIT)
+    );
 }
 
 #[test]
 fn invalid_spec_is_stalled_with_its_reason() {
     let obj = command(json!({"command": "uptime", "nodeNames": ["a"], "executionMode": "Host"}));
-    let s = invalid(&obj, "HostModeNotAllowed", "host mode is not allowed in namespace default", at(0));
+    let s = invalid(
+        &obj,
+        "HostModeNotAllowed",
+        "host mode is not allowed in namespace default",
+        at(0),
+    );
     assert_eq!(s.phase, CommandPhase::Invalid);
     assert!(conditions::is_true(&s.conditions, STALLED));
-    let c = s.conditions.iter().find(|c| c.type_ == STALLED).expect("stalled");
+    let c = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STALLED)
+        .expect("stalled");
     assert_eq!(c.reason, "HostModeNotAllowed");
 }

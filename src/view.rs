@@ -1,0 +1,144 @@
+//! Human-readable per-node tables of an object's status (`nodeops get`), because a hundred
+//! rows of YAML status are not readable.
+
+use std::fmt::Write;
+
+use crate::api::AsyncCommand;
+
+/// Characters of output shown per node.
+const PREVIEW: usize = 48;
+
+fn preview(text: Option<&str>) -> String {
+    let line = text
+        .unwrap_or("")
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim();
+    if line.chars().count() > PREVIEW {
+        let tail: String = line
+            .chars()
+            .rev()
+            .take(PREVIEW - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{tail}")
+    } else {
+        line.to_string()
+    }
+}
+
+/// Lays out rows under headers, columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ", w = *w);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// The per-node table of an AsyncCommand, with a summary line.
+pub fn async_command(obj: &AsyncCommand) -> String {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let Some(status) = &obj.status else {
+        return format!("AsyncCommand {name}: no status yet\n");
+    };
+    let mut out = format!(
+        "AsyncCommand {name}  task {}  phase {:?}  succeeded {}  failed {}  cancelled {}\n",
+        status.task_id.as_deref().unwrap_or("-"),
+        status.phase,
+        status.progress.as_deref().unwrap_or("-"),
+        status.failed,
+        status.cancelled
+    );
+    let rows: Vec<Vec<String>> = status
+        .cmd_jobs
+        .iter()
+        .map(|e| {
+            vec![
+                e.node_name.clone(),
+                format!("{:?}", e.phase),
+                e.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                e.reason.clone().unwrap_or_else(|| "-".into()),
+                e.job_id.clone(),
+                format!(
+                    "{}{}",
+                    if e.output_truncated {
+                        "[truncated] "
+                    } else {
+                        ""
+                    },
+                    preview(e.output.as_deref().or(e.message.as_deref()))
+                ),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["NODE", "PHASE", "EXIT", "REASON", "JOB ID", "OUTPUT"],
+        &rows,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_one_row_per_node() {
+        let obj: AsyncCommand = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "ls"},
+            "spec": {"command": "ls", "nodeNames": ["a", "b"]},
+            "status": {"taskId": "t", "phase": "Failed", "progress": "1/2", "failed": 1, "total": 2,
+                "cmdJobs": [
+                    {"nodeName": "a", "jobId": "j1", "phase": "Succeeded", "exitCode": 0, "output": "line1\nlast line\n"},
+                    {"nodeName": "node-b", "jobId": "j2", "phase": "Failed", "reason": "NodeNotFound", "message": "node node-b does not exist"}
+                ]}
+        }))
+        .expect("object");
+        let text = async_command(&obj);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("task t") && lines[0].contains("succeeded 1/2"));
+        assert!(lines[1].starts_with("NODE    PHASE"));
+        assert!(
+            lines[2].starts_with("a       Succeeded  0") && lines[2].ends_with("last line"),
+            "{:?}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("NodeNotFound") && lines[3].ends_with("node node-b does not exist")
+        );
+    }
+
+    #[test]
+    fn long_output_is_cut_from_the_front() {
+        assert_eq!(preview(Some(&"x".repeat(100))).chars().count(), PREVIEW);
+        assert_eq!(preview(None), "");
+    }
+}

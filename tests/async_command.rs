@@ -1,0 +1,496 @@
+//! AsyncCommand end to end on the local control plane: per-node Jobs run by the real Job
+//! controller on kwok's simulated nodes, per-node results in status, the operator killed
+//! and restarted mid-way, rate control asserted from a watch.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use nodeops::api::async_command::{AsyncCommand, CommandPhase, NodePhase};
+use serde_json::json;
+use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+
+const FINISH: Duration = Duration::from_secs(180);
+
+fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("node-{i:04}")).collect()
+}
+
+fn finished(c: &AsyncCommand) -> bool {
+    c.status
+        .as_ref()
+        .is_some_and(|s| s.completion_time.is_some())
+}
+
+async fn owned_jobs(ns: &TestNamespace, uid: &str) -> Vec<Job> {
+    let jobs: Api<Job> = ns.api();
+    jobs.list(&ListParams::default().labels(&format!("nodeops.io/owner-uid={uid}")))
+        .await
+        .expect("jobs")
+        .items
+}
+
+/// Counts Jobs in flight (created, not Complete/Failed) from a watch of every Job event in
+/// the namespace, and records the highest count seen.
+fn track_in_flight(ns: &TestNamespace) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let max = Arc::new(AtomicUsize::new(0));
+    let seen = max.clone();
+    let jobs: Api<Job> = ns.api();
+    let handle = tokio::spawn(async move {
+        let mut in_flight: BTreeSet<String> = BTreeSet::new();
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut stream = watcher(jobs, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(job)) = stream.next().await {
+            let name = job.name_any();
+            let finished = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+                    })
+                });
+            if finished {
+                in_flight.remove(&name);
+                done.insert(name);
+            } else if !done.contains(&name) {
+                in_flight.insert(name);
+            }
+            seen.fetch_max(in_flight.len(), Ordering::SeqCst);
+        }
+    });
+    (max, handle)
+}
+
+#[tokio::test]
+async fn hundred_nodes_with_mixed_outcomes_are_each_reported() {
+    let ns = TestNamespace::new("acmd-mixed").await;
+    install_crds(&ns.client).await;
+    // A node that exists but never becomes Ready: kwok does not manage it.
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    let sick = format!("{}-notready", ns.name);
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": sick}})).expect("node"),
+        )
+        .await
+        .expect("create NotReady node");
+    let _op = Operator::start(&ns.name, &[]);
+    let mut targets = node_names(1..=98);
+    targets.push("node-does-not-exist".into());
+    targets.push(sick.clone());
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "mixed"},
+            "spec": {
+                "command": "ls -l /system",
+                "nodeNames": targets,
+                "nodeReadyTimeoutSeconds": 5,
+                "podAnnotations": {
+                    "sim.nodeops.io/exit-code-node-0007": "2",
+                    "sim.nodeops.io/exit-code-node-0042": "137",
+                    "sim.nodeops.io/message": "simulated output"
+                }
+            }
+        }),
+    )
+    .await;
+    let done = wait_for(&api, "mixed", FINISH, "all 100 nodes final", finished).await;
+    let _ = nodes.delete(&sick, &DeleteParams::default()).await;
+    let status = done.status.expect("status");
+    assert_eq!(status.cmd_jobs.len(), 100, "one entry per node");
+    assert_eq!(
+        (status.total, status.succeeded, status.failed),
+        (100, 96, 4)
+    );
+    assert_eq!(status.phase, CommandPhase::Failed);
+    let by_node: BTreeMap<_, _> = status
+        .cmd_jobs
+        .iter()
+        .map(|e| (e.node_name.as_str(), e))
+        .collect();
+    let e = by_node["node-0007"];
+    assert_eq!(
+        (e.phase, e.exit_code, e.reason.as_deref()),
+        (NodePhase::Failed, Some(2), Some("ExitCode"))
+    );
+    assert_eq!(e.output.as_deref(), Some("simulated output"));
+    assert_eq!(by_node["node-0042"].exit_code, Some(137));
+    assert_eq!(
+        by_node["node-does-not-exist"].reason.as_deref(),
+        Some("NodeNotFound")
+    );
+    assert_eq!(
+        by_node[sick.as_str()].reason.as_deref(),
+        Some("NodeNotReady")
+    );
+    assert_eq!(by_node["node-0001"].phase, NodePhase::Succeeded);
+    assert_eq!(by_node["node-0001"].exit_code, Some(0));
+    assert!(by_node.values().all(|e| e.job_id.len() == 32));
+    assert_eq!(status.task_id.as_deref().map(str::len), Some(32));
+    assert_eq!(status.progress.as_deref(), Some("96/100"));
+    let uid = done.metadata.uid.expect("uid");
+    assert_eq!(
+        owned_jobs(&ns, &uid).await.len(),
+        98,
+        "no Job for the missing and the NotReady node"
+    );
+    let size = serde_json::to_vec(&status).expect("json").len();
+    println!("status of 100 nodes: {size} bytes");
+}
+
+#[tokio::test]
+async fn operator_killed_mid_fan_out_resumes_without_duplicates_or_excess_concurrency() {
+    let ns = TestNamespace::new("acmd-restart").await;
+    install_crds(&ns.client).await;
+    let (max_in_flight, watch) = track_in_flight(&ns);
+    let mut op = Operator::start(&ns.name, &[]);
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "fanout"},
+            "spec": {
+                "command": "uptime",
+                "nodeNames": node_names(1..=100),
+                "maxConcurrency": 10,
+                "podAnnotations": {"sim.nodeops.io/delay": "300ms"}
+            }
+        }),
+    )
+    .await;
+    // Kill it twice mid-way, at different depths of the fan-out.
+    for threshold in [15, 55] {
+        wait_for(&api, "fanout", FINISH, "progress", |c: &AsyncCommand| {
+            c.status.as_ref().is_some_and(|s| s.succeeded >= threshold)
+        })
+        .await;
+        op.restart();
+    }
+    let done = wait_for(&api, "fanout", FINISH, "completion", finished).await;
+    let status = done.status.expect("status");
+    assert_eq!(status.succeeded, 100, "every result present");
+    let uid = done.metadata.uid.expect("uid");
+    let jobs = owned_jobs(&ns, &uid).await;
+    assert_eq!(jobs.len(), 100, "exactly one Job per node");
+    let pods: Api<Pod> = ns.api();
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("nodeops.io/owner-uid={uid}")))
+        .await
+        .expect("pods");
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pods.items {
+        *per_node
+            .entry(
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 100);
+    assert!(
+        per_node.values().all(|n| *n == 1),
+        "no node ran twice: {per_node:?}"
+    );
+    watch.abort();
+    let max = max_in_flight.load(Ordering::SeqCst);
+    println!("highest number of Jobs in flight seen by the watch: {max} (maxConcurrency 10)");
+    assert!(max <= 10, "maxConcurrency exceeded: {max} Jobs in flight");
+    assert!(max >= 5, "the fan-out did run in parallel: {max}");
+}
+
+#[tokio::test]
+async fn deleting_mid_way_removes_jobs_and_pods() {
+    let ns = TestNamespace::new("acmd-delete").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "doomed"},
+            "spec": {"command": "uptime", "nodeNames": node_names(1..=30), "maxConcurrency": 5,
+                     "podAnnotations": {"sim.nodeops.io/outcome": "running"}}
+        }),
+    )
+    .await;
+    let running = wait_for(
+        &api,
+        "doomed",
+        FINISH,
+        "5 nodes running",
+        |c: &AsyncCommand| c.status.as_ref().is_some_and(|s| s.running == 5),
+    )
+    .await;
+    let uid = running.metadata.uid.expect("uid");
+    assert_eq!(owned_jobs(&ns, &uid).await.len(), 5);
+    api.delete("doomed", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    let pods: Api<Pod> = ns.api();
+    let selector = format!("nodeops.io/owner-uid={uid}");
+    let gone = async {
+        loop {
+            let jobs = owned_jobs(&ns, &uid).await.len();
+            let pods = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .expect("pods")
+                .items
+                .len();
+            if jobs == 0 && pods == 0 && api.get_opt("doomed").await.expect("get").is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), gone)
+        .await
+        .expect("Jobs and Pods garbage-collected");
+}
+
+#[tokio::test]
+async fn max_errors_stops_starting_nodes_and_cancels_the_rest() {
+    let ns = TestNamespace::new("acmd-maxerr").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let api: Api<AsyncCommand> = ns.api();
+    let mut annotations = serde_json::Map::new();
+    for i in 1..=4 {
+        annotations.insert(format!("sim.nodeops.io/exit-code-node-{i:04}"), json!("1"));
+    }
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "fragile"},
+            "spec": {"command": "uptime", "nodeNames": node_names(1..=20), "maxConcurrency": 2, "maxErrors": 1,
+                     "podAnnotations": annotations}
+        }),
+    )
+    .await;
+    let done = wait_for(&api, "fragile", FINISH, "completion", finished).await;
+    let status = done.status.expect("status");
+    assert_eq!(status.phase, CommandPhase::Failed);
+    assert!(status.failed >= 2, "{status:?}");
+    assert!(
+        status.cancelled >= 14,
+        "the rest never started: {}",
+        status.cancelled
+    );
+    assert_eq!(status.failed + status.succeeded + status.cancelled, 20);
+    let cancelled: Vec<_> = status
+        .cmd_jobs
+        .iter()
+        .filter(|e| e.phase == NodePhase::Cancelled)
+        .collect();
+    assert!(
+        cancelled
+            .iter()
+            .all(|e| e.reason.as_deref() == Some("MaxErrorsReached") && e.job_name.is_none())
+    );
+    let uid = done.metadata.uid.expect("uid");
+    let started = (status.failed + status.succeeded) as usize;
+    assert_eq!(
+        owned_jobs(&ns, &uid).await.len(),
+        started,
+        "no Job for a cancelled node"
+    );
+}
+
+#[tokio::test]
+async fn host_mode_only_where_the_operator_allows_it() {
+    let ns = TestNamespace::new("acmd-host").await;
+    install_crds(&ns.client).await;
+    let mut op = Operator::start(
+        &ns.name,
+        &["--host-mode-namespaces", "some-other-namespace"],
+    );
+    let api: Api<AsyncCommand> = ns.api();
+    let manifest = json!({
+        "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+        "metadata": {"name": "on-host"},
+        "spec": {"command": "systemctl is-active kubelet", "nodeNames": ["node-0001", "node-0002"],
+                 "executionMode": "Host", "username": "root"}
+    });
+    apply(&api, manifest).await;
+    let stalled = wait_for(&api, "on-host", FINISH, "Stalled", |c: &AsyncCommand| {
+        c.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True")
+        })
+    })
+    .await;
+    let status = stalled.status.expect("status");
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .expect("Stalled");
+    assert_eq!(cond.reason, "HostModeNotAllowed");
+    assert!(cond.message.contains(&ns.name), "{}", cond.message);
+    assert_eq!(status.phase, CommandPhase::Invalid);
+    let uid = stalled.metadata.uid.clone().expect("uid");
+    assert!(owned_jobs(&ns, &uid).await.is_empty(), "nothing runs");
+
+    // Allowed here: privileged host Jobs run and succeed.
+    drop(op);
+    op = Operator::start(&ns.name, &["--host-mode-namespaces", &ns.name]);
+    api.delete("on-host", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for_gone(&api, "on-host").await;
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "on-host"},
+            "spec": {"command": "systemctl is-active kubelet", "nodeNames": ["node-0001", "node-0002"],
+                     "executionMode": "Host", "username": "root"}
+        }),
+    )
+    .await;
+    let done = wait_for(&api, "on-host", FINISH, "completion", finished).await;
+    assert_eq!(done.status.as_ref().map(|s| s.succeeded), Some(2));
+    let jobs = owned_jobs(&ns, &done.metadata.uid.expect("uid")).await;
+    let pod = jobs[0]
+        .spec
+        .as_ref()
+        .expect("spec")
+        .template
+        .spec
+        .as_ref()
+        .expect("pod");
+    assert_eq!(pod.host_pid, Some(true));
+    assert_eq!(
+        pod.containers[0]
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged),
+        Some(true)
+    );
+    let args = pod.containers[0].args.clone().expect("args");
+    assert_eq!(&args[..2], ["--host", "--timeout"]);
+    assert!(args.ends_with(&[
+        "--".into(),
+        "systemctl".into(),
+        "is-active".into(),
+        "kubelet".into()
+    ]));
+    drop(op);
+}
+
+#[tokio::test]
+async fn command_ref_parameters_reach_the_pod_as_environment() {
+    let ns = TestNamespace::new("acmd-cmdref").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let commands: Api<nodeops::api::Command> = ns.api();
+    apply(
+        &commands,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "Command",
+            "metadata": {"name": "disk-usage"},
+            "spec": {"content": "df -h {{path}}", "enableParameters": true, "defaultParameters": {"path": "/"}, "timeoutSeconds": 30}
+        }),
+    )
+    .await;
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "df"},
+            "spec": {"commandRef": "disk-usage", "parameters": {"path": "/var; reboot"}, "nodeNames": ["node-0003"]}
+        }),
+    )
+    .await;
+    let done = wait_for(&api, "df", FINISH, "completion", finished).await;
+    assert_eq!(done.status.as_ref().map(|s| s.succeeded), Some(1));
+    let jobs = owned_jobs(&ns, &done.metadata.uid.expect("uid")).await;
+    let c = &jobs[0]
+        .spec
+        .as_ref()
+        .expect("spec")
+        .template
+        .spec
+        .as_ref()
+        .expect("pod")
+        .containers[0];
+    let args = c.args.clone().expect("args");
+    assert!(
+        args.ends_with(&[
+            "--".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            "df -h \"${NODEOPS_PARAM_path}\"".into()
+        ]),
+        "{args:?}"
+    );
+    let env = c.env.clone().expect("env");
+    assert_eq!(env[0].name, "NODEOPS_PARAM_path");
+    assert_eq!(env[0].value.as_deref(), Some("/var; reboot"));
+
+    // An unknown parameter is a Stalled condition, not a run.
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "df-bad"},
+            "spec": {"commandRef": "disk-usage", "parameters": {"nope": "x"}, "nodeNames": ["node-0003"]}
+        }),
+    )
+    .await;
+    let bad = wait_for(&api, "df-bad", FINISH, "Stalled", |c: &AsyncCommand| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.phase == CommandPhase::Invalid)
+    })
+    .await;
+    let cond = bad
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Stalled")
+        .expect("Stalled");
+    assert_eq!(cond.reason, "ParameterInvalid");
+    assert!(cond.message.contains("nope"));
+}
+
+async fn wait_for_gone(api: &Api<AsyncCommand>, name: &str) {
+    let Some(obj) = api.get_opt(name).await.expect("get") else {
+        return;
+    };
+    let uid = obj.metadata.uid.unwrap_or_default();
+    let cond = kube::runtime::wait::await_condition(
+        api.clone(),
+        name,
+        kube::runtime::conditions::is_deleted(&uid),
+    );
+    tokio::time::timeout(Duration::from_secs(30), cond)
+        .await
+        .expect("deleted in time")
+        .expect("watch");
+}
