@@ -10,3 +10,4 @@ pub mod exec;
 pub mod operator;
 pub mod telemetry;
 pub mod view;
+pub mod schedule;
