@@ -8,6 +8,6 @@ pub mod controller;
 pub mod engine;
 pub mod exec;
 pub mod operator;
+pub mod schedule;
 pub mod telemetry;
 pub mod view;
-pub mod schedule;

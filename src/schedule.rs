@@ -49,9 +49,14 @@ impl ScheduleError {
 /// day-of-week; lists, ranges, steps and names), as Vixie cron reads them.
 pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
     let fields = expr.split_whitespace().count();
-    let err = |detail: String| ScheduleError::InvalidCronExpression { expr: expr.to_string(), detail };
+    let err = |detail: String| ScheduleError::InvalidCronExpression {
+        expr: expr.to_string(),
+        detail,
+    };
     if fields != 5 {
-        return Err(err(format!("{fields} fields; exactly 5 are needed: minute hour day-of-month month day-of-week")));
+        return Err(err(format!(
+            "{fields} fields; exactly 5 are needed: minute hour day-of-month month day-of-week"
+        )));
     }
     CronParser::builder()
         .seconds(Seconds::Disallowed)
@@ -65,20 +70,34 @@ pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
 pub fn parse(settings: &ScheduleSettings) -> Result<Schedule, ScheduleError> {
     match settings.policy {
         SchedulePolicy::Once => {
-            let value = settings.invoke_time.as_deref().ok_or(ScheduleError::Missing("invokeTime"))?;
-            let at: Timestamp = value
-                .parse()
-                .map_err(|e: jiff::Error| ScheduleError::InvalidTimeFormat { value: value.to_string(), detail: e.to_string() })?;
+            let value = settings
+                .invoke_time
+                .as_deref()
+                .ok_or(ScheduleError::Missing("invokeTime"))?;
+            let at: Timestamp =
+                value
+                    .parse()
+                    .map_err(|e: jiff::Error| ScheduleError::InvalidTimeFormat {
+                        value: value.to_string(),
+                        detail: e.to_string(),
+                    })?;
             Ok(Schedule::Once(at))
         }
         SchedulePolicy::Recurrence => {
-            let expr = settings.recurrence.as_deref().ok_or(ScheduleError::Missing("recurrence"))?;
+            let expr = settings
+                .recurrence
+                .as_deref()
+                .ok_or(ScheduleError::Missing("recurrence"))?;
             let cron = parse_cron(expr)?;
             let tz = match settings.time_zone.as_deref() {
                 None | Some("UTC") => TimeZone::UTC,
-                Some(name) => TimeZone::get(name).map_err(|_| ScheduleError::InvalidTimeZone(name.to_string()))?,
+                Some(name) => TimeZone::get(name)
+                    .map_err(|_| ScheduleError::InvalidTimeZone(name.to_string()))?,
             };
-            Ok(Schedule::Recurrence { cron: Box::new(cron), tz })
+            Ok(Schedule::Recurrence {
+                cron: Box::new(cron),
+                tz,
+            })
         }
     }
 }
@@ -88,9 +107,10 @@ impl Schedule {
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         match self {
             Schedule::Once(at) => (*at > t).then_some(*at),
-            Schedule::Recurrence { cron, tz } => {
-                cron.find_next_occurrence(&t.to_zoned(tz.clone()), false).ok().map(|z: Zoned| z.timestamp())
-            }
+            Schedule::Recurrence { cron, tz } => cron
+                .find_next_occurrence(&t.to_zoned(tz.clone()), false)
+                .ok()
+                .map(|z: Zoned| z.timestamp()),
         }
     }
 
@@ -98,9 +118,10 @@ impl Schedule {
     fn latest_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
         match self {
             Schedule::Once(at) => (*at <= t).then_some(*at),
-            Schedule::Recurrence { cron, tz } => {
-                cron.find_previous_occurrence(&t.to_zoned(tz.clone()), true).ok().map(|z: Zoned| z.timestamp())
-            }
+            Schedule::Recurrence { cron, tz } => cron
+                .find_previous_occurrence(&t.to_zoned(tz.clone()), true)
+                .ok()
+                .map(|z: Zoned| z.timestamp()),
         }
     }
 }
@@ -120,7 +141,13 @@ pub enum Due {
 
 /// Decides what is due at `now`, for a schedule whose last fired (or passed) slot is
 /// `last` (none yet: slots count from `since`, the Invoker's creation).
-pub fn due(schedule: &Schedule, last: Option<Timestamp>, since: Timestamp, now: Timestamp, deadline: SignedDuration) -> Due {
+pub fn due(
+    schedule: &Schedule,
+    last: Option<Timestamp>,
+    since: Timestamp,
+    now: Timestamp,
+    deadline: SignedDuration,
+) -> Due {
     if matches!(schedule, Schedule::Once(_)) && last.is_some() {
         return Due::NotYet { next: None };
     }
@@ -135,7 +162,10 @@ pub fn due(schedule: &Schedule, last: Option<Timestamp>, since: Timestamp, now: 
     if first > now {
         return Due::NotYet { next: Some(first) };
     }
-    let latest = schedule.latest_at_or_before(now).unwrap_or(first).max(first);
+    let latest = schedule
+        .latest_at_or_before(now)
+        .unwrap_or(first)
+        .max(first);
     let mut count = 1u32;
     let mut t = first;
     while t < latest && count < COUNT_LIMIT {
@@ -148,9 +178,15 @@ pub fn due(schedule: &Schedule, last: Option<Timestamp>, since: Timestamp, now: 
         }
     }
     if now.duration_since(latest) > deadline {
-        Due::Missed { slot: latest, skipped: count }
+        Due::Missed {
+            slot: latest,
+            skipped: count,
+        }
     } else {
-        Due::Fire { slot: latest, skipped: count - 1 }
+        Due::Fire {
+            slot: latest,
+            skipped: count - 1,
+        }
     }
 }
 
@@ -188,16 +224,26 @@ mod tests {
         let s = recurrence("0 0 1 * *", Some("Asia/Shanghai"));
         assert_eq!(
             nexts(&s, "2026-01-15T00:00:00Z", 3),
-            ["2026-01-31T16:00:00Z", "2026-02-28T16:00:00Z", "2026-03-31T16:00:00Z"]
+            [
+                "2026-01-31T16:00:00Z",
+                "2026-02-28T16:00:00Z",
+                "2026-03-31T16:00:00Z"
+            ]
         );
     }
 
     #[test]
     fn month_ends_and_leap_days() {
         let s = recurrence("0 12 31 * *", None);
-        assert_eq!(nexts(&s, "2026-01-31T13:00:00Z", 2), ["2026-03-31T12:00:00Z", "2026-05-31T12:00:00Z"]);
+        assert_eq!(
+            nexts(&s, "2026-01-31T13:00:00Z", 2),
+            ["2026-03-31T12:00:00Z", "2026-05-31T12:00:00Z"]
+        );
         let s = recurrence("0 0 29 2 *", None);
-        assert_eq!(nexts(&s, "2026-03-01T00:00:00Z", 1), ["2028-02-29T00:00:00Z"]);
+        assert_eq!(
+            nexts(&s, "2026-03-01T00:00:00Z", 1),
+            ["2028-02-29T00:00:00Z"]
+        );
     }
 
     #[test]
@@ -206,10 +252,17 @@ mod tests {
         // 2026-11-23 is a Monday.
         assert_eq!(
             nexts(&s, "2026-11-23T10:30:00Z", 3),
-            ["2026-11-23T10:40:00Z", "2026-11-25T09:00:00Z", "2026-11-25T09:20:00Z"]
+            [
+                "2026-11-23T10:40:00Z",
+                "2026-11-25T09:00:00Z",
+                "2026-11-25T09:20:00Z"
+            ]
         );
         let s = recurrence("0 0 * JAN-MAR SUN", None);
-        assert_eq!(nexts(&s, "2026-12-31T00:00:00Z", 1), ["2027-01-03T00:00:00Z"]);
+        assert_eq!(
+            nexts(&s, "2026-12-31T00:00:00Z", 1),
+            ["2027-01-03T00:00:00Z"]
+        );
     }
 
     #[test]
@@ -217,7 +270,14 @@ mod tests {
         // Both restricted: either matches.
         let s = recurrence("0 0 13 * FRI", None);
         // 2026-11-13 is a Friday; 2026-11-20 a Friday; 2026-12-13 a Sunday.
-        assert_eq!(nexts(&s, "2026-11-12T00:00:00Z", 3), ["2026-11-13T00:00:00Z", "2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z"]);
+        assert_eq!(
+            nexts(&s, "2026-11-12T00:00:00Z", 3),
+            [
+                "2026-11-13T00:00:00Z",
+                "2026-11-20T00:00:00Z",
+                "2026-11-27T00:00:00Z"
+            ]
+        );
     }
 
     #[test]
@@ -226,18 +286,31 @@ mod tests {
         // Fall back on 2026-11-01: 01:30 happens twice in wall time, fires once.
         let times = nexts(&s, "2026-10-31T12:00:00Z", 3);
         assert_eq!(times[0], "2026-11-01T05:30:00Z", "01:30 EDT");
-        assert_eq!(times[1], "2026-11-02T06:30:00Z", "the repeated 01:30 EST does not fire again");
+        assert_eq!(
+            times[1], "2026-11-02T06:30:00Z",
+            "the repeated 01:30 EST does not fire again"
+        );
         // Spring forward on 2026-03-08: 02:30 does not exist that day.
         let s = recurrence("30 2 * * *", Some("America/New_York"));
         let times = nexts(&s, "2026-03-07T12:00:00Z", 2);
         // As Vixie cron does, a slot in the skipped hour runs once, when the clock jumps
         // (03:00 EDT), rather than being lost.
-        assert_eq!(times[0], "2026-03-08T07:00:00Z", "the missing 02:30 runs at 03:00 EDT");
+        assert_eq!(
+            times[0], "2026-03-08T07:00:00Z",
+            "the missing 02:30 runs at 03:00 EDT"
+        );
         assert_eq!(times[1], "2026-03-09T06:30:00Z", "then 02:30 EDT as usual");
         // An hourly schedule keeps one firing per real hour across the change.
         let s = recurrence("0 * * * *", Some("Europe/Berlin"));
         let times = nexts(&s, "2026-10-25T00:30:00Z", 3);
-        assert_eq!(times, ["2026-10-25T01:00:00Z", "2026-10-25T02:00:00Z", "2026-10-25T03:00:00Z"]);
+        assert_eq!(
+            times,
+            [
+                "2026-10-25T01:00:00Z",
+                "2026-10-25T02:00:00Z",
+                "2026-10-25T03:00:00Z"
+            ]
+        );
     }
 
     #[test]
@@ -284,10 +357,28 @@ mod tests {
         let at = ts("2021-08-31T16:00:00Z");
         let created = ts("2021-08-31T15:00:00Z");
         let deadline = SignedDuration::from_secs(60);
-        assert_eq!(due(&s, None, created, ts("2021-08-31T15:59:59Z"), deadline), Due::NotYet { next: Some(at) });
-        assert_eq!(due(&s, None, created, ts("2021-08-31T16:00:00.2Z"), deadline), Due::Fire { slot: at, skipped: 0 });
-        assert_eq!(due(&s, Some(at), created, ts("2021-08-31T16:00:05Z"), deadline), Due::NotYet { next: None });
-        assert_eq!(due(&s, None, created, ts("2021-08-31T16:05:00Z"), deadline), Due::Missed { slot: at, skipped: 1 });
+        assert_eq!(
+            due(&s, None, created, ts("2021-08-31T15:59:59Z"), deadline),
+            Due::NotYet { next: Some(at) }
+        );
+        assert_eq!(
+            due(&s, None, created, ts("2021-08-31T16:00:00.2Z"), deadline),
+            Due::Fire {
+                slot: at,
+                skipped: 0
+            }
+        );
+        assert_eq!(
+            due(&s, Some(at), created, ts("2021-08-31T16:00:05Z"), deadline),
+            Due::NotYet { next: None }
+        );
+        assert_eq!(
+            due(&s, None, created, ts("2021-08-31T16:05:00Z"), deadline),
+            Due::Missed {
+                slot: at,
+                skipped: 1
+            }
+        );
     }
 
     #[test]
@@ -298,21 +389,50 @@ mod tests {
         // Down from 00:00:30 to 00:10:20: ten slots passed; the latest runs, nine are skipped.
         assert_eq!(
             due(&s, None, created, ts("2026-01-01T00:10:20Z"), deadline),
-            Due::Fire { slot: ts("2026-01-01T00:10:00Z"), skipped: 9 }
+            Due::Fire {
+                slot: ts("2026-01-01T00:10:00Z"),
+                skipped: 9
+            }
         );
         // The latest slot is older than the deadline: nothing runs, all ten are counted.
         assert_eq!(
-            due(&s, Some(ts("2026-01-01T00:00:00Z")), created, ts("2026-01-01T00:10:20Z"), SignedDuration::from_secs(10)),
-            Due::Missed { slot: ts("2026-01-01T00:10:00Z"), skipped: 10 }
+            due(
+                &s,
+                Some(ts("2026-01-01T00:00:00Z")),
+                created,
+                ts("2026-01-01T00:10:20Z"),
+                SignedDuration::from_secs(10)
+            ),
+            Due::Missed {
+                slot: ts("2026-01-01T00:10:00Z"),
+                skipped: 10
+            }
         );
         // On time: the slot just passed fires, none skipped.
         assert_eq!(
-            due(&s, Some(ts("2026-01-01T00:10:00Z")), created, ts("2026-01-01T00:11:00.05Z"), deadline),
-            Due::Fire { slot: ts("2026-01-01T00:11:00Z"), skipped: 0 }
+            due(
+                &s,
+                Some(ts("2026-01-01T00:10:00Z")),
+                created,
+                ts("2026-01-01T00:11:00.05Z"),
+                deadline
+            ),
+            Due::Fire {
+                slot: ts("2026-01-01T00:11:00Z"),
+                skipped: 0
+            }
         );
         assert_eq!(
-            due(&s, Some(ts("2026-01-01T00:11:00Z")), created, ts("2026-01-01T00:11:30Z"), deadline),
-            Due::NotYet { next: Some(ts("2026-01-01T00:12:00Z")) }
+            due(
+                &s,
+                Some(ts("2026-01-01T00:11:00Z")),
+                created,
+                ts("2026-01-01T00:11:30Z"),
+                deadline
+            ),
+            Due::NotYet {
+                next: Some(ts("2026-01-01T00:12:00Z"))
+            }
         );
     }
 }

@@ -2,6 +2,8 @@
 //! Nodes and node-run Pods, the Event recorder.
 
 pub mod async_command;
+pub mod command;
+pub mod invoker;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -93,3 +95,11 @@ impl Context {
 
 /// Requeue delay after a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// An Event worth emitting: something transitioned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}

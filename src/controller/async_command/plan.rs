@@ -13,6 +13,7 @@ use crate::api::async_command::{
 };
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING, STALLED};
+pub use crate::controller::Note;
 use crate::engine::job::{job_id, job_name};
 use crate::engine::outcome::{Observed, RunState, reason};
 
@@ -91,14 +92,6 @@ pub struct World {
     /// Nodes whose Job cannot create its Pod (admission refused), with the refusal.
     pub refused: BTreeMap<String, String>,
     pub now: Timestamp,
-}
-
-/// An Event worth emitting: something transitioned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub message: String,
 }
 
 /// The decisions of one reconcile.

@@ -1,0 +1,154 @@
+//! The Command controller: reports whether a Command's script and parameters are usable
+//! (its placeholders in status, Ready or Stalled with reason ParameterInvalid).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use thiserror::Error;
+
+use super::{Context, FIELD_MANAGER, RETRY_AFTER};
+use crate::api::{Command, CommandStatus};
+use crate::conditions::{self, Desired, READY, STALLED};
+use crate::engine::script;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("writing status: {0}")]
+    WriteStatus(#[source] kube::Error),
+}
+
+/// The status a Command should have: a plain function of the Command and the time.
+pub fn status(cmd: &Command, now: Timestamp) -> CommandStatus {
+    let generation = cmd.metadata.generation;
+    let prev = cmd.status.clone().unwrap_or_default();
+    let mut status = CommandStatus {
+        observed_generation: generation,
+        parameters: vec![],
+        conditions: prev.conditions,
+    };
+    let now = Time(now);
+    let spec = &cmd.spec;
+    let verdict = if spec.enable_parameters {
+        match script::placeholders(&spec.content) {
+            Ok(names) => {
+                status.parameters = names.iter().cloned().collect();
+                let unused: Vec<&String> = spec
+                    .default_parameters
+                    .iter()
+                    .flat_map(|d| d.keys())
+                    .filter(|k| !names.contains(*k))
+                    .collect();
+                if unused.is_empty() {
+                    Ok(format!("{} parameter(s)", names.len()))
+                } else {
+                    let list = unused
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    Err(format!("defaultParameters not used in the script: {list}"))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        Ok("no parameters".to_string())
+    };
+    match verdict {
+        Ok(message) => {
+            conditions::remove(&mut status.conditions, STALLED);
+            conditions::set(
+                &mut status.conditions,
+                Desired::new(READY, true, "Valid", message),
+                generation,
+                &now,
+            );
+        }
+        Err(message) => {
+            conditions::set(
+                &mut status.conditions,
+                Desired::new(STALLED, true, "ParameterInvalid", message.clone()),
+                generation,
+                &now,
+            );
+            conditions::set(
+                &mut status.conditions,
+                Desired::new(READY, false, "ParameterInvalid", message),
+                generation,
+                &now,
+            );
+        }
+    }
+    status
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let commands: Api<Command> = ctx.scoped();
+    Controller::new(commands, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, |_, _, _| Action::requeue(RETRY_AFTER), ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let new = status(&cmd, Timestamp::now());
+    if cmd.status.as_ref() != Some(&new) {
+        let api: Api<Command> =
+            Api::namespaced(ctx.client.clone(), &cmd.namespace().unwrap_or_default());
+        let patch = json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "status": new});
+        api.patch_status(
+            &cmd.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::WriteStatus)?;
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(spec: serde_json::Value) -> Command {
+        Command::new("c", serde_json::from_value(spec).expect("spec"))
+    }
+
+    #[test]
+    fn reports_placeholders_and_unused_defaults() {
+        let now = Timestamp::from_second(1_800_000_000).expect("now");
+        let ok = status(
+            &cmd(
+                json!({"content": "df {{path}} {{ top }}", "enableParameters": true, "defaultParameters": {"path": "/"}}),
+            ),
+            now,
+        );
+        assert_eq!(ok.parameters, ["path", "top"]);
+        assert!(conditions::is_true(&ok.conditions, READY));
+        let bad = status(
+            &cmd(
+                json!({"content": "df {{path}}", "enableParameters": true, "defaultParameters": {"paht": "/"}}),
+            ),
+            now,
+        );
+        assert!(conditions::is_true(&bad.conditions, STALLED));
+        assert!(bad.conditions.iter().any(|c| c.message.contains("paht")));
+        let broken = status(
+            &cmd(json!({"content": "df {{9x}}", "enableParameters": true})),
+            now,
+        );
+        assert!(conditions::is_true(&broken.conditions, STALLED));
+    }
+}
