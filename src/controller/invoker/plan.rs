@@ -415,7 +415,7 @@ fn history_to_delete(
         .iter()
         .filter(|c| c.finished && !already.contains(&c.name))
         .collect();
-    finished.sort_by(|a, b| b.slot.cmp(&a.slot));
+    finished.sort_by_key(|c| std::cmp::Reverse(c.slot));
     let (ok, failed): (Vec<&Child>, Vec<&Child>) = finished
         .into_iter()
         .partition(|c| c.phase == CommandPhase::Succeeded);

@@ -95,7 +95,7 @@ fn requeues_to_the_exact_next_slot_and_fires_it_once() {
         p.status.next_invoke_time,
         Some(Time(ts("2026-01-01T00:02:00Z")))
     );
-    assert_eq!(p.status.active, [name.clone()]);
+    assert_eq!(p.status.active, std::slice::from_ref(&name));
 
     // A reconcile later in the same minute (child already running) fires nothing.
     let running = [child(
@@ -123,7 +123,7 @@ fn a_pruned_child_never_causes_a_rerun() {
         true,
     )];
     let p = step(&mut inv, &done, "2026-01-01T00:01:10Z");
-    assert_eq!(p.delete, [name.clone()], "history limit 0 prunes it");
+    assert_eq!(p.delete, std::slice::from_ref(&name), "history limit 0 prunes it");
     // The child is gone; the slot stays fired.
     let p = step(&mut inv, &[], "2026-01-01T00:01:20Z");
     assert!(p.create.is_none());
