@@ -85,15 +85,29 @@ pub async fn run<S: std::future::Future>(
     tracing::info!(nodes = nodes.state().len(), namespace = ?config.namespace, "caches ready; starting controllers");
 
     let ctx = Arc::new(Context::new(client, config, nodes, pods));
-    let controllers = tokio::spawn(async_command::run(
-        ctx,
-        pod_stream,
-        stop.clone().cancelled_owned(),
-    ));
+    let controllers = [
+        tokio::spawn(async_command::run(
+            ctx.clone(),
+            pod_stream,
+            stop.clone().cancelled_owned(),
+        )),
+        tokio::spawn(crate::controller::invoker::run(
+            ctx.clone(),
+            stop.clone().cancelled_owned(),
+        )),
+        tokio::spawn(crate::controller::command::run(
+            ctx,
+            stop.clone().cancelled_owned(),
+        )),
+    ];
     let result = shutdown.await;
     tracing::info!("shutting down: letting reconciles in progress finish");
     stop.cancel();
-    let _ = controllers.await;
+    for controller in controllers {
+        if let Err(e) = controller.await {
+            tracing::error!(error = %e, "a controller task failed");
+        }
+    }
     Ok(result)
 }
 

@@ -123,7 +123,11 @@ fn a_pruned_child_never_causes_a_rerun() {
         true,
     )];
     let p = step(&mut inv, &done, "2026-01-01T00:01:10Z");
-    assert_eq!(p.delete, std::slice::from_ref(&name), "history limit 0 prunes it");
+    assert_eq!(
+        p.delete,
+        std::slice::from_ref(&name),
+        "history limit 0 prunes it"
+    );
     // The child is gone; the slot stays fired.
     let p = step(&mut inv, &[], "2026-01-01T00:01:20Z");
     assert!(p.create.is_none());
