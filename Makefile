@@ -6,7 +6,7 @@ BIN = $(shell hack/k8s-binaries.sh dir)
 KUBECONFIG_LOCAL := $(CURDIR)/.local-cluster/kubeconfig
 KUBECTL = $(BIN)/kubectl --kubeconfig $(KUBECONFIG_LOCAL)
 
-.PHONY: demo test lint k8s-binaries cluster-up cluster-down install-crds run crds build
+.PHONY: demo test bench lint k8s-binaries cluster-up cluster-down install-crds run crds build
 
 ## demo: local control plane with simulated nodes, CRDs, the operator, the samples.
 demo:
@@ -44,3 +44,7 @@ build:
 ## crds: regenerate crds/ from the Rust types.
 crds:
 	cargo run -q --bin crdgen -- crds
+
+## bench: fan-out and schedule lag beside Kubernetes' own controllers (1000 simulated nodes).
+bench:
+	hack/bench.sh

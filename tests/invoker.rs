@@ -68,17 +68,32 @@ fn last_invoke(i: &Invoker) -> Option<String> {
         .map(|t| t.0.to_string())
 }
 
-/// A node that exists but never becomes Ready: runs on it stay active for a while.
-async fn not_ready_node(ns: &TestNamespace) -> String {
+/// A Ready simulated node where commands hang (kwok keeps pods on `*-hang` nodes Running):
+/// runs on it stay active until stopped.
+async fn hanging_node(ns: &TestNamespace) -> String {
     let nodes: Api<Node> = Api::all(ns.client.clone());
-    let name = format!("{}-stuck", ns.name);
+    let name = format!("{}-hang", ns.name);
+    let node = json!({"metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}}});
     nodes
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("node"),
+            &serde_json::from_value(node).expect("node"),
         )
         .await
         .expect("create node");
+    wait_for(
+        &nodes,
+        &name,
+        Duration::from_secs(60),
+        "node Ready",
+        |n: &Node| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        },
+    )
+    .await;
     name
 }
 
@@ -229,7 +244,7 @@ async fn forbid_skips_and_suspend_holds() {
     let ns = TestNamespace::new("ivk-forbid").await;
     install_crds(&ns.client).await;
     command(&ns).await;
-    let stuck = not_ready_node(&ns).await;
+    let stuck = hanging_node(&ns).await;
     let (children, watch) = record_children(&ns);
     let _op = Operator::start(&ns.name, &[]);
     let invokers: Api<Invoker> = ns.api();
@@ -290,7 +305,7 @@ async fn replace_stops_the_active_run_for_the_new_one() {
     let ns = TestNamespace::new("ivk-replace").await;
     install_crds(&ns.client).await;
     command(&ns).await;
-    let stuck = not_ready_node(&ns).await;
+    let stuck = hanging_node(&ns).await;
     let _op = Operator::start(&ns.name, &[]);
     let invokers: Api<Invoker> = ns.api();
     apply(

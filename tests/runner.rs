@@ -6,11 +6,10 @@ use std::process::Command;
 use nodeops::exec::RunReport;
 
 fn run(args: &[&str]) -> (i32, RunReport) {
-    let dir = std::env::temp_dir().join(format!(
-        "nodeops-exec-test-{}-{}",
-        std::process::id(),
-        args.len()
-    ));
+    // A directory per call: tests run in parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("nodeops-exec-test-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let log = dir.join("termination-log");
     let status = Command::new(env!("CARGO_BIN_EXE_nodeops-exec"))
