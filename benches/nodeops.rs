@@ -29,6 +29,7 @@ const NODES_PER_COMMAND: usize = 100;
 
 struct Operator {
     child: std::process::Child,
+    log: String,
 }
 
 impl Operator {
@@ -41,12 +42,30 @@ impl Operator {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
             .args(["--namespace", namespace])
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,nodeops::operator=info")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("start operator");
-        Self { child }
+        Self {
+            child,
+            log: log_path,
+        }
+    }
+
+    /// Stops it with SIGTERM and returns the API requests it reported making.
+    fn stop(mut self) -> Option<u64> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        let log = std::fs::read_to_string(&self.log).ok()?;
+        let line = log.lines().rev().find(|l| l.contains("api_requests="))?;
+        line.split("api_requests=")
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// (resident set size in KiB, CPU seconds) from /proc.
@@ -232,6 +251,7 @@ async fn schedules(client: &Client, kubeconfig: &str) {
     w1.abort();
     w2.abort();
     let (rss, cpu) = op.footprint();
+    let requests = op.stop();
     println!();
     println!("| schedule lag (slot -> child seen) | children | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|");
@@ -248,13 +268,15 @@ async fn schedules(client: &Client, kubeconfig: &str) {
         );
     }
     println!(
-        "ratio Invoker/CronJob: p50 {:.2}, p99 {:.2}; operator RSS {} KiB, CPU {:.2}s",
+        "ratio Invoker/CronJob: p50 {:.2}, p99 {:.2}; operator RSS {:.1} MiB, CPU {:.2}s, API requests {}",
         percentile(&a, 50.0) / percentile(&j, 50.0),
         percentile(&a, 99.0) / percentile(&j, 99.0),
-        rss,
-        cpu
+        rss as f64 / 1024.0,
+        cpu,
+        requests
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "?".into())
     );
-    drop(op);
     drop_namespace(client, &ns).await;
 }
 
@@ -282,7 +304,7 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
         })
         .await;
     let raw_created = start.elapsed();
-    drop_namespace(client, &ns_raw).await;
+    drop_namespace_and_wait(client, &ns_raw).await;
 
     let ns = format!("bench-fan-{}", std::process::id());
     namespace(client, &ns).await;

@@ -494,3 +494,52 @@ async fn wait_for_gone(api: &Api<AsyncCommand>, name: &str) {
         .expect("deleted in time")
         .expect("watch");
 }
+
+#[tokio::test]
+async fn admission_refusal_is_reported_per_node() {
+    let ns = TestNamespace::new("acmd-psa").await;
+    install_crds(&ns.client).await;
+    // Pod Security admission refuses privileged pods here, as a hardened cluster would.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client.clone());
+    let patch = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}});
+    namespaces
+        .patch(
+            &ns.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("label namespace");
+    let _op = Operator::start(&ns.name, &["--host-mode-namespaces", &ns.name]);
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "refused"},
+            "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002"], "executionMode": "Host"}
+        }),
+    )
+    .await;
+    let done = wait_for(&api, "refused", FINISH, "completion", finished).await;
+    let status = done.status.expect("status");
+    assert_eq!(status.failed, 2);
+    for e in &status.cmd_jobs {
+        assert_eq!(e.reason.as_deref(), Some("AdmissionRefused"), "{e:?}");
+        assert!(
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("PodSecurity")),
+            "{e:?}"
+        );
+    }
+    let uid = done.metadata.uid.expect("uid");
+    let gone = async {
+        while !owned_jobs(&ns, &uid).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), gone)
+        .await
+        .expect("the refused Jobs are deleted");
+}

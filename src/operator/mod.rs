@@ -4,6 +4,7 @@
 pub mod shutdown;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -26,10 +27,24 @@ pub enum Error {
     NodeCache,
 }
 
+/// API requests this process has made (every verb, every resource).
+pub static API_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
 /// Connects with the in-cluster configuration or the kubeconfig (`KUBECONFIG`, then
-/// `~/.kube/config`), and checks the API server answers.
+/// `~/.kube/config`), and checks the API server answers. Every request is counted in
+/// [`API_REQUESTS`].
 pub async fn connect() -> Result<Client, Error> {
-    let client = Client::try_default().await.map_err(Error::Connect)?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Connect(kube::Error::InferConfig(e)))?;
+    let count = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+        API_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(Error::Connect)?
+        .with_layer(&count)
+        .build();
     let version = client
         .apiserver_version()
         .await
@@ -54,10 +69,17 @@ pub async fn run<S: std::future::Future>(
     let node_stream = reflector(
         nodes_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            // Keep what the controllers read (labels, Ready) and drop the rest: 1000
+            // nodes' images, addresses and capacities are most of a Node's bytes.
             .modify(|n| {
                 n.managed_fields_mut().clear();
+                n.annotations_mut().clear();
+                n.spec = None;
                 if let Some(s) = n.status.as_mut() {
-                    s.images = None;
+                    *s = k8s_openapi::api::core::v1::NodeStatus {
+                        conditions: s.conditions.take(),
+                        ..Default::default()
+                    };
                 }
             })
             .default_backoff(),
@@ -74,7 +96,11 @@ pub async fn run<S: std::future::Future>(
             pods_api,
             watcher::Config::default().labels(async_command::CHILD_SELECTOR),
         )
-        .modify(|p| p.managed_fields_mut().clear())
+        // The controllers read a Pod's labels, annotations and status only.
+        .modify(|p| {
+            p.managed_fields_mut().clear();
+            p.spec = None;
+        })
         .default_backoff(),
     )
     .applied_objects();
@@ -101,7 +127,10 @@ pub async fn run<S: std::future::Future>(
         )),
     ];
     let result = shutdown.await;
-    tracing::info!("shutting down: letting reconciles in progress finish");
+    tracing::info!(
+        api_requests = API_REQUESTS.load(Ordering::Relaxed),
+        "shutting down: letting reconciles in progress finish"
+    );
     stop.cancel();
     for controller in controllers {
         if let Err(e) = controller.await {

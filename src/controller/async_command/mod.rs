@@ -32,6 +32,11 @@ use plan::{NodeInfo, OUTPUT_LIMIT, World};
 /// Label selector of the Jobs and Pods this controller owns.
 pub const CHILD_SELECTOR: &str =
     "app.kubernetes.io/managed-by=nodeops,nodeops.io/owner-kind=asynccommand";
+/// Job creations in flight at once within one reconcile.
+const JOB_CREATE_PARALLELISM: usize = 16;
+/// Events for one AsyncCommand arriving within this window are handled by one reconcile:
+/// a fan-out produces a burst of Job and Pod events per node.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
 /// A Job without a Pod for this long is checked for an admission refusal.
 const POD_CREATE_GRACE_SECONDS: i64 = 3;
 
@@ -77,6 +82,7 @@ pub async fn run(
     let commands: Api<AsyncCommand> = ctx.scoped();
     let jobs: Api<Job> = ctx.scoped();
     Controller::new(commands, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
         .owns(jobs, watcher::Config::default().labels(CHILD_SELECTOR))
         .watches_stream(pods, |pod: Pod| {
             let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
@@ -133,23 +139,31 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
     // that the next reconcile adopts by name; it never creates them twice.
     let owner = owner_of(&obj);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    for node in &planned.start {
-        let job = render(&owner, node, &template).map_err(|source| Error::RenderJob {
-            node: node.clone(),
+    let rendered = planned
+        .start
+        .iter()
+        .map(|node| render(&owner, node, &template).map(|job| (node.clone(), job)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| Error::RenderJob {
+            node: planned.start.join(","),
             source,
         })?;
-        let job_name = job.name_any();
-        jobs.patch(
-            &job_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&job),
-        )
+    // Several creations in flight: the API server, not this loop, sets the pace.
+    futures::stream::iter(rendered)
+        .map(|(node, job)| {
+            let jobs = jobs.clone();
+            async move {
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                jobs.patch(&job.name_any(), &params, &Patch::Apply(&job))
+                    .await
+                    .map_err(|source| Error::CreateJob { node, source })
+            }
+        })
+        .buffer_unordered(JOB_CREATE_PARALLELISM)
+        .collect::<Vec<_>>()
         .await
-        .map_err(|source| Error::CreateJob {
-            node: node.clone(),
-            source,
-        })?;
-    }
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     for node in &planned.delete {
         let job_name = crate::engine::job::job_name(&name, &owner.uid, node);
         match jobs.delete(&job_name, &DeleteParams::background()).await {
