@@ -34,11 +34,11 @@ struct Operator {
 
 impl Operator {
     fn start(kubeconfig: &str, namespace: &str) -> Self {
-        let log = std::fs::File::create(format!(
-            "{}/target/bench-operator.log",
+        let log_path = format!(
+            "{}/target/bench-operator-{namespace}.log",
             env!("CARGO_MANIFEST_DIR")
-        ))
-        .expect("log");
+        );
+        let log = std::fs::File::create(&log_path).expect("log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
             .args(["--namespace", namespace])
             .env("KUBECONFIG", kubeconfig)
@@ -126,6 +126,17 @@ async fn drop_namespace(client: &Client, name: &str) {
     let _ = Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::background())
         .await;
+}
+
+/// Deletes a namespace and waits until it is gone, so its objects' garbage collection does
+/// not load the cluster during the next measurement.
+async fn drop_namespace_and_wait(client: &Client, name: &str) {
+    drop_namespace(client, name).await;
+    let api = Api::<Namespace>::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline && api.get_opt(name).await.ok().flatten().is_some() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -377,13 +388,18 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
             rate(d) / rate(raw_created)
         );
     }
-    println!(
-        "operator footprint after fan-out: RSS {} KiB ({:.1} MiB), CPU {:.2}s",
-        rss,
-        rss as f64 / 1024.0,
-        cpu
-    );
-    drop(op);
+    let requests = op.stop();
+    println!();
+    println!("| operator footprint, 1000 nodes cached, {total} node runs | value |");
+    println!("|---|---|");
+    println!("| RSS | {:.1} MiB |", rss as f64 / 1024.0);
+    println!("| CPU time | {cpu:.2} s |");
+    if let Some(r) = requests {
+        println!(
+            "| API requests | {r} ({:.2} per node operation) |",
+            r as f64 / total as f64
+        );
+    }
     drop_namespace(client, &ns).await;
 }
 

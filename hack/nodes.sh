@@ -51,6 +51,6 @@ for i in $(seq 1 "$N"); do
 	} >>"$manifest"
 done
 # With no NODE_TAINTS, "taints:" is left empty (null): no taints.
-kubectl --kubeconfig "$KC" apply --server-side --field-manager nodeops-local-cluster -f "$manifest" >/dev/null
+kubectl --kubeconfig "$KC" apply --server-side --force-conflicts --field-manager nodeops-local-cluster -f "$manifest" >/dev/null
 printf '[nodes] %s nodes applied, waiting for Ready\n' "$N" >&2
 kubectl --kubeconfig "$KC" wait --for=condition=Ready node -l type=kwok --timeout=300s >/dev/null

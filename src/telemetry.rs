@@ -23,6 +23,13 @@ pub fn init(format: LogFormat, filter: &str) {
                     .with_current_span(true),
             )
             .init(),
-        LogFormat::Text => registry.with(fmt::layer().with_target(true)).init(),
+        // Colours only for a terminal: log files and collectors get plain text.
+        LogFormat::Text => registry
+            .with(
+                fmt::layer()
+                    .with_target(true)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .init(),
     }
 }

@@ -10,11 +10,12 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use thiserror::Error;
@@ -80,10 +81,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let commands: Api<AsyncCommand> = ctx.scoped();
-    let jobs: Api<Job> = ctx.scoped();
+    let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
     Controller::new(commands, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
-        .owns(jobs, watcher::Config::default().labels(CHILD_SELECTOR))
+        // Job changes only wake the owner: metadata is enough, and far lighter than 1000
+        // Jobs with their pod templates.
+        .owns_stream(
+            watcher(jobs, watcher::Config::default().labels(CHILD_SELECTOR))
+                .touched_objects()
+                .default_backoff(),
+        )
         .watches_stream(pods, |pod: Pod| {
             let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
             let ns = pod.namespace();
@@ -153,10 +160,13 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         .map(|(node, job)| {
             let jobs = jobs.clone();
             async move {
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                jobs.patch(&job.name_any(), &params, &Patch::Apply(&job))
-                    .await
-                    .map_err(|source| Error::CreateJob { node, source })
+                // A Job is never changed once created: a plain create, where an
+                // existing Job of the same name (created before a restart) is success.
+                match jobs.create(&create_params(), &job).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    Err(source) => Err(Error::CreateJob { node, source }),
+                }
             }
         })
         .buffer_unordered(JOB_CREATE_PARALLELISM)
@@ -194,6 +204,13 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         .requeue_after
         .map(Action::requeue)
         .unwrap_or_else(Action::await_change))
+}
+
+fn create_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
 }
 
 async fn stall(
