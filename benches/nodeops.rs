@@ -403,6 +403,72 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
     drop_namespace(client, &ns).await;
 }
 
+/// 1000 AsyncCommands of one node each: the operator with 1000 nodes and 1000 objects.
+async fn footprint(client: &Client, kubeconfig: &str) {
+    let objects = 1000;
+    let ns = format!("bench-objects-{}", std::process::id());
+    namespace(client, &ns).await;
+    let op = Operator::start(kubeconfig, &ns);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let api: Api<AsyncCommand> = Api::namespaced(client.clone(), &ns);
+    let start = Instant::now();
+    futures::stream::iter(0..objects)
+        .for_each_concurrent(10, |i| {
+            let api = api.clone();
+            async move {
+                let obj: AsyncCommand = serde_json::from_value(json!({
+                    "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+                    "metadata": {"name": format!("one-{i:04}")},
+                    "spec": {"command": "uptime", "nodeNames": [format!("node-{:04}", i % 1000 + 1)]}
+                }))
+                .expect("object");
+                api.create(&PostParams::default(), &obj).await.expect("create");
+            }
+        })
+        .await;
+    let applied = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut done = None;
+    while Instant::now() < deadline {
+        let list = api.list(&ListParams::default()).await.expect("list");
+        if list
+            .items
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| s.completion_time.is_some())
+            })
+            .count()
+            == objects
+        {
+            done = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (rss, cpu) = op.footprint();
+    let requests = op.stop();
+    println!();
+    println!("| operator with 1000 nodes and {objects} AsyncCommands of 1 node | value |");
+    println!("|---|---|");
+    println!("| all applied | {:.1} s |", applied.as_secs_f64());
+    println!(
+        "| all final | {} |",
+        done.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "timeout".into())
+    );
+    println!("| RSS | {:.1} MiB |", rss as f64 / 1024.0);
+    println!("| CPU time | {cpu:.2} s |");
+    if let Some(r) = requests {
+        println!(
+            "| API requests | {r} ({:.2} per node operation) |",
+            r as f64 / objects as f64
+        );
+    }
+    drop_namespace(client, &ns).await;
+}
+
 #[tokio::main]
 async fn main() {
     let kubeconfig = std::env::var("NODEOPS_TEST_KUBECONFIG")
@@ -412,6 +478,9 @@ async fn main() {
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .unwrap_or_else(|| "all".into());
+    if which == "all" || which == "footprint" {
+        footprint(&client, &kubeconfig).await;
+    }
     if which == "all" || which == "fanout" {
         fan_out(&client, &kubeconfig).await;
     }

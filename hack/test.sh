@@ -30,5 +30,5 @@ cargo clippy --all-targets -- -D warnings
 step "tests (unit and end-to-end against the local control plane)"
 # End-to-end tests mostly wait on the cluster, so more of them run at once than cores.
 NODEOPS_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" \
-	cargo test --all-targets --no-fail-fast
+	cargo test --lib --bins --tests --no-fail-fast
 $started_here || echo "(the local control plane was already running and is left running)"

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use thiserror::Error;
 
-use super::{Context, FIELD_MANAGER, RETRY_AFTER};
+use super::{Context, RETRY_AFTER};
 use crate::api::{Command, CommandStatus};
 use crate::conditions::{self, Desired, READY, STALLED};
 use crate::engine::script;
@@ -106,14 +104,9 @@ async fn reconcile(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error
     if cmd.status.as_ref() != Some(&new) {
         let api: Api<Command> =
             Api::namespaced(ctx.client.clone(), &cmd.namespace().unwrap_or_default());
-        let patch = json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "status": new});
-        api.patch_status(
-            &cmd.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::WriteStatus)?;
+        super::apply_status(&api, &cmd.name_any(), &new)
+            .await
+            .map_err(Error::WriteStatus)?;
     }
     Ok(Action::await_change())
 }
@@ -121,6 +114,7 @@ async fn reconcile(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn cmd(spec: serde_json::Value) -> Command {
         Command::new("c", serde_json::from_value(spec).expect("spec"))

@@ -93,6 +93,20 @@ impl Context {
     }
 }
 
+/// Writes `status` to the status subresource of `name` with server-side apply under
+/// nodeops' field manager.
+pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &kube::api::Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+}
+
 /// Requeue delay after a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 

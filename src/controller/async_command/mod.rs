@@ -10,14 +10,13 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
@@ -188,7 +187,9 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         }
     }
     if obj.status.as_ref() != Some(&planned.status) {
-        write_status(&api, &name, &planned.status).await?;
+        super::apply_status(&api, &name, &planned.status)
+            .await
+            .map_err(Error::WriteStatus)?;
     }
     for note in &planned.notes {
         ctx.event(&obj, note.warning, note.reason, note.message.clone())
@@ -227,30 +228,15 @@ async fn stall(
         .as_ref()
         .is_some_and(|s| crate::conditions::is_true(&s.conditions, crate::conditions::STALLED));
     if obj.status.as_ref() != Some(&status) {
-        write_status(api, &obj.name_any(), &status).await?;
+        super::apply_status(api, &obj.name_any(), &status)
+            .await
+            .map_err(Error::WriteStatus)?;
     }
     if !was_stalled {
         ctx.event(obj, true, reason, message.to_string()).await;
     }
     // Fixed by a spec change (an event) or by the world (a Command created): look again.
     Ok(Action::requeue(std::time::Duration::from_secs(30)))
-}
-
-async fn write_status(
-    api: &Api<AsyncCommand>,
-    name: &str,
-    status: &crate::api::AsyncCommandStatus,
-) -> Result<(), Error> {
-    let patch =
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "status": status});
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::WriteStatus)?;
-    Ok(())
 }
 
 fn owner_of(obj: &AsyncCommand) -> Owner {

@@ -10,16 +10,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
 use super::{Context, FIELD_MANAGER, RETRY_AFTER};
-use crate::api::{AsyncCommand, Command, Invoker, InvokerStatus};
+use crate::api::{AsyncCommand, Command, Invoker};
 use plan::{Child, INVOKER_UID_LABEL};
 
 /// Errors of one reconcile, named after the step that failed; all are retried.
@@ -150,7 +149,9 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         }
     }
     if inv.status.as_ref() != Some(&planned.status) {
-        write_status(&api, &name, &planned.status).await?;
+        super::apply_status(&api, &name, &planned.status)
+            .await
+            .map_err(Error::WriteStatus)?;
     }
     for note in &planned.notes {
         ctx.event(&inv, note.warning, note.reason, note.message.clone())
@@ -164,16 +165,4 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         None if stalled => Action::requeue(Duration::from_secs(30)),
         None => Action::await_change(),
     })
-}
-
-async fn write_status(api: &Api<Invoker>, name: &str, status: &InvokerStatus) -> Result<(), Error> {
-    let patch = json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "status": status});
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::WriteStatus)?;
-    Ok(())
 }
