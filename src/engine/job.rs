@@ -44,8 +44,6 @@ pub struct RunTemplate {
     pub timeout_seconds: i64,
     pub backoff_limit: i32,
     pub pod_annotations: BTreeMap<String, String>,
-    /// Pod-level labels and annotations are added to these.
-    pub extra_labels: BTreeMap<String, String>,
 }
 
 fn digest(owner_uid: &str, node: &str) -> String {
@@ -80,7 +78,7 @@ pub fn owner_selector(owner_uid: &str) -> String {
 /// The Job for `node`.
 pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_json::Error> {
     let name = job_name(&owner.name, &owner.uid, node);
-    let mut labels = t.extra_labels.clone();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
     labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
     labels.insert("app.kubernetes.io/name".into(), "nodeops-exec".into());
     labels.insert("app.kubernetes.io/component".into(), "node-run".into());
