@@ -36,7 +36,7 @@ use super::common::{
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(
         name = "Next Run",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextInvokeTime"
     ),
     printcolumn(
