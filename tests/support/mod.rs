@@ -185,18 +185,31 @@ pub struct Operator {
     child: Option<std::process::Child>,
     namespace: String,
     args: Vec<String>,
+    kubeconfig: PathBuf,
 }
 
 impl Operator {
     /// Starts `nodeops --namespace <ns> <args>`, logging to `target/operator-<ns>.log`.
     pub fn start(namespace: &str, args: &[&str]) -> Self {
+        Self::start_as(namespace, args, kubeconfig_path())
+    }
+
+    /// Starts it with the credentials of `kubeconfig` (for example a ServiceAccount's).
+    pub fn start_as(namespace: &str, args: &[&str], kubeconfig: &Path) -> Self {
         let mut op = Self {
             child: None,
             namespace: namespace.to_string(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            kubeconfig: kubeconfig.to_path_buf(),
         };
         op.spawn();
         op
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(repo_root().join(format!("target/operator-{}.log", self.namespace)))
+            .unwrap_or_default()
     }
 
     fn spawn(&mut self) {
@@ -210,7 +223,7 @@ impl Operator {
             .arg("--namespace")
             .arg(&self.namespace)
             .args(&self.args)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,nodeops=debug,kube=warn")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

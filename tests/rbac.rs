@@ -1,0 +1,206 @@
+//! The operator runs with only the permissions of `config/rbac/` (its ServiceAccount's
+//! token, not the admin certificate): an AsyncCommand, a Command and an Invoker all work,
+//! and the log holds no forbidden error.
+
+mod support;
+
+use std::process::Command as Process;
+use std::time::Duration;
+
+use kube::Api;
+use nodeops::api::{AsyncCommand, Invoker};
+use serde_json::json;
+use support::{Operator, TestNamespace, apply, install_crds, kubeconfig_path, repo_root, wait_for};
+
+fn kubectl(args: &[&str]) -> String {
+    let bin = Process::new(repo_root().join("hack/k8s-binaries.sh"))
+        .arg("dir")
+        .output()
+        .expect("binaries dir");
+    let dir = String::from_utf8_lossy(&bin.stdout).trim().to_string();
+    let out = Process::new(format!("{dir}/kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A kubeconfig that authenticates as the operator's ServiceAccount.
+fn service_account_kubeconfig() -> std::path::PathBuf {
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "nodeops-tests",
+        "-k",
+        "config/rbac",
+    ]);
+    let token = kubectl(&[
+        "create",
+        "token",
+        "nodeops",
+        "-n",
+        "nodeops-system",
+        "--duration",
+        "1h",
+    ]);
+    let admin = std::fs::read_to_string(kubeconfig_path()).expect("admin kubeconfig");
+    let value = |key: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+            .expect("kubeconfig field")
+    };
+    let path = repo_root().join("target/nodeops-sa.kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: nodeops\n  user:\n    token: {token}\ncontexts:\n- name: nodeops\n  context: {{cluster: local, user: nodeops}}\ncurrent-context: nodeops\n",
+        value("server:"),
+        value("certificate-authority:")
+    );
+    std::fs::write(&path, config).expect("write kubeconfig");
+    path
+}
+
+#[tokio::test]
+async fn operator_needs_no_more_than_its_cluster_role() {
+    let ns = TestNamespace::new("rbac").await;
+    install_crds(&ns.client).await;
+    let sa_kubeconfig = service_account_kubeconfig();
+    // Privileged pods are refused here, so the admission-refusal path (reading the Job
+    // controller's Events) runs under the role too.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client.clone());
+    let label = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}});
+    namespaces
+        .patch(
+            &ns.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await
+        .expect("label namespace");
+    let op = Operator::start_as(
+        &ns.name,
+        &["--host-mode-namespaces", &ns.name],
+        &sa_kubeconfig,
+    );
+
+    let commands: Api<nodeops::api::Command> = ns.api();
+    apply(
+        &commands,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "uptime"},
+               "spec": {"content": "uptime"}}),
+    )
+    .await;
+    let acmds: Api<AsyncCommand> = ns.api();
+    apply(
+        &acmds,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "rbac-check"},
+               "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0404"],
+                        "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3"}}}),
+    )
+    .await;
+    let done = wait_for(
+        &acmds,
+        "rbac-check",
+        Duration::from_secs(120),
+        "completion",
+        |c: &AsyncCommand| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.completion_time.is_some())
+        },
+    )
+    .await;
+    let status = done.status.expect("status");
+    assert_eq!((status.succeeded, status.failed), (1, 2));
+
+    apply(
+        &acmds,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "on-host"},
+               "spec": {"command": "uptime", "nodeNames": ["node-0004"], "executionMode": "Host"}}),
+    )
+    .await;
+    let refused = wait_for(
+        &acmds,
+        "on-host",
+        Duration::from_secs(120),
+        "completion",
+        |c: &AsyncCommand| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.completion_time.is_some())
+        },
+    )
+    .await;
+    assert_eq!(
+        refused.status.expect("status").cmd_jobs[0]
+            .reason
+            .as_deref(),
+        Some("AdmissionRefused")
+    );
+
+    let at = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3))
+        .round(jiff::Unit::Second)
+        .expect("round");
+    let invokers: Api<Invoker> = ns.api();
+    apply(
+        &invokers,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": "once"},
+               "spec": {"commandRef": "uptime", "nodeNames": ["node-0003"],
+                        "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}}),
+    )
+    .await;
+    let fired = wait_for(
+        &invokers,
+        "once",
+        Duration::from_secs(60),
+        "the run",
+        |i: &Invoker| {
+            i.status
+                .as_ref()
+                .is_some_and(|s| s.last_invoke_time.is_some())
+        },
+    )
+    .await;
+    let child = fired.status.expect("status").recent_runs[0]
+        .async_command
+        .clone();
+    wait_for(
+        &acmds,
+        &child,
+        Duration::from_secs(60),
+        "the child to succeed",
+        |c: &AsyncCommand| c.status.as_ref().is_some_and(|s| s.succeeded == 1),
+    )
+    .await;
+    let cmd = wait_for(
+        &commands,
+        "uptime",
+        Duration::from_secs(30),
+        "Command status",
+        |c: &nodeops::api::Command| c.status.is_some(),
+    )
+    .await;
+    assert!(
+        cmd.status
+            .expect("status")
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    let log = op.log();
+    for needle in ["forbidden", "Forbidden"] {
+        assert!(
+            !log.contains(needle),
+            "the operator hit a permission error:\n{log}"
+        );
+    }
+}
