@@ -376,6 +376,15 @@ fn summary_message(s: &AsyncCommandStatus) -> String {
     )
 }
 
+/// The seed's task id: the object's uid without dashes (32 hex).
+fn task_id(obj: &AsyncCommand) -> String {
+    obj.metadata
+        .uid
+        .clone()
+        .unwrap_or_default()
+        .replace('-', "")
+}
+
 /// The status for `entries`: counts, phase, progress and conditions.
 fn summarize(
     obj: &AsyncCommand,
@@ -407,13 +416,7 @@ fn summarize(
     let generation = obj.metadata.generation;
     let mut status = AsyncCommandStatus {
         observed_generation: generation,
-        task_id: Some(
-            obj.metadata
-                .uid
-                .clone()
-                .unwrap_or_default()
-                .replace('-', ""),
-        ),
+        task_id: Some(task_id(obj)),
         phase,
         progress: Some(format!("{succeeded}/{total}")),
         total,
@@ -435,64 +438,32 @@ fn summarize(
     let s = summary_message(&status);
     let conds = &mut status.conditions;
     conditions::remove(conds, STALLED);
-    if all_final {
+    let desired = if all_final {
         conditions::remove(conds, RECONCILING);
-        conditions::set(
-            conds,
-            Desired::new(COMPLETE, true, "AllNodesFinished", s.clone()),
-            generation,
-            &now_t,
-        );
-        if phase == CommandPhase::Succeeded {
-            conditions::set(
-                conds,
-                Desired::new(FAILED, false, "NoNodeFailed", s.clone()),
-                generation,
-                &now_t,
-            );
-            conditions::set(
-                conds,
-                Desired::new(READY, true, "Succeeded", s),
-                generation,
-                &now_t,
-            );
+        let ok = phase == CommandPhase::Succeeded;
+        let (failed_reason, ready_reason) = if ok {
+            ("NoNodeFailed", "Succeeded")
         } else {
-            conditions::set(
-                conds,
-                Desired::new(FAILED, true, "NodesFailed", s.clone()),
-                generation,
-                &now_t,
-            );
-            conditions::set(
-                conds,
-                Desired::new(READY, false, "NodesFailed", s),
-                generation,
-                &now_t,
-            );
-        }
+            ("NodesFailed", "NodesFailed")
+        };
+        vec![
+            Desired::new(COMPLETE, true, "AllNodesFinished", s.clone()),
+            Desired::new(FAILED, !ok, failed_reason, s.clone()),
+            Desired::new(READY, ok, ready_reason, s),
+        ]
     } else {
         let progress = format!(
             "{} of {total} nodes finished, {running} running",
             total - pending - running
         );
-        conditions::set(
-            conds,
+        vec![
             Desired::new(RECONCILING, true, "Running", progress.clone()),
-            generation,
-            &now_t,
-        );
-        conditions::set(
-            conds,
             Desired::new(READY, false, "Running", progress.clone()),
-            generation,
-            &now_t,
-        );
-        conditions::set(
-            conds,
             Desired::new(COMPLETE, false, "Running", progress),
-            generation,
-            &now_t,
-        );
+        ]
+    };
+    for d in desired {
+        conditions::set(conds, d, generation, &now_t);
     }
     status
 }
@@ -504,13 +475,7 @@ pub fn invalid(obj: &AsyncCommand, why: &str, message: &str, now: Timestamp) -> 
     let generation = obj.metadata.generation;
     let mut status = AsyncCommandStatus {
         observed_generation: generation,
-        task_id: Some(
-            obj.metadata
-                .uid
-                .clone()
-                .unwrap_or_default()
-                .replace('-', ""),
-        ),
+        task_id: Some(task_id(obj)),
         phase: CommandPhase::Invalid,
         ..prev.clone()
     };
