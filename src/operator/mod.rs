@@ -132,13 +132,26 @@ pub async fn run<S: std::future::Future>(
         "shutting down: letting reconciles in progress finish"
     );
     stop.cancel();
-    for controller in controllers {
-        if let Err(e) = controller.await {
-            tracing::error!(error = %e, "a controller task failed");
+    // A controller whose cache never filled (its CRD missing, the API unreachable) never
+    // drains: bound the wait so a shutdown signal always ends the process.
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(controllers)).await;
+    match drained {
+        Ok(results) => {
+            for e in results.into_iter().filter_map(Result::err) {
+                tracing::error!(error = %e, "a controller task failed");
+            }
+        }
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; exiting anyway")
         }
     }
     Ok(result)
 }
+
+/// How long reconciles in progress may take to finish after a shutdown signal (below the
+/// 30 s a Pod gets by default).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Logs each nodeops CRD the cluster does not serve, with the command that installs it.
 async fn report_missing_crds(client: &Client) {

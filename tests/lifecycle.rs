@@ -1,0 +1,42 @@
+//! The operator process: a shutdown signal ends it cleanly, also while it is working.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::Api;
+use nodeops::api::AsyncCommand;
+use serde_json::json;
+use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+
+#[tokio::test]
+async fn sigterm_stops_the_operator_cleanly() {
+    let ns = TestNamespace::new("lifecycle").await;
+    install_crds(&ns.client).await;
+    let mut op = Operator::start(&ns.name, &[]);
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "busy"},
+               "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002"],
+                        "podAnnotations": {"sim.nodeops.io/outcome": "running"}}}),
+    )
+    .await;
+    wait_for(
+        &api,
+        "busy",
+        Duration::from_secs(60),
+        "nodes running",
+        |c: &AsyncCommand| c.status.as_ref().is_some_and(|s| s.running == 2),
+    )
+    .await;
+    let status = op
+        .terminate(Duration::from_secs(25))
+        .expect("the operator exits after SIGTERM");
+    assert!(status.success(), "clean exit, got {status:?}");
+    let log = op.log();
+    assert!(
+        log.contains("nodeops stopped"),
+        "the shutdown is logged:\n{log}"
+    );
+}
