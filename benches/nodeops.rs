@@ -139,6 +139,18 @@ async fn drop_namespace_and_wait(client: &Client, name: &str) {
     }
 }
 
+/// The operator's resource rows of a footprint table.
+fn print_resources(rss_kib: u64, cpu: f64, requests: Option<u64>, node_operations: usize) {
+    println!("| RSS | {:.1} MiB |", rss_kib as f64 / 1024.0);
+    println!("| CPU time | {cpu:.2} s |");
+    if let Some(r) = requests {
+        println!(
+            "| API requests | {r} ({:.2} per node operation) |",
+            r as f64 / node_operations as f64
+        );
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -392,14 +404,7 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
     println!();
     println!("| operator footprint, 1000 nodes cached, {total} node runs | value |");
     println!("|---|---|");
-    println!("| RSS | {:.1} MiB |", rss as f64 / 1024.0);
-    println!("| CPU time | {cpu:.2} s |");
-    if let Some(r) = requests {
-        println!(
-            "| API requests | {r} ({:.2} per node operation) |",
-            r as f64 / total as f64
-        );
-    }
+    print_resources(rss, cpu, requests, total);
     drop_namespace(client, &ns).await;
 }
 
@@ -458,14 +463,7 @@ async fn footprint(client: &Client, kubeconfig: &str) {
         done.map(|d| format!("{:.1} s", d.as_secs_f64()))
             .unwrap_or_else(|| "timeout".into())
     );
-    println!("| RSS | {:.1} MiB |", rss as f64 / 1024.0);
-    println!("| CPU time | {cpu:.2} s |");
-    if let Some(r) = requests {
-        println!(
-            "| API requests | {r} ({:.2} per node operation) |",
-            r as f64 / objects as f64
-        );
-    }
+    print_resources(rss, cpu, requests, objects);
     drop_namespace(client, &ns).await;
 }
 

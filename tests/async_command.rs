@@ -17,18 +17,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use nodeops::api::async_command::{AsyncCommand, CommandPhase, NodePhase};
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
 
 const FINISH: Duration = Duration::from_secs(180);
 
 fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
     range.map(|i| format!("node-{i:04}")).collect()
-}
-
-fn finished(c: &AsyncCommand) -> bool {
-    c.status
-        .as_ref()
-        .is_some_and(|s| s.completion_time.is_some())
 }
 
 async fn owned_jobs(ns: &TestNamespace, uid: &str) -> Vec<Job> {

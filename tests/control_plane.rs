@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use support::{TestNamespace, wait_for};
+use support::{TestNamespace, node_ready, wait_for};
 
 fn job(name: &str, node: &str, annotations: serde_json::Value) -> Job {
     serde_json::from_value(serde_json::json!({
@@ -59,12 +59,7 @@ async fn simulated_nodes_are_ready_and_server_is_real() {
         nodes.items.len()
     );
     for node in &nodes.items {
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        assert!(ready, "node {:?} is Ready", node.metadata.name);
+        assert!(node_ready(node), "node {:?} is Ready", node.metadata.name);
     }
 }
 

@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use nodeops::api::{AsyncCommand, Command, Invoker};
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+use support::{Operator, TestNamespace, apply, finished, install_crds, node_ready, wait_for};
 
 /// Two minute boundaries and some slack.
 const TWO_SLOTS: Duration = Duration::from_secs(150);
@@ -86,12 +86,7 @@ async fn hanging_node(ns: &TestNamespace) -> String {
         &name,
         Duration::from_secs(60),
         "node Ready",
-        |n: &Node| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        },
+        node_ready,
     )
     .await;
     name
@@ -138,11 +133,7 @@ async fn once_invoker_fires_exactly_once() {
         &child_name,
         Duration::from_secs(60),
         "the child to finish",
-        |c: &AsyncCommand| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| s.completion_time.is_some())
-        },
+        finished,
     )
     .await;
     assert_eq!(child.spec.command_ref.as_deref(), Some("disk-usage"));

@@ -10,7 +10,9 @@ use std::time::Duration;
 use kube::Api;
 use nodeops::api::{AsyncCommand, Invoker};
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, install_crds, kubeconfig_path, repo_root, wait_for};
+use support::{
+    Operator, TestNamespace, apply, finished, install_crds, kubeconfig_path, repo_root, wait_for,
+};
 
 fn kubectl(args: &[&str]) -> String {
     let bin = Process::new(repo_root().join("hack/k8s-binaries.sh"))
@@ -111,11 +113,7 @@ async fn operator_needs_no_more_than_its_cluster_role() {
         "rbac-check",
         Duration::from_secs(120),
         "completion",
-        |c: &AsyncCommand| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| s.completion_time.is_some())
-        },
+        finished,
     )
     .await;
     let status = done.status.expect("status");
@@ -132,11 +130,7 @@ async fn operator_needs_no_more_than_its_cluster_role() {
         "on-host",
         Duration::from_secs(120),
         "completion",
-        |c: &AsyncCommand| {
-            c.status
-                .as_ref()
-                .is_some_and(|s| s.completion_time.is_some())
-        },
+        finished,
     )
     .await;
     assert_eq!(

@@ -138,6 +138,21 @@ where
     }
 }
 
+/// An AsyncCommand whose every node is final.
+pub fn finished(c: &nodeops::api::AsyncCommand) -> bool {
+    c.status
+        .as_ref()
+        .is_some_and(|s| s.completion_time.is_some())
+}
+
+/// A Node whose Ready condition is True.
+pub fn node_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// The name of any object, for messages.
 pub fn name_of<K: kube::Resource>(obj: &K) -> String {
     obj.name_any()
