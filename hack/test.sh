@@ -27,6 +27,12 @@ step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 
+if [ ! -x /usr/sbin/sshd ]; then
+	step "installing openssh-server (tests/remote_install.rs runs a real sshd)"
+	sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client'
+fi
+
 step "tests (unit and end-to-end against the local control plane)"
 # End-to-end tests mostly wait on the cluster, so more of them run at once than cores.
 NODEOPS_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" \

@@ -5,12 +5,18 @@
 //!
 //! `nodeops-exec --install-to PATH` copies the runner to PATH (the init container of
 //! Container mode, which then runs it inside the user's image).
+//!
+//! `nodeops-exec --ssh-host IP --ssh-port PORT --ssh-user USER (--ssh-password-file F |
+//! --ssh-key-file F) [--ssh-known-hosts-file F]` runs the script in `$NODEOPS_SCRIPT` with
+//! `sh -s` on a host outside the cluster over SSH (an agent's RemoteInstall), the
+//! parameters exported in front of it, and reports it the same way; 255 when SSH failed.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgGroup, Parser};
+use nodeops::exec::remote::{self, Credentials, RemoteSpec};
 use nodeops::exec::{self, RunReport, RunSpec};
 
 #[derive(Parser, Debug)]
@@ -18,6 +24,7 @@ use nodeops::exec::{self, RunReport, RunSpec};
     version,
     about = "Runs a command on a node and reports its outcome as the termination message"
 )]
+#[command(group(ArgGroup::new("ssh_auth").args(["ssh_password_file", "ssh_key_file"])))]
 struct Args {
     /// Join the host's namespaces (PID 1's) before running: needs a privileged hostPID pod.
     #[arg(long)]
@@ -46,6 +53,29 @@ struct Args {
     /// The command and its arguments.
     #[arg(last = true)]
     argv: Vec<String>,
+    /// Run the script in $NODEOPS_SCRIPT with `sh -s` on this host over SSH instead.
+    #[arg(
+        long,
+        value_name = "IP",
+        conflicts_with_all = ["argv", "host", "user", "install_to", "workdir"],
+        requires_all = ["ssh_user", "ssh_auth"]
+    )]
+    ssh_host: Option<String>,
+    /// SSH port of the host.
+    #[arg(long, value_name = "PORT", default_value_t = 22, requires = "ssh_host")]
+    ssh_port: u16,
+    /// User to log in as on the host.
+    #[arg(long, value_name = "USER", requires = "ssh_host")]
+    ssh_user: Option<String>,
+    /// File holding the SSH password (a Secret's `password` key).
+    #[arg(long, value_name = "FILE", requires = "ssh_host")]
+    ssh_password_file: Option<PathBuf>,
+    /// Unencrypted OpenSSH or PEM private key (a Secret's `ssh-privatekey` key).
+    #[arg(long, value_name = "FILE", requires = "ssh_host")]
+    ssh_key_file: Option<PathBuf>,
+    /// Verify the host key against this file when it exists; otherwise accept and log it.
+    #[arg(long, value_name = "FILE", requires = "ssh_host")]
+    ssh_known_hosts_file: Option<PathBuf>,
 }
 
 fn main() {
@@ -65,12 +95,20 @@ fn main() {
         .truncate(true)
         .open(&args.termination_log)
         .ok();
-    let report = match prepare_and_run(&args) {
-        Ok(report) => report,
-        Err(message) => RunReport {
+    let report = match remote_spec(&args) {
+        Some(Ok(spec)) => remote::run(&spec),
+        Some(Err(message)) => RunReport {
             exit_code: exec::START_FAILED_EXIT_CODE,
             error: Some(message),
             ..Default::default()
+        },
+        None => match prepare_and_run(&args) {
+            Ok(report) => report,
+            Err(message) => RunReport {
+                exit_code: exec::START_FAILED_EXIT_CODE,
+                error: Some(message),
+                ..Default::default()
+            },
         },
     };
     if let Some(error) = &report.error {
@@ -80,6 +118,33 @@ fn main() {
         let _ = file.write_all(report.to_termination_message().as_bytes());
     }
     std::process::exit(report.exit_code);
+}
+
+/// The SSH run the flags ask for, if any (clap has checked they are complete).
+fn remote_spec(args: &Args) -> Option<Result<RemoteSpec, String>> {
+    let host = args.ssh_host.clone()?;
+    let Some(script) = std::env::var_os("NODEOPS_SCRIPT") else {
+        return Some(Err("NODEOPS_SCRIPT is not set: no script to run".into()));
+    };
+    let credentials = match (&args.ssh_password_file, &args.ssh_key_file) {
+        (Some(file), _) => Credentials::PasswordFile(file.clone()),
+        (None, file) => Credentials::KeyFile(file.clone()?),
+    };
+    let prefix = args.env_prefix.as_bytes();
+    Some(Ok(RemoteSpec {
+        host,
+        port: args.ssh_port,
+        user: args.ssh_user.clone()?,
+        credentials,
+        known_hosts: args.ssh_known_hosts_file.clone(),
+        script: script.into_encoded_bytes(),
+        params: std::env::vars_os()
+            .filter(|(k, _)| k.as_encoded_bytes().starts_with(prefix))
+            .collect(),
+        timeout: Duration::from_secs(args.timeout),
+        output_limit: args.output_limit,
+        echo: true,
+    }))
 }
 
 fn prepare_and_run(args: &Args) -> Result<RunReport, String> {

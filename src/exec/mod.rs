@@ -2,9 +2,11 @@
 //! not meant for), optionally on the host (entering PID 1's namespaces) and as a given
 //! user, enforces the timeout, keeps the tail of the combined output, and reports
 //! `{exitCode, output}` as the container's termination message, where the operator reads
-//! it from the Pod status without a log request per node.
+//! it from the Pod status without a log request per node. `remote` is the SSH mode: the
+//! same report for a script run on a host outside the cluster (agent RemoteInstall).
 
 pub mod host;
+pub mod remote;
 pub mod tail;
 
 use std::io::{Read, Write};
