@@ -25,7 +25,9 @@ if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
 fi
 echo "nodeops running (pid $(cat "$pidfile")), log: .local-cluster/logs/nodeops.log"
 step "samples"
-kubectl create namespace nodeops-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+for ns in nodeops-demo nodeops-agents; do
+	kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+done
 kubectl apply -n nodeops-demo -f config/samples/ -f hack/demo/
 step "waiting for the AsyncCommands to finish"
 kubectl wait -n nodeops-demo --for=condition=Complete asynccommand --all --timeout=120s >/dev/null
@@ -34,6 +36,17 @@ for name in $(kubectl get -n nodeops-demo asynccommands -o name); do
 	step "per-node results of ${name#*/}"
 	target/debug/nodeops get asynccommand "${name#*/}" -n nodeops-demo | head -25
 done
+step "waiting for the AgentInvocations to finish"
+kubectl wait -n nodeops-demo --for=condition=Complete agentinvocation --all --timeout=120s >/dev/null
+kubectl get -n nodeops-demo agentinvocations
+for name in $(kubectl get -n nodeops-demo agentinvocations -o name); do
+	step "per-instance results of ${name#*/}"
+	target/debug/nodeops get agentinvocation "${name#*/}" -n nodeops-demo
+done
+step "agent versions on the nodes (kubectl get nodes -L agent.nodeops.io/telescope)"
+kubectl get nodes -L agent.nodeops.io/telescope | awk 'NR <= 6'
+kubectl get nodeagents
+kubectl get daemonsets -n nodeops-agents
 step "every nodeops object"
 kubectl get nodeops -A
 cat <<MSG

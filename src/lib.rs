@@ -2,6 +2,7 @@
 //! schedule, and installs, updates, rolls back and upgrades node agents, writing every
 //! node's outcome into the object's status.
 
+pub mod agent;
 pub mod api;
 pub mod conditions;
 pub mod controller;

@@ -35,9 +35,10 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
-    /// Print the per-node table of an object: `nodeops get asynccommand NAME -n NAMESPACE`.
+    /// Print the per-node table of an object: `nodeops get asynccommand|agentinvocation NAME
+    /// -n NAMESPACE`.
     Get {
-        /// Kind: asynccommand (acmd).
+        /// Kind: asynccommand (acmd) or agentinvocation (ainv).
         kind: String,
         name: String,
         #[arg(short, long, default_value = "default")]
@@ -61,7 +62,14 @@ async fn main() -> anyhow::Result<()> {
                     kube::Api::namespaced(client, namespace);
                 nodeops::view::async_command(&api.get(name).await?)
             }
-            other => anyhow::bail!("nodeops get: unknown kind {other:?}; known: asynccommand"),
+            "agentinvocation" | "agentinvocations" | "ainv" => {
+                let api: kube::Api<nodeops::api::AgentInvocation> =
+                    kube::Api::namespaced(client, namespace);
+                nodeops::view::agent_invocation(&api.get(name).await?)
+            }
+            other => anyhow::bail!(
+                "nodeops get: unknown kind {other:?}; known: asynccommand, agentinvocation"
+            ),
         };
         print!("{text}");
         return Ok(());

@@ -1,9 +1,10 @@
-//! Human-readable per-node tables of an object's status (`nodeops get`), because a hundred
+//! Human-readable per-node (per-instance) tables of an object's status (`nodeops get`), because a hundred
 //! rows of YAML status are not readable.
 
 use std::fmt::Write;
 
-use crate::api::AsyncCommand;
+use crate::api::agent_invocation::{InvocationPhase, RetStatus};
+use crate::api::{AgentInvocation, AsyncCommand};
 
 /// Characters of output shown per node.
 const PREVIEW: usize = 48;
@@ -104,10 +105,100 @@ pub fn async_command(obj: &AsyncCommand) -> String {
     out
 }
 
+/// The per-instance table of an AgentInvocation (the seed's invocations), with a summary.
+pub fn agent_invocation(obj: &AgentInvocation) -> String {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let Some(status) = &obj.status else {
+        return format!("AgentInvocation {name}: no status yet\n");
+    };
+    let mut out = format!(
+        "AgentInvocation {name}  {:?} {}  phase {:?}  succeeded {}\n",
+        obj.spec.invocation_type,
+        obj.spec.invocation_target,
+        status.phase,
+        status.progress.as_deref().unwrap_or("-"),
+    );
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = status
+        .invocations
+        .iter()
+        .map(|e| {
+            let ret = match e.ret_status {
+                Some(RetStatus::Successful) => "successful".to_string(),
+                Some(RetStatus::Error) => "error".to_string(),
+                None => format!("{:?}", e.phase),
+            };
+            vec![
+                e.instance_id.clone(),
+                e.invocation_id.clone(),
+                ret,
+                match e.phase {
+                    InvocationPhase::Succeeded | InvocationPhase::Failed => format!(
+                        "{} -> {}",
+                        dash(e.version_before.as_deref()),
+                        dash(e.version_after.as_deref())
+                    ),
+                    _ => format!("to {}", dash(e.target_version.as_deref())),
+                },
+                dash(e.error_code.as_deref()),
+                e.error_message
+                    .as_deref()
+                    .or(e.message.as_deref())
+                    .unwrap_or("")
+                    .to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "INSTANCE",
+            "INVOCATION ID",
+            "RESULT",
+            "VERSION",
+            "ERROR CODE",
+            "MESSAGE",
+        ],
+        &rows,
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn renders_one_row_per_instance() {
+        let obj: AgentInvocation = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AgentInvocation",
+            "metadata": {"name": "install"},
+            "spec": {"invocationType": "Install", "nodeNames": ["a", "b"]},
+            "status": {"phase": "Failed", "progress": "1/2", "invocations": [
+                {"instanceId": "a", "invocationId": "id-a", "phase": "Succeeded", "retStatus": "successful", "versionAfter": "3.2.1"},
+                {"instanceId": "b", "invocationId": "id-b", "phase": "Failed", "retStatus": "error", "targetVersion": "3.2.1",
+                 "errorCode": "invocationmgr.0002", "errorMessage": "node b is not Ready"}
+            ]}
+        }))
+        .expect("object");
+        let text = agent_invocation(&obj);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("Install telescope") && lines[0].contains("succeeded 1/2"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[2].starts_with("a         id-a") && lines[2].contains("successful  - -> 3.2.1"),
+            "{:?}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("invocationmgr.0002") && lines[3].ends_with("node b is not Ready"),
+            "{:?}",
+            lines[3]
+        );
+    }
 
     #[test]
     fn renders_one_row_per_node() {

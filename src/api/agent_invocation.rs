@@ -161,6 +161,16 @@ fn default_ssh_port() -> i32 {
     22
 }
 
+/// What one instance's invocation does to its node or host.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceAction {
+    Install,
+    Update,
+    Rollback,
+    SetRemoteInstallHost,
+    RemoteInstall,
+}
+
 /// Where an instance's invocation stands.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum InvocationPhase {
@@ -190,6 +200,13 @@ pub struct InvocationResult {
     pub remote_ip: Option<String>,
     /// Stable, unique id of this instance's invocation; Rollback and Retry take it.
     pub invocation_id: String,
+    /// What this instance does: Install, Update, Rollback, SetRemoteInstallHost or
+    /// RemoteInstall (a Retry repeats its source's action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<InstanceAction>,
+    /// The version this instance installs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
     /// Pending, Running, Succeeded or Failed.
     pub phase: InvocationPhase,
     /// successful or error, once final.
@@ -201,7 +218,11 @@ pub struct InvocationResult {
     /// Machine reason of a failure (NodeNotFound, NodeNotReady, AgentNotInstalled, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Human-readable detail (at most 128 characters, as in the seed).
+    /// Human-readable outcome of a success (for example that the node was already at the
+    /// version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Human-readable detail of a failure (at most 128 characters, as in the seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     /// Version installed before this invocation (none if the agent was not installed).
@@ -210,6 +231,10 @@ pub struct InvocationResult {
     /// Version installed after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_after: Option<String>,
+    /// The installer or remote-install Job (HostInstaller mode and RemoteInstall), once
+    /// created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
     /// The invocation this one retries or rolls back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_invocation_id: Option<String>,

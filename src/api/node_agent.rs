@@ -79,6 +79,15 @@ pub struct NodeAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = NODE_NAME_PATTERN))]
     pub remote_install_host: Option<String>,
+
+    /// How RemoteInstall installs the agent on a host outside the cluster over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_installer: Option<RemoteInstallerSpec>,
+
+    /// Annotations added to the agent's pods (DaemonSet mode) and to its installer and
+    /// remote-install pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn default_ready_timeout() -> i64 {
@@ -105,6 +114,25 @@ pub struct InstallerSpec {
     /// `previousVersion` as environment variables.
     #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub command_ref: String,
+}
+
+/// The script RemoteInstall runs, as `sh`, on each remote host over SSH.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteInstallerSpec {
+    /// Name of a `Command` (in the agent's namespace) whose script installs the agent on
+    /// a host. It receives the parameters `action` (`install`) and `version` as
+    /// environment variables (`NODEOPS_PARAM_action`, `NODEOPS_PARAM_version`).
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub command_ref: String,
+    /// Seconds the SSH session may take, connection included (10 to 3600, default 600).
+    #[serde(default = "default_remote_timeout")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub timeout_seconds: i64,
+}
+
+fn default_remote_timeout() -> i64 {
+    600
 }
 
 /// How many nodes run one version.

@@ -1,9 +1,11 @@
 //! The controllers and what they share: configuration, the client, reflector stores of
 //! Nodes and node-run Pods, the Event recorder.
 
+pub mod agent_invocation;
 pub mod async_command;
 pub mod command;
 pub mod invoker;
+pub mod node_agent;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -36,8 +38,11 @@ pub struct Context {
     pub recorder: Recorder,
     /// Every Node of the cluster.
     pub nodes: Store<Node>,
-    /// Pods of nodeops' node runs.
+    /// Pods nodeops created: node runs and agent pods.
     pub pods: Store<Pod>,
+    /// Ticks on every Node and nodeops Pod change: wakes the agent controllers, whose
+    /// objects depend on node labels and agent pods fleet-wide.
+    pub activity: tokio::sync::watch::Sender<u64>,
 }
 
 impl Context {
@@ -53,7 +58,23 @@ impl Context {
             recorder,
             nodes,
             pods,
+            activity: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Records that a Node or a nodeops Pod changed.
+    pub fn touch(&self) {
+        self.activity.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A stream that yields after changes recorded by [`Context::touch`]; bursts coalesce
+    /// into one item.
+    pub fn activity(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let rx = self.activity.subscribe();
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
     }
 
     /// An Api for a namespaced kind, scoped as configured.

@@ -93,7 +93,9 @@ pub fn render(
     Ok((argv, env))
 }
 
-fn substitute(interpreter: Interpreter, content: &str) -> String {
+/// `content` with each `{{name}}` replaced by a quoted reference to the parameter's
+/// environment variable.
+pub fn substitute(interpreter: Interpreter, content: &str) -> String {
     let mut out = String::with_capacity(content.len());
     let mut last = 0;
     for (at, raw) in scan(content) {

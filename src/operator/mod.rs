@@ -27,6 +27,9 @@ pub enum Error {
     NodeCache,
 }
 
+/// Selects every Pod nodeops created (node runs and agent pods).
+const MANAGED_PODS: &str = "app.kubernetes.io/managed-by=nodeops";
+
 /// API requests this process has made (every verb, every resource).
 pub static API_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
@@ -64,8 +67,12 @@ pub async fn run<S: std::future::Future>(
     report_missing_crds(&client).await;
     let stop = CancellationToken::new();
 
-    // Shared caches: every Node (readiness, labels) and the Pods of node runs.
+    // Shared caches: every Node (readiness, labels) and the Pods nodeops created.
     let (nodes, nodes_writer) = reflector::store::<Node>();
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    let ctx = Arc::new(Context::new(client.clone(), config, nodes.clone(), pods));
+    let config = &ctx.config;
+    let touch_nodes = ctx.clone();
     let node_stream = reflector(
         nodes_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
@@ -83,26 +90,28 @@ pub async fn run<S: std::future::Future>(
                 }
             })
             .default_backoff(),
-    );
+    )
+    .inspect(move |_| touch_nodes.touch());
     tokio::spawn(node_stream.for_each(|_| futures::future::ready(())));
-    let (pods, pods_writer) = reflector::store::<Pod>();
+    let touch_pods = ctx.clone();
     let pods_api: Api<Pod> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let pod_stream = reflector(
         pods_writer,
-        watcher(
-            pods_api,
-            watcher::Config::default().labels(async_command::CHILD_SELECTOR),
-        )
-        // The controllers read a Pod's labels, annotations and status only.
-        .modify(|p| {
-            p.managed_fields_mut().clear();
-            p.spec = None;
-        })
-        .default_backoff(),
+        watcher(pods_api, watcher::Config::default().labels(MANAGED_PODS))
+            // The controllers read a Pod's labels, annotations, node and status only.
+            .modify(|p| {
+                p.managed_fields_mut().clear();
+                p.spec = p.spec.take().map(|s| k8s_openapi::api::core::v1::PodSpec {
+                    node_name: s.node_name,
+                    ..Default::default()
+                });
+            })
+            .default_backoff(),
     )
+    .inspect(move |_| touch_pods.touch())
     .applied_objects();
     nodes
         .wait_until_ready()
@@ -110,7 +119,6 @@ pub async fn run<S: std::future::Future>(
         .map_err(|_| Error::NodeCache)?;
     tracing::info!(nodes = nodes.state().len(), namespace = ?config.namespace, "caches ready; starting controllers");
 
-    let ctx = Arc::new(Context::new(client, config, nodes, pods));
     let controllers = [
         tokio::spawn(async_command::run(
             ctx.clone(),
@@ -122,6 +130,14 @@ pub async fn run<S: std::future::Future>(
             stop.clone().cancelled_owned(),
         )),
         tokio::spawn(crate::controller::command::run(
+            ctx.clone(),
+            stop.clone().cancelled_owned(),
+        )),
+        tokio::spawn(crate::controller::node_agent::run(
+            ctx.clone(),
+            stop.clone().cancelled_owned(),
+        )),
+        tokio::spawn(crate::controller::agent_invocation::run(
             ctx,
             stop.clone().cancelled_owned(),
         )),

@@ -91,6 +91,15 @@ pub async fn run(
                 .default_backoff(),
         )
         .watches_stream(pods, |pod: Pod| {
+            // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.
+            if pod
+                .labels()
+                .get(crate::engine::OWNER_KIND_LABEL)
+                .map(String::as_str)
+                != Some("asynccommand")
+            {
+                return None;
+            }
             let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
             let ns = pod.namespace();
             name.zip(ns)

@@ -1,0 +1,186 @@
+//! Facts about node agents shared by the NodeAgent and AgentInvocation controllers: where a
+//! node's installed version lives (a node label), which version a request means, the names
+//! and ids derived from objects.
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::api::agent_invocation::VersionType;
+use crate::api::node_agent::{AGENT_LABEL_PREFIX, NodeAgentSpec};
+
+/// Label on an agent's DaemonSets and pods: the NodeAgent's name.
+pub const AGENT_LABEL: &str = "nodeops.io/agent";
+/// Label on an agent's DaemonSets and pods: the version they run.
+pub const AGENT_VERSION_LABEL: &str = "nodeops.io/agent-version";
+/// `app.kubernetes.io/component` of agent pods.
+pub const AGENT_COMPONENT: &str = "node-agent";
+/// Selects every agent pod nodeops manages.
+pub const AGENT_POD_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=nodeops,app.kubernetes.io/component=node-agent";
+
+/// The node label that records `agent`'s installed version: `agent.nodeops.io/<agent>`.
+pub fn label_key(agent: &str) -> String {
+    format!("{AGENT_LABEL_PREFIX}{agent}")
+}
+
+/// Whether `value` can be a label value (versions become label values): at most 63
+/// characters, alphanumeric at both ends.
+pub fn is_label_value(value: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    value.len() <= 63
+        && alnum(value.chars().next())
+        && alnum(value.chars().last())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The version an Install or Update asks for: the explicit `version`, else the NodeAgent's
+/// version of `version_type` (BasicVersion by default; AdvanceVersion falls back to the
+/// basic version when the agent defines none).
+pub fn resolve_version(
+    agent: &NodeAgentSpec,
+    version: Option<&str>,
+    version_type: Option<VersionType>,
+) -> String {
+    if let Some(v) = version {
+        return v.to_string();
+    }
+    match version_type {
+        Some(VersionType::AdvanceVersion) => agent
+            .advance_version
+            .clone()
+            .unwrap_or_else(|| agent.basic_version.clone()),
+        Some(VersionType::BasicVersion) | None => agent.basic_version.clone(),
+    }
+}
+
+/// Whether a pod's Ready condition is True.
+pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn uuid_v5(namespace: &str, name: &str) -> String {
+    // The namespace uuid is itself derived from a string (the object's uid is a uuid, but
+    // nothing guarantees it), so any uid works.
+    let ns = Uuid::new_v5(&Uuid::NAMESPACE_OID, namespace.as_bytes());
+    Uuid::new_v5(&ns, name.as_bytes()).to_string()
+}
+
+/// The stable id of an agent on a node: a version-5 UUID of the NodeAgent's and the node's
+/// uids.
+pub fn agent_uuid(agent_uid: &str, node_uid: &str) -> String {
+    uuid_v5(agent_uid, node_uid)
+}
+
+/// The stable id of one instance of an AgentInvocation: a version-5 UUID of the
+/// invocation's uid and the instance's key, the same on every reconcile and distinct
+/// across invocations.
+pub fn invocation_id(invocation_uid: &str, instance_key: &str) -> String {
+    uuid_v5(invocation_uid, instance_key)
+}
+
+/// The DaemonSet of one version of an agent: `<agent>-<version>`, lowercased, with a short
+/// hash of the version when lowercasing or cutting changed it (so `1.0_A` and `1.0-a`
+/// never share a DaemonSet).
+pub fn daemonset_name(agent: &str, version: &str) -> String {
+    let mut clean: String = version
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' => c.to_ascii_lowercase(),
+            'a'..='z' | '0'..='9' | '-' | '.' => c,
+            _ => '-',
+        })
+        .collect();
+    let budget = 63usize.saturating_sub(agent.len() + 1);
+    let exact = clean == version && clean.len() <= budget;
+    if !exact {
+        let hash = Sha256::digest(version.as_bytes());
+        let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        clean.truncate(budget.saturating_sub(9));
+        clean = format!("{clean}-{hex}");
+    }
+    let mut name = format!("{agent}-{clean}");
+    // A DNS label ends alphanumeric.
+    while name.ends_with(['-', '.']) {
+        name.pop();
+    }
+    name.replace("..", ".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(advance: Option<&str>) -> NodeAgentSpec {
+        serde_json::from_value(serde_json::json!({
+            "namespace": "nodeops-agents",
+            "image": "registry.example.com/telescope",
+            "basicVersion": "3.2.1",
+            "advanceVersion": advance,
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn version_resolution() {
+        let s = spec(Some("3.3.0"));
+        assert_eq!(resolve_version(&s, None, None), "3.2.1");
+        assert_eq!(
+            resolve_version(&s, None, Some(VersionType::BasicVersion)),
+            "3.2.1"
+        );
+        assert_eq!(
+            resolve_version(&s, None, Some(VersionType::AdvanceVersion)),
+            "3.3.0"
+        );
+        assert_eq!(resolve_version(&s, Some("9.9"), None), "9.9");
+        assert_eq!(
+            resolve_version(&spec(None), None, Some(VersionType::AdvanceVersion)),
+            "3.2.1",
+            "no advance version defined: the basic one"
+        );
+    }
+
+    #[test]
+    fn label_values() {
+        assert!(is_label_value("3.2.1"));
+        assert!(is_label_value("v1_2-rc.1"));
+        assert!(!is_label_value(".3"));
+        assert!(!is_label_value("3-"));
+        assert!(!is_label_value(&"1".repeat(64)));
+        assert!(!is_label_value(""));
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = invocation_id("uid-1", "node-0001");
+        assert_eq!(a, invocation_id("uid-1", "node-0001"));
+        assert_ne!(a, invocation_id("uid-2", "node-0001"));
+        assert_ne!(a, invocation_id("uid-1", "node-0002"));
+        assert_eq!(a.len(), 36);
+        let re = regex_free_check(&a);
+        assert!(re, "{a} matches the invocation id pattern");
+        assert_ne!(agent_uuid("a", "n1"), agent_uuid("a", "n2"));
+    }
+
+    fn regex_free_check(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    }
+
+    #[test]
+    fn daemonset_names() {
+        assert_eq!(daemonset_name("telescope", "3.2.1"), "telescope-3.2.1");
+        let upper = daemonset_name("telescope", "3.2_A");
+        assert!(upper.starts_with("telescope-3.2-a-"), "{upper}");
+        assert_ne!(upper, daemonset_name("telescope", "3.2-a"));
+        let long = daemonset_name(&"a".repeat(40), &"1".repeat(64));
+        assert!(long.len() <= 63, "{long}");
+        assert!(!daemonset_name("t", "1.-").ends_with('-'));
+    }
+}

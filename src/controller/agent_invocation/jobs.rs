@@ -1,0 +1,459 @@
+//! The Jobs of agent invocations: the HostInstaller's installer on a node (through the
+//! per-node engine, in Host mode) and the remote installer that reaches a host outside the
+//! cluster over SSH from the remote install host node.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::json;
+
+use crate::api::agent_invocation::{
+    AgentInvocation, InstanceAction, InvocationResult, RemoteInstallHost,
+};
+use crate::api::command::Command;
+use crate::api::common::ExecutionMode;
+use crate::api::node_agent::NodeAgent;
+use crate::engine::job::{Owner, RunTemplate, render};
+use crate::engine::script::{self, PARAM_ENV_PREFIX};
+use crate::engine::{
+    JOB_ID_ANNOTATION, MAIN_CONTAINER, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL,
+    OWNER_NAME_ANNOTATION, OWNER_UID_LABEL,
+};
+
+/// Annotation on an invocation's Jobs and Pods: the instance's invocation id.
+pub const INVOCATION_ID_ANNOTATION: &str = "nodeops.io/invocation-id";
+/// Annotation on an invocation's Jobs and Pods: the invocation's namespace (installer Jobs
+/// live in the agent's namespace).
+pub const OWNER_NAMESPACE_ANNOTATION: &str = "nodeops.io/owner-namespace";
+/// Label selector of every Job of every AgentInvocation.
+pub const CHILD_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=nodeops,nodeops.io/owner-kind=agentinvocation";
+/// Where the remote-install pod mounts the credentials Secret.
+pub const CREDENTIALS_DIR: &str = "/etc/nodeops/ssh";
+/// Seconds on top of the remote timeout before the Job's deadline fails it.
+const DEADLINE_SLACK_SECONDS: i64 = 120;
+
+/// The parameters an installer receives.
+fn params(e: &InvocationResult) -> BTreeMap<String, String> {
+    let action = match e.action {
+        Some(InstanceAction::Update) => "update",
+        Some(InstanceAction::Rollback) => "rollback",
+        _ => "install",
+    };
+    BTreeMap::from([
+        ("action".to_string(), action.to_string()),
+        (
+            "version".to_string(),
+            e.target_version.clone().unwrap_or_default(),
+        ),
+        (
+            "previousVersion".to_string(),
+            e.version_before.clone().unwrap_or_default(),
+        ),
+    ])
+}
+
+/// The argv and environment that run `command` for instance `e`: the parameters are always
+/// in the environment (`NODEOPS_PARAM_action`, `_version`, `_previousVersion`), and also
+/// substituted where the script names them as `{{version}}` (when parameters are enabled).
+pub fn installer_argv(command: &Command, e: &InvocationResult) -> Result<script::Rendered, String> {
+    let c = &command.spec;
+    let all = params(e);
+    let named = if c.enable_parameters {
+        script::placeholders(&c.content).map_err(|err| err.to_string())?
+    } else {
+        Default::default()
+    };
+    let given: BTreeMap<String, String> = all
+        .iter()
+        .filter(|(k, _)| named.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let defaults = c.default_parameters.clone().unwrap_or_default();
+    let (argv, mut env) = script::render(
+        c.interpreter,
+        &c.content,
+        c.enable_parameters,
+        &defaults,
+        &given,
+    )
+    .map_err(|err| err.to_string())?;
+    for (k, v) in all {
+        let name = format!("{PARAM_ENV_PREFIX}{k}");
+        if !env.iter().any(|(n, _)| *n == name) {
+            env.push((name, v));
+        }
+    }
+    Ok((argv, env))
+}
+
+fn agent_owner(agent: &NodeAgent) -> OwnerReference {
+    OwnerReference {
+        api_version: "nodeops.io/v1alpha1".into(),
+        kind: "NodeAgent".into(),
+        name: agent.metadata.name.clone().unwrap_or_default(),
+        uid: agent.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    }
+}
+
+fn annotate(job: &mut Job, obj: &AgentInvocation, e: &InvocationResult) {
+    let extra = [
+        (INVOCATION_ID_ANNOTATION, e.invocation_id.clone()),
+        (
+            OWNER_NAMESPACE_ANNOTATION,
+            obj.metadata.namespace.clone().unwrap_or_default(),
+        ),
+    ];
+    let metas = [
+        Some(&mut job.metadata),
+        job.spec.as_mut().and_then(|s| s.template.metadata.as_mut()),
+    ];
+    for meta in metas.into_iter().flatten() {
+        let a = meta.annotations.get_or_insert_with(Default::default);
+        for (k, v) in &extra {
+            a.insert(k.to_string(), v.clone());
+        }
+    }
+}
+
+/// The HostInstaller Job of node instance `e`: the installer Command's script on the
+/// node's host, in the agent's namespace, owned by the NodeAgent (an owner in another
+/// namespace than the invocation's is not allowed; the invocation deletes the Job once
+/// it recorded the result).
+pub fn installer_job(
+    obj: &AgentInvocation,
+    agent: &NodeAgent,
+    command: &Command,
+    e: &InvocationResult,
+) -> Result<Job, String> {
+    let installer = agent
+        .spec
+        .installer
+        .as_ref()
+        .ok_or("the NodeAgent has no spec.installer")?;
+    let (argv, env) = installer_argv(command, e)?;
+    let owner = Owner {
+        kind: "AgentInvocation".into(),
+        namespace: agent.spec.namespace.clone(),
+        name: obj.metadata.name.clone().unwrap_or_default(),
+        uid: obj.metadata.uid.clone().unwrap_or_default(),
+        reference: agent_owner(agent),
+    };
+    let template = RunTemplate {
+        mode: ExecutionMode::Host,
+        runner_image: installer.image.clone(),
+        argv,
+        env,
+        username: command.spec.username.clone(),
+        working_directory: command.spec.working_directory.clone(),
+        timeout_seconds: agent.spec.ready_timeout_seconds,
+        backoff_limit: 0,
+        pod_annotations: agent.spec.pod_annotations.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut job = render(&owner, &e.instance_id, &template).map_err(|err| err.to_string())?;
+    annotate(&mut job, obj, e);
+    Ok(job)
+}
+
+/// The Secret key holding the credential `host` logs in with.
+pub fn credential_key(host: &RemoteInstallHost) -> String {
+    host.credentials_secret_ref.key.clone().unwrap_or_else(|| {
+        if host.use_pem {
+            "ssh-privatekey".into()
+        } else {
+            "password".into()
+        }
+    })
+}
+
+/// The remote-install Job of instance `e`: on the remote install host node, the runner
+/// logs in to `host` over SSH with the mounted Secret and runs the remote installer's
+/// script with `sh -s`. It lives in the invocation's namespace (where the Secret is), owned
+/// by the invocation. Not privileged: it only opens a connection.
+pub fn remote_job(
+    obj: &AgentInvocation,
+    agent: &NodeAgent,
+    command: &Command,
+    host_node: &str,
+    host: &RemoteInstallHost,
+    e: &InvocationResult,
+    runner_image: &str,
+) -> Result<Job, String> {
+    let remote = agent
+        .spec
+        .remote_installer
+        .as_ref()
+        .ok_or("the NodeAgent has no spec.remoteInstaller")?;
+    let c = &command.spec;
+    let script = if c.enable_parameters {
+        script::substitute(crate::api::command::Interpreter::Shell, &c.content)
+    } else {
+        c.content.clone()
+    };
+    let name = super::plan::job_name(obj, e);
+    let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let labels = json!({
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/name": "nodeops-exec",
+        "app.kubernetes.io/component": "remote-install",
+        OWNER_UID_LABEL: uid,
+        OWNER_KIND_LABEL: "agentinvocation",
+    });
+    let annotations = json!({
+        NODE_ANNOTATION: host_node,
+        OWNER_NAME_ANNOTATION: obj.metadata.name.clone().unwrap_or_default(),
+        OWNER_NAMESPACE_ANNOTATION: ns,
+        INVOCATION_ID_ANNOTATION: e.invocation_id,
+        JOB_ID_ANNOTATION: crate::engine::job::job_id(&uid, &e.invocation_id),
+    });
+    let mut pod_annotations = agent.spec.pod_annotations.clone().unwrap_or_default();
+    if let Some(map) = annotations.as_object() {
+        for (k, v) in map {
+            pod_annotations.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+        }
+    }
+    let key = credential_key(host);
+    let mut args = vec![
+        "--timeout".to_string(),
+        remote.timeout_seconds.to_string(),
+        "--ssh-host".into(),
+        host.remote_ip.clone(),
+        "--ssh-port".into(),
+        host.port.to_string(),
+        "--ssh-user".into(),
+        host.user_name.clone(),
+    ];
+    args.push(if host.use_pem {
+        "--ssh-key-file".into()
+    } else {
+        "--ssh-password-file".into()
+    });
+    args.push(format!("{CREDENTIALS_DIR}/{key}"));
+    args.extend([
+        "--ssh-known-hosts-file".into(),
+        format!("{CREDENTIALS_DIR}/known_hosts"),
+    ]);
+    let p = params(e);
+    let env = json!([
+        {"name": "NODEOPS_SCRIPT", "value": script},
+        {"name": format!("{PARAM_ENV_PREFIX}action"), "value": "install"},
+        {"name": format!("{PARAM_ENV_PREFIX}version"), "value": p["version"]},
+    ]);
+    let owner = OwnerReference {
+        api_version: "nodeops.io/v1alpha1".into(),
+        kind: "AgentInvocation".into(),
+        name: obj.metadata.name.clone().unwrap_or_default(),
+        uid: obj.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let value = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": obj.metadata.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": remote.timeout_seconds + DEADLINE_SLACK_SECONDS,
+            "template": {
+                "metadata": {"labels": labels, "annotations": pod_annotations},
+                "spec": {
+                    "nodeName": host_node,
+                    "restartPolicy": "Never",
+                    "tolerations": [{"operator": "Exists"}],
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [{
+                        "name": MAIN_CONTAINER,
+                        "image": runner_image,
+                        "command": ["/nodeops-exec"],
+                        "args": args,
+                        "env": env,
+                        "volumeMounts": [{"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true}],
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "terminationMessagePolicy": "File",
+                    }],
+                    "volumes": [{
+                        "name": "credentials",
+                        "secret": {"secretName": host.credentials_secret_ref.name, "defaultMode": 0o400},
+                    }],
+                },
+            },
+        },
+    });
+    serde_json::from_value(value).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation() -> AgentInvocation {
+        serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1",
+            "kind": "AgentInvocation",
+            "metadata": {"name": "remote", "namespace": "ops", "uid": "inv-uid"},
+            "spec": {"invocationType": "RemoteInstall", "remoteInstallMeta": [{
+                "remoteIp": "10.0.0.5", "userName": "root", "usePem": true,
+                "credentialsSecretRef": {"name": "ssh-creds"},
+            }]},
+        }))
+        .expect("invocation")
+    }
+
+    fn agent() -> NodeAgent {
+        serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1",
+            "kind": "NodeAgent",
+            "metadata": {"name": "telescope", "uid": "agent-uid"},
+            "spec": {
+                "namespace": "nodeops-agents", "mode": "HostInstaller",
+                "image": "example/telescope", "basicVersion": "3.2.1",
+                "installer": {"image": "example/installer:1", "commandRef": "install-telescope"},
+                "remoteInstaller": {"commandRef": "remote-telescope"},
+            },
+        }))
+        .expect("agent")
+    }
+
+    fn command(content: &str, params: bool) -> Command {
+        serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1",
+            "kind": "Command",
+            "metadata": {"name": "install-telescope", "namespace": "nodeops-agents"},
+            "spec": {"content": content, "enableParameters": params},
+        }))
+        .expect("command")
+    }
+
+    fn entry(action: InstanceAction) -> InvocationResult {
+        InvocationResult {
+            instance_id: "node-0001".into(),
+            invocation_id: "id-1".into(),
+            action: Some(action),
+            target_version: Some("3.3.0".into()),
+            version_before: Some("3.2.1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn installer_gets_action_and_versions_as_environment() {
+        let (argv, env) = installer_argv(
+            &command("install.sh {{version}}", true),
+            &entry(InstanceAction::Update),
+        )
+        .expect("argv");
+        assert_eq!(argv[2], "install.sh \"${NODEOPS_PARAM_version}\"");
+        let env: BTreeMap<_, _> = env.into_iter().collect();
+        assert_eq!(env["NODEOPS_PARAM_action"], "update");
+        assert_eq!(env["NODEOPS_PARAM_version"], "3.3.0");
+        assert_eq!(env["NODEOPS_PARAM_previousVersion"], "3.2.1");
+        let (_, env) = installer_argv(
+            &command("install.sh", false),
+            &entry(InstanceAction::Install),
+        )
+        .expect("no placeholders");
+        assert_eq!(env.len(), 3);
+    }
+
+    #[test]
+    fn installer_job_runs_on_the_host_in_the_agent_namespace() {
+        let job = installer_job(
+            &invocation(),
+            &agent(),
+            &command("install.sh", false),
+            &entry(InstanceAction::Install),
+        )
+        .expect("job");
+        assert_eq!(job.metadata.namespace.as_deref(), Some("nodeops-agents"));
+        assert_eq!(
+            job.metadata.owner_references.as_ref().expect("owner")[0].kind,
+            "NodeAgent"
+        );
+        let ann = job.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(ann[INVOCATION_ID_ANNOTATION], "id-1");
+        assert_eq!(ann[OWNER_NAMESPACE_ANNOTATION], "ops");
+        let pod = job.spec.expect("spec").template.spec.expect("pod");
+        assert_eq!(pod.host_pid, Some(true));
+        assert_eq!(pod.node_name.as_deref(), Some("node-0001"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("example/installer:1")
+        );
+    }
+
+    #[test]
+    fn remote_job_mounts_the_secret_and_never_carries_its_value() {
+        let inv = invocation();
+        let host = inv.spec.remote_install_meta.clone().expect("meta")[0].clone();
+        let mut e = entry(InstanceAction::RemoteInstall);
+        e.instance_id = "10.0.0.5".into();
+        let job = remote_job(
+            &inv,
+            &agent(),
+            &command("echo {{version}}", true),
+            "node-0007",
+            &host,
+            &e,
+            "ghcr.io/nodeops/nodeops-exec:v0.1.0",
+        )
+        .expect("job");
+        assert_eq!(job.metadata.namespace.as_deref(), Some("ops"));
+        let pod = job.spec.expect("spec").template.spec.expect("pod");
+        assert_eq!(pod.node_name.as_deref(), Some("node-0007"));
+        let c = &pod.containers[0];
+        let args = c.args.clone().expect("args");
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--ssh-key-file", "/etc/nodeops/ssh/ssh-privatekey"]),
+            "{args:?}"
+        );
+        assert!(args.windows(2).any(|w| w == ["--ssh-host", "10.0.0.5"]));
+        assert!(
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.privileged)
+                .is_none()
+        );
+        let vol = &pod.volumes.expect("volumes")[0];
+        assert_eq!(
+            vol.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+            Some("ssh-creds")
+        );
+        let env = c.env.clone().expect("env");
+        assert_eq!(
+            env[0].value.as_deref(),
+            Some("echo \"${NODEOPS_PARAM_version}\"")
+        );
+        assert!(
+            env.iter().all(|v| v.value_from.is_none()),
+            "no secret value in the environment"
+        );
+    }
+
+    #[test]
+    fn credential_keys_default_by_login_kind() {
+        let mut host = invocation().spec.remote_install_meta.expect("meta")[0].clone();
+        assert_eq!(credential_key(&host), "ssh-privatekey");
+        host.use_pem = false;
+        assert_eq!(credential_key(&host), "password");
+        host.credentials_secret_ref.key = Some("pw".into());
+        assert_eq!(credential_key(&host), "pw");
+    }
+}

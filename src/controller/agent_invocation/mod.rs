@@ -1,0 +1,622 @@
+//! The AgentInvocation controller: fetch (the invocation, its NodeAgent, the earlier
+//! invocations it names, its Jobs; Nodes and agent Pods from the shared caches) -> plan
+//! ([`plan`], pure) -> apply (node labels, installer and remote-install Jobs, the remote
+//! install host) -> status (one result per instance, with its invocation id).
+
+pub mod codes;
+pub mod jobs;
+pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use thiserror::Error;
+use tracing::{Instrument, info_span, warn};
+
+use super::{Context, FIELD_MANAGER, RETRY_AFTER};
+use crate::agent::{AGENT_LABEL, AGENT_VERSION_LABEL, label_key, pod_ready};
+use crate::api::agent_invocation::{
+    AgentInvocationPhase, InstanceAction, InvocationPhase, InvocationType, RemoteInstallHost,
+};
+use crate::api::{AgentInvocation, Command, NodeAgent};
+use crate::engine::OWNER_NAME_ANNOTATION;
+use crate::engine::outcome::{RunState, observe};
+use jobs::{CHILD_SELECTOR, INVOCATION_ID_ANNOTATION, OWNER_NAMESPACE_ANNOTATION};
+use plan::{Effect, Installer, NodeFacts, Source, World};
+
+/// Field manager of the remote install host nodeops sets on a NodeAgent's spec (its own,
+/// so the GitOps tool that owns the rest of the spec keeps owning it).
+pub const REMOTE_HOST_FIELD_MANAGER: &str = "nodeops-remote-install-host";
+/// Output kept from an installer's report.
+const OUTPUT_LIMIT: usize = 512;
+
+/// Errors of one reconcile, named after the step that failed; all are retried.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("fetching the AgentInvocation: {0}")]
+    Fetch(#[source] kube::Error),
+    #[error("reading NodeAgent {name}: {source}")]
+    ReadAgent { name: String, source: kube::Error },
+    #[error("reading Command {name}: {source}")]
+    ReadCommand { name: String, source: kube::Error },
+    #[error("listing the AgentInvocations of the namespace: {0}")]
+    ListInvocations(#[source] kube::Error),
+    #[error("listing the Jobs: {0}")]
+    ListJobs(#[source] kube::Error),
+    #[error("listing the Pods: {0}")]
+    ListPods(#[source] kube::Error),
+    #[error("labelling node {node}: {source}")]
+    LabelNode { node: String, source: kube::Error },
+    #[error("rendering the Job of {instance}: {message}")]
+    RenderJob { instance: String, message: String },
+    #[error("creating the Job of {instance}: {source}")]
+    CreateJob {
+        instance: String,
+        source: kube::Error,
+    },
+    #[error("deleting Job {name}: {source}")]
+    DeleteJob { name: String, source: kube::Error },
+    #[error("setting the remote install host of {agent}: {source}")]
+    SetRemoteHost { agent: String, source: kube::Error },
+    #[error("writing status: {0}")]
+    WriteStatus(#[source] kube::Error),
+}
+
+/// What a reconcile gets: the shared context and the invocations' own cache (Rollback and
+/// Retry look earlier invocations up in it).
+pub struct Ctx {
+    pub base: Arc<Context>,
+    pub invocations: Store<AgentInvocation>,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<AgentInvocation> = ctx.scoped();
+    // Installer Jobs live in agent namespaces, remote-install Jobs in the invocation's.
+    let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
+    let controller = Controller::new(api, watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
+    );
+    let invocations = controller.store();
+    controller
+        .watches_stream(
+            watcher(jobs, watcher::Config::default().labels(CHILD_SELECTOR))
+                .touched_objects()
+                .default_backoff(),
+            |job| {
+                let name = job.annotations().get(OWNER_NAME_ANNOTATION)?;
+                let ns = job.annotations().get(OWNER_NAMESPACE_ANNOTATION)?;
+                Some(ObjectRef::<AgentInvocation>::new(name).within(ns))
+            },
+        )
+        // Node labels and agent pods becoming Ready decide running instances.
+        .reconcile_all_on(ctx.activity())
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Ctx {
+                base: ctx,
+                invocations,
+            }),
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(obj: Arc<AgentInvocation>, error: &Error, _ctx: Arc<Ctx>) -> Action {
+    warn!(kind = "AgentInvocation", namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(RETRY_AFTER)
+}
+
+fn is_final(obj: &AgentInvocation) -> bool {
+    obj.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.phase,
+            AgentInvocationPhase::Succeeded | AgentInvocationPhase::Failed
+        ) && s.observed_generation == obj.metadata.generation
+    })
+}
+
+/// One reconcile of one AgentInvocation.
+pub async fn reconcile(obj: Arc<AgentInvocation>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Final is absorbing and a cache never runs ahead of the API: a finished invocation
+    // seen in the cache is finished, without a request.
+    if is_final(&obj) {
+        return Ok(Action::await_change());
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let span = info_span!("reconcile", kind = "AgentInvocation", namespace = %ns, name = %name);
+    reconcile_inner(ns, name, ctx).instrument(span).await
+}
+
+async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let base = &ctx.base;
+    let api: Api<AgentInvocation> = Api::namespaced(base.client.clone(), &ns);
+    // Fresh: the status holds each instance's versionBefore; never plan from a stale copy.
+    let Some(obj) = api.get_opt(&name).await.map_err(Error::Fetch)? else {
+        return Ok(Action::await_change());
+    };
+    if obj.metadata.deletion_timestamp.is_some() || is_final(&obj) {
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let target = obj.spec.invocation_target.clone();
+    let agents: Api<NodeAgent> = Api::all(base.client.clone());
+    let Some(agent) = agents
+        .get_opt(&target)
+        .await
+        .map_err(|source| Error::ReadAgent {
+            name: target.clone(),
+            source,
+        })?
+    else {
+        let message = format!("NodeAgent {target} does not exist");
+        let status = plan::stalled(&obj, "AgentNotFound", &message, now);
+        let was = obj
+            .status
+            .as_ref()
+            .is_some_and(|s| crate::conditions::is_true(&s.conditions, crate::conditions::STALLED));
+        if obj.status.as_ref() != Some(&status) {
+            super::apply_status(&api, &name, &status)
+                .await
+                .map_err(Error::WriteStatus)?;
+        }
+        if !was {
+            base.event(&obj, true, "AgentNotFound", message).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+
+    let sources = sources(&obj, &ctx).await?;
+    let remote_hosts = remote_hosts(&obj, &sources);
+    let (installer_cmd, installer) = installer(base, &agent, &obj).await?;
+    let (remote_cmd, remote_installer) = remote_installer(base, &agent, &obj).await?;
+    let job_list = list_jobs(base, &obj, &agent).await?;
+    let world = World {
+        now,
+        agent: agent.spec.clone(),
+        nodes: nodes(base, &agent),
+        ready_pods: ready_pods(base, &target),
+        runs: runs(base, &obj, &job_list).await?,
+        sources,
+        host_mode_allowed: base
+            .config
+            .host_mode_namespaces
+            .contains(&agent.spec.namespace),
+        installer,
+        remote_installer,
+    };
+    let planned = plan::plan(&obj, &world);
+
+    // Effects first: the status written after them records what they did.
+    for effect in &planned.effects {
+        match effect {
+            Effect::SetLabel { node, version } => {
+                let patch = json!({"metadata": {"labels": {label_key(&target): version}}});
+                let nodes: Api<Node> = Api::all(base.client.clone());
+                nodes
+                    .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|source| Error::LabelNode {
+                        node: node.clone(),
+                        source,
+                    })?;
+            }
+            Effect::SetRemoteInstallHost { node } => {
+                let patch = json!({
+                    "apiVersion": "nodeops.io/v1alpha1",
+                    "kind": "NodeAgent",
+                    "metadata": {"name": target},
+                    "spec": {"remoteInstallHost": node},
+                });
+                agents
+                    .patch(
+                        &target,
+                        &PatchParams::apply(REMOTE_HOST_FIELD_MANAGER).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await
+                    .map_err(|source| Error::SetRemoteHost {
+                        agent: target.clone(),
+                        source,
+                    })?;
+            }
+            Effect::CreateJob { invocation_id } => {
+                let Some(e) = planned
+                    .status
+                    .invocations
+                    .iter()
+                    .find(|e| &e.invocation_id == invocation_id)
+                else {
+                    continue;
+                };
+                let render = |message: String| Error::RenderJob {
+                    instance: e.instance_id.clone(),
+                    message,
+                };
+                let job = if e.action == Some(InstanceAction::RemoteInstall) {
+                    let host = remote_hosts
+                        .get(invocation_id)
+                        .ok_or_else(|| render("the remote host is not in the spec".into()))?;
+                    let command = remote_cmd
+                        .as_ref()
+                        .ok_or_else(|| render("no remote installer Command".into()))?;
+                    let host_node = agent.spec.remote_install_host.clone().unwrap_or_default();
+                    jobs::remote_job(
+                        &obj,
+                        &agent,
+                        command,
+                        &host_node,
+                        host,
+                        e,
+                        &base.config.runner_image,
+                    )
+                    .map_err(render)?
+                } else {
+                    let command = installer_cmd
+                        .as_ref()
+                        .ok_or_else(|| render("no installer Command".into()))?;
+                    jobs::installer_job(&obj, &agent, command, e).map_err(render)?
+                };
+                let job_ns = job.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Job> = Api::namespaced(base.client.clone(), &job_ns);
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match api.create(&params, &job).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(err)) if err.code == 409 => {}
+                    Err(source) => {
+                        return Err(Error::CreateJob {
+                            instance: e.instance_id.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if obj.status.as_ref() != Some(&planned.status) {
+        super::apply_status(&api, &name, &planned.status)
+            .await
+            .map_err(Error::WriteStatus)?;
+    }
+    // A final instance's Job has served: its result is in the status now.
+    for job in &job_list {
+        let id = job.annotations().get(INVOCATION_ID_ANNOTATION);
+        let done = planned.status.invocations.iter().any(|e| {
+            Some(&e.invocation_id) == id
+                && matches!(
+                    e.phase,
+                    InvocationPhase::Succeeded | InvocationPhase::Failed
+                )
+        });
+        if done {
+            let job_ns = job.namespace().unwrap_or_default();
+            let api: Api<Job> = Api::namespaced(base.client.clone(), &job_ns);
+            match api
+                .delete(&job.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(err)) if err.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::DeleteJob {
+                        name: job.name_any(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    for note in &planned.notes {
+        base.event(&obj, note.warning, note.reason, note.message.clone())
+            .await;
+    }
+    Ok(planned
+        .requeue
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
+}
+
+/// Earlier instances named by a Rollback or Retry, from the cache, or from the API when
+/// the cache does not have one yet.
+async fn sources(obj: &AgentInvocation, ctx: &Ctx) -> Result<BTreeMap<String, Source>, Error> {
+    let wanted: BTreeSet<String> = match obj.spec.invocation_type {
+        InvocationType::Rollback | InvocationType::Retry
+            if obj.status.as_ref().is_none_or(|s| s.invocations.is_empty()) =>
+        {
+            obj.spec.invocation_ids.iter().flatten().cloned().collect()
+        }
+        _ => return Ok(BTreeMap::new()),
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    let collect = |items: &mut dyn Iterator<Item = AgentInvocation>| {
+        let mut found = BTreeMap::new();
+        for inv in items {
+            if inv.namespace().as_deref() != Some(ns.as_str()) {
+                continue;
+            }
+            for e in inv.status.iter().flat_map(|s| s.invocations.iter()) {
+                if wanted.contains(&e.invocation_id) {
+                    let remote = e.remote_ip.as_ref().and_then(|ip| {
+                        inv.spec
+                            .remote_install_meta
+                            .iter()
+                            .flatten()
+                            .find(|h| &h.remote_ip == ip)
+                            .cloned()
+                    });
+                    found.insert(
+                        e.invocation_id.clone(),
+                        Source {
+                            agent: inv.spec.invocation_target.clone(),
+                            result: e.clone(),
+                            remote,
+                        },
+                    );
+                }
+            }
+        }
+        found
+    };
+    let cached = collect(&mut ctx.invocations.state().iter().map(|a| a.as_ref().clone()));
+    if cached.len() == wanted.len() {
+        return Ok(cached);
+    }
+    let api: Api<AgentInvocation> = Api::namespaced(ctx.base.client.clone(), &ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ListInvocations)?;
+    Ok(collect(&mut list.items.into_iter()))
+}
+
+/// The remote host of each RemoteInstall instance (from the spec, or for a Retry from the
+/// source invocation's spec), by invocation id.
+fn remote_hosts(
+    obj: &AgentInvocation,
+    sources: &BTreeMap<String, Source>,
+) -> BTreeMap<String, RemoteInstallHost> {
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for host in obj.spec.remote_install_meta.iter().flatten() {
+        let id = crate::agent::invocation_id(&uid, &format!("remote/{}", host.remote_ip));
+        out.insert(id, host.clone());
+    }
+    let retried: Vec<_> = obj
+        .status
+        .iter()
+        .flat_map(|s| s.invocations.iter())
+        .filter_map(|e| Some((e.invocation_id.clone(), e.source_invocation_id.clone()?)))
+        .collect();
+    for (id, source) in retried {
+        if let Some(remote) = sources.get(&source).and_then(|s| s.remote.clone()) {
+            out.insert(id, remote);
+        }
+    }
+    // Before the first status write the ids are not recorded yet: derive them.
+    if obj.spec.invocation_type == InvocationType::Retry {
+        for (source_id, source) in sources {
+            if let Some(remote) = &source.remote {
+                let id = crate::agent::invocation_id(&uid, &format!("retry/{source_id}"));
+                out.entry(id).or_insert_with(|| remote.clone());
+            }
+        }
+    }
+    out
+}
+
+fn needs(
+    obj: &AgentInvocation,
+    action: impl Fn(InstanceAction) -> bool,
+    pending_default: bool,
+) -> bool {
+    match &obj.status {
+        Some(s) if !s.invocations.is_empty() => s.invocations.iter().any(|e| {
+            !matches!(
+                e.phase,
+                InvocationPhase::Succeeded | InvocationPhase::Failed
+            ) && action(e.action.unwrap_or(InstanceAction::Install))
+        }),
+        _ => pending_default,
+    }
+}
+
+async fn read_command(
+    base: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<(Option<Command>, Installer), Error> {
+    let api: Api<Command> = Api::namespaced(base.client.clone(), ns);
+    let command = api
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::ReadCommand {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(match command {
+        Some(c) => (Some(c), Installer::Usable),
+        None => (
+            None,
+            Installer::Unusable(format!("Command {name} does not exist in namespace {ns}")),
+        ),
+    })
+}
+
+/// The HostInstaller's Command, when this invocation may need it.
+async fn installer(
+    base: &Context,
+    agent: &NodeAgent,
+    obj: &AgentInvocation,
+) -> Result<(Option<Command>, Installer), Error> {
+    let Some(spec) = &agent.spec.installer else {
+        return Ok((None, Installer::Usable));
+    };
+    let node_action = |a| {
+        matches!(
+            a,
+            InstanceAction::Install | InstanceAction::Update | InstanceAction::Rollback
+        )
+    };
+    if !needs(
+        obj,
+        node_action,
+        obj.spec.invocation_type != InvocationType::RemoteInstall,
+    ) {
+        return Ok((None, Installer::Usable));
+    }
+    read_command(base, &agent.spec.namespace, &spec.command_ref).await
+}
+
+/// The remote installer's Command, when this invocation may need it.
+async fn remote_installer(
+    base: &Context,
+    agent: &NodeAgent,
+    obj: &AgentInvocation,
+) -> Result<(Option<Command>, Option<Installer>), Error> {
+    let Some(spec) = &agent.spec.remote_installer else {
+        return Ok((None, None));
+    };
+    let remote = |a| a == InstanceAction::RemoteInstall;
+    let maybe = matches!(
+        obj.spec.invocation_type,
+        InvocationType::RemoteInstall | InvocationType::Retry
+    );
+    if !needs(obj, remote, maybe) {
+        return Ok((None, Some(Installer::Usable)));
+    }
+    let (command, usable) = read_command(base, &agent.spec.namespace, &spec.command_ref).await?;
+    Ok((command, Some(usable)))
+}
+
+/// The invocation's Jobs (installer Jobs in the agent's namespace, remote-install Jobs in
+/// its own), fresh from the API: what exists decides what is created.
+async fn list_jobs(
+    base: &Context,
+    obj: &AgentInvocation,
+    agent: &NodeAgent,
+) -> Result<Vec<Job>, Error> {
+    let with_jobs = |a| a != InstanceAction::SetRemoteInstallHost;
+    if !needs(obj, with_jobs, false) {
+        return Ok(vec![]);
+    }
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let selector = crate::engine::job::owner_selector(&uid);
+    let mut namespaces = BTreeSet::new();
+    namespaces.insert(agent.spec.namespace.clone());
+    namespaces.insert(obj.namespace().unwrap_or_default());
+    let mut out = Vec::new();
+    for ns in namespaces {
+        let api: Api<Job> = Api::namespaced(base.client.clone(), &ns);
+        out.extend(
+            api.list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::ListJobs)?
+                .items,
+        );
+    }
+    Ok(out)
+}
+
+/// Each Job read back with its Pods, by invocation id.
+async fn runs(
+    base: &Context,
+    obj: &AgentInvocation,
+    jobs: &[Job],
+) -> Result<BTreeMap<String, crate::engine::outcome::Observed>, Error> {
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let mut pods_by_id: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+    for pod in base.pods.state() {
+        if pod.labels().get(crate::engine::OWNER_UID_LABEL) == Some(&uid)
+            && let Some(id) = pod.annotations().get(INVOCATION_ID_ANNOTATION)
+        {
+            pods_by_id.entry(id.clone()).or_default().push(pod);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for job in jobs {
+        let Some(id) = job.annotations().get(INVOCATION_ID_ANNOTATION).cloned() else {
+            continue;
+        };
+        let cached: Vec<Arc<Pod>> = pods_by_id.get(&id).cloned().unwrap_or_default();
+        let mut observed = observe(
+            job,
+            &cached.iter().map(|p| p.as_ref()).collect::<Vec<_>>(),
+            OUTPUT_LIMIT,
+        );
+        if observed.state != (RunState::Active { pods: 0 })
+            && !matches!(observed.state, RunState::Active { .. })
+            && observed.exit_code.is_none()
+        {
+            // The Pod cache lags the Job: read its Pods for the runner's report.
+            let ns = job.namespace().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(base.client.clone(), &ns);
+            let selector = format!("job-name={}", job.name_any());
+            let pods = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::ListPods)?
+                .items;
+            observed = observe(job, &pods.iter().collect::<Vec<_>>(), OUTPUT_LIMIT);
+        }
+        out.insert(id, observed);
+    }
+    Ok(out)
+}
+
+fn nodes(base: &Context, agent: &NodeAgent) -> BTreeMap<String, NodeFacts> {
+    let key = label_key(&agent.name_any());
+    base.nodes
+        .state()
+        .iter()
+        .map(|n| {
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            (
+                n.name_any(),
+                NodeFacts {
+                    ready,
+                    version: n.labels().get(&key).cloned(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn ready_pods(base: &Context, agent: &str) -> BTreeSet<(String, String)> {
+    base.pods
+        .state()
+        .iter()
+        .filter(|p| p.labels().get(AGENT_LABEL).map(String::as_str) == Some(agent))
+        .filter(|p| pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            Some((
+                p.spec.as_ref()?.node_name.clone()?,
+                p.labels().get(AGENT_VERSION_LABEL)?.clone(),
+            ))
+        })
+        .collect()
+}
