@@ -134,7 +134,7 @@ impl ErrorCode {
             }
             Self::InstallerNotFound => "The installer's Command does not exist or is invalid.",
             Self::InvocationConflict => {
-                "Another instance of the same invocation acts on this node."
+                "Another instance, of this or another running invocation, is changing the agent on this node."
             }
             Self::NotSupported => "Rollback of a SetRemoteInstallHost or RemoteInstall instance.",
             Self::AgentNotReady => {

@@ -202,6 +202,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
             .contains(&agent.spec.namespace),
         installer,
         remote_installer,
+        busy: busy(&ctx.invocations, &obj),
     };
     let planned = plan::plan(&obj, &world);
 
@@ -582,6 +583,37 @@ async fn runs(
         out.insert(id, observed);
     }
     Ok(out)
+}
+
+/// Nodes other running invocations of the same agent are changing (from the cache: a
+/// conflict the cache has not seen yet is still caught by neither, a window of
+/// milliseconds, documented in docs/design.md).
+fn busy(store: &Store<AgentInvocation>, obj: &AgentInvocation) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for other in store.state() {
+        if other.metadata.uid == obj.metadata.uid
+            || other.spec.invocation_target != obj.spec.invocation_target
+        {
+            continue;
+        }
+        for e in other.status.iter().flat_map(|s| s.invocations.iter()) {
+            let on_node = matches!(
+                e.action,
+                Some(InstanceAction::Install | InstanceAction::Update | InstanceAction::Rollback)
+            );
+            if on_node && e.phase == InvocationPhase::Running {
+                out.insert(
+                    e.instance_id.clone(),
+                    format!(
+                        "{}/{}",
+                        other.namespace().unwrap_or_default(),
+                        other.name_any()
+                    ),
+                );
+            }
+        }
+    }
+    out
 }
 
 fn nodes(base: &Context, agent: &NodeAgent) -> BTreeMap<String, NodeFacts> {

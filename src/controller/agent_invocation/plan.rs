@@ -85,6 +85,9 @@ pub struct World {
     pub installer: Installer,
     /// The remote installer Command (RemoteInstall).
     pub remote_installer: Option<Installer>,
+    /// Nodes another invocation of the same agent is changing now: node -> that
+    /// invocation (`namespace/name`). Two invocations on one node would fight over its label.
+    pub busy: BTreeMap<String, String>,
 }
 
 /// A change to the world, applied before the status that records it.
@@ -379,6 +382,12 @@ fn precondition(e: &InvocationResult, world: &World) -> Start {
                 Ok(n) => n,
                 Err((c, m)) => return Start::Refuse(c, m),
             };
+            if let Some(other) = world.busy.get(&e.instance_id) {
+                return Start::Refuse(
+                    ErrorCode::InvocationConflict,
+                    format!("AgentInvocation {other} is changing the agent on this node"),
+                );
+            }
             match (&node.version, action) {
                 (Some(v), _) if *v == target => {
                     return Start::NoOp {

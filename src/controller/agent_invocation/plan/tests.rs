@@ -49,6 +49,7 @@ fn world(mode: &str) -> World {
         host_mode_allowed: true,
         installer: Installer::Usable,
         remote_installer: None,
+        busy: BTreeMap::new(),
     }
 }
 
@@ -677,4 +678,22 @@ fn state_machine_is_exhaustively_well_formed() {
             }
         }
     }
+}
+
+#[test]
+fn a_node_another_invocation_is_changing_is_refused() {
+    let obj = invocation(
+        json!({"invocationType": "Update", "nodeNames": ["n2", "n4"], "version": "3.5.0"}),
+    );
+    let mut w = world("DaemonSet");
+    w.busy.insert("n2".into(), "ops/other".into());
+    let e = by_instance(&plan(&obj, &w).status);
+    assert_eq!(e["n2"].reason.as_deref(), Some("InvocationConflict"));
+    assert!(
+        e["n2"]
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("ops/other"))
+    );
+    assert_eq!(e["n4"].phase, P::Running);
 }
