@@ -14,134 +14,17 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Node, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use nodeops::api::agent_invocation::{
-    AgentInvocation, AgentInvocationPhase, InvocationPhase, InvocationResult, RetStatus,
-};
+use kube::{Api, ResourceExt};
+use nodeops::api::agent_invocation::{AgentInvocation, AgentInvocationPhase, RetStatus};
 use nodeops::api::node_agent::NodeAgent;
 use serde_json::json;
+use support::agents::{Agent, invoke, ok, results};
 use support::{Operator, TestNamespace, apply, install_crds, wait_for};
 
 const FINISH: Duration = Duration::from_secs(120);
 
 fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
     range.map(|i| format!("node-{i:04}")).collect()
-}
-
-/// A cluster-scoped NodeAgent named after the test namespace (so parallel tests never share
-/// a node label), deleted with its labels when dropped.
-struct Agent {
-    name: String,
-    client: Client,
-}
-
-impl Agent {
-    async fn create(ns: &TestNamespace, spec: serde_json::Value) -> Self {
-        let name = format!("tel-{}", ns.name.rsplit('-').next().expect("suffix"));
-        let mut spec = spec;
-        spec["namespace"] = json!(ns.name);
-        let api: Api<NodeAgent> = Api::all(ns.client.clone());
-        apply(
-            &api,
-            json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "NodeAgent", "metadata": {"name": name}, "spec": spec}),
-        )
-        .await;
-        Self {
-            name,
-            client: ns.client.clone(),
-        }
-    }
-
-    fn label(&self) -> String {
-        format!("agent.nodeops.io/{}", self.name)
-    }
-
-    fn api(&self) -> Api<NodeAgent> {
-        Api::all(self.client.clone())
-    }
-
-    /// `kubectl get nodes -L agent.nodeops.io/<agent>`, as node -> version.
-    async fn versions(&self) -> BTreeMap<String, String> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        nodes
-            .list(&ListParams::default().labels(&self.label()))
-            .await
-            .expect("nodes")
-            .items
-            .into_iter()
-            .map(|n| {
-                let v = n.labels()[&self.label()].clone();
-                (n.name_any(), v)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let label = self.label();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let client = support::client().await;
-                let _ = Api::<NodeAgent>::all(client.clone())
-                    .delete(&name, &DeleteParams::background())
-                    .await;
-                let nodes: Api<Node> = Api::all(client);
-                if let Ok(list) = nodes.list(&ListParams::default().labels(&label)).await {
-                    for n in list.items {
-                        let patch = json!({"metadata": {"labels": {label.clone(): null}}});
-                        let _ = nodes
-                            .patch(
-                                &n.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await;
-                    }
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn is_final(inv: &AgentInvocation) -> bool {
-    inv.status.as_ref().is_some_and(|s| {
-        matches!(
-            s.phase,
-            AgentInvocationPhase::Succeeded | AgentInvocationPhase::Failed
-        )
-    })
-}
-
-/// Creates an AgentInvocation and waits until every instance is final.
-async fn invoke(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> AgentInvocation {
-    let api: Api<AgentInvocation> = ns.api();
-    apply(
-        &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentInvocation", "metadata": {"name": name}, "spec": spec}),
-    )
-    .await;
-    wait_for(&api, name, FINISH, "every instance final", is_final).await
-}
-
-fn results(inv: &AgentInvocation) -> BTreeMap<String, InvocationResult> {
-    inv.status
-        .as_ref()
-        .expect("status")
-        .invocations
-        .iter()
-        .map(|e| (e.instance_id.clone(), e.clone()))
-        .collect()
-}
-
-fn ok(e: &InvocationResult) -> bool {
-    e.phase == InvocationPhase::Succeeded && e.ret_status == Some(RetStatus::Successful)
 }
 
 #[tokio::test]
@@ -166,7 +49,7 @@ async fn daemonset_agent_install_update_rollback_retry() {
             "image": "registry.example.com/telescope",
             "basicVersion": "3.2.1",
             "advanceVersion": "3.3.0",
-            "readyTimeoutSeconds": 15,
+            "readyTimeoutSeconds": 25,
             // The agent's pod never comes up on node-0020 (a kwok script).
             "podAnnotations": {"sim.nodeops.io/unready-node-0020": "true"},
         }),

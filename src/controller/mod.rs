@@ -2,6 +2,7 @@
 //! Nodes and node-run Pods, the Event recorder.
 
 pub mod agent_invocation;
+pub mod agent_upgrade_job;
 pub mod async_command;
 pub mod command;
 pub mod invoker;

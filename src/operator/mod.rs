@@ -138,6 +138,10 @@ pub async fn run<S: std::future::Future>(
             stop.clone().cancelled_owned(),
         )),
         tokio::spawn(crate::controller::agent_invocation::run(
+            ctx.clone(),
+            stop.clone().cancelled_owned(),
+        )),
+        tokio::spawn(crate::controller::agent_upgrade_job::run(
             ctx,
             stop.clone().cancelled_owned(),
         )),

@@ -3,6 +3,8 @@
 //! namespace per test, deleted when the test ends.
 #![allow(dead_code)]
 
+pub mod agents;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -1,0 +1,366 @@
+use super::*;
+use crate::agent::agent_uuid;
+use serde_json::json;
+
+fn now() -> Timestamp {
+    "2026-11-26T02:00:00Z".parse().expect("ts")
+}
+
+fn job(spec: serde_json::Value) -> AgentUpgradeJob {
+    let mut spec = spec;
+    spec["targetVersion"] = json!("2.0.0");
+    serde_json::from_value(json!({
+        "apiVersion": "nodeops.io/v1alpha1",
+        "kind": "AgentUpgradeJob",
+        "metadata": {"name": "up", "namespace": "ops", "uid": "job-uid", "generation": 1},
+        "spec": spec,
+    }))
+    .expect("job")
+}
+
+/// n1..n6 at 1.0.0 (n3 not Ready), n7 at 2.0.0, n8 without the agent; n1..n7 selected.
+fn world() -> World {
+    let mut nodes = BTreeMap::new();
+    for i in 1..=8 {
+        nodes.insert(
+            format!("n{i}"),
+            NodeView {
+                uid: format!("uid-{i}"),
+                ready: i != 3,
+                version: match i {
+                    7 => Some("2.0.0".into()),
+                    8 => None,
+                    _ => Some("1.0.0".into()),
+                },
+                selected: i != 8,
+            },
+        );
+    }
+    World {
+        now: now(),
+        agent_uid: "agent-uid".into(),
+        nodes,
+        ..Default::default()
+    }
+}
+
+fn states(status: &AgentUpgradeJobStatus) -> Vec<(String, S)> {
+    status
+        .agents
+        .iter()
+        .map(|a| (a.node_name.clone().unwrap_or_default(), a.status))
+        .collect()
+}
+
+fn result(phase: InvocationPhase, before: &str, after: &str) -> ChildView {
+    ChildView {
+        result: Some(InvocationResult {
+            instance_id: "x".into(),
+            invocation_id: "inv-id".into(),
+            phase,
+            version_before: Some(before.into()),
+            version_after: Some(after.into()),
+            reason: (phase == InvocationPhase::Failed).then(|| "AgentNotReady".to_string()),
+            error_code: (phase == InvocationPhase::Failed)
+                .then(|| "invocationmgr.0101".to_string()),
+            ..Default::default()
+        }),
+    }
+}
+
+fn running() -> ChildView {
+    ChildView { result: None }
+}
+
+fn again(j: &AgentUpgradeJob, status: &AgentUpgradeJobStatus, w: &World) -> Plan {
+    let mut next = j.clone();
+    next.status = Some(status.clone());
+    plan(&next, w)
+}
+
+#[test]
+fn simulation_reports_the_whole_plan_and_changes_nothing() {
+    let j = job(json!({"nodeSelector": {}, "simulated": true, "canaryNodes": ["n5"]}));
+    let p = plan(&j, &world());
+    assert!(p.effects.is_empty(), "a simulation changes nothing");
+    assert_eq!(
+        states(&p.status),
+        [
+            ("n5".to_string(), S::Pending),
+            ("n1".into(), S::Pending),
+            ("n2".into(), S::Pending),
+            ("n3".into(), S::Skipped),
+            ("n4".into(), S::Pending),
+            ("n6".into(), S::Pending),
+            ("n7".into(), S::Current),
+        ],
+        "canary first, then by name; the node without the agent is not part of it"
+    );
+    let n3 = &p.status.agents[3];
+    assert!(
+        n3.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("NodeNotReady"))
+    );
+    assert_eq!(p.status.agents[0].old_version.as_deref(), Some("1.0.0"));
+    assert_eq!(p.status.agents[0].new_version.as_deref(), Some("2.0.0"));
+    assert_eq!(p.status.status, UpgradeJobState::Success);
+    assert!(p.status.simulated && p.status.completed_at.is_some());
+    assert_eq!(p.notes[0].reason, "Simulated");
+    assert!(conditions::is_true(&p.status.conditions, COMPLETE));
+}
+
+#[test]
+fn agents_named_by_uuid() {
+    let uuid = agent_uuid("agent-uid", "uid-2");
+    let j = job(json!({"agents": [uuid, "00000000-0000-0000-0000-000000000000"]}));
+    let p = plan(&j, &world());
+    assert_eq!(p.status.agents[0].node_name, None);
+    assert_eq!(p.status.agents[0].status, S::Skipped);
+    assert!(
+        p.status.agents[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("AgentNotFound"))
+    );
+    assert_eq!(p.status.agents[1].node_name.as_deref(), Some("n2"));
+    assert_eq!(p.effects, [Effect::Upgrade { node: "n2".into() }]);
+}
+
+#[test]
+fn never_more_than_max_concurrency_in_flight() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 2}));
+    let mut w = world();
+    let p1 = plan(&j, &w);
+    assert_eq!(
+        p1.effects,
+        [
+            Effect::Upgrade { node: "n1".into() },
+            Effect::Upgrade { node: "n2".into() }
+        ]
+    );
+    assert_eq!(p1.status.in_flight, 2);
+    assert_eq!(p1.status.status, UpgradeJobState::Running);
+    // The children exist, unfinished: nothing more starts.
+    w.upgrades.insert("n1".into(), running());
+    w.upgrades.insert("n2".into(), running());
+    let p2 = again(&j, &p1.status, &w);
+    assert!(p2.effects.is_empty());
+    // One finishes: exactly one more starts.
+    w.upgrades.insert(
+        "n1".into(),
+        result(InvocationPhase::Succeeded, "1.0.0", "2.0.0"),
+    );
+    let p3 = again(&j, &p2.status, &w);
+    assert_eq!(p3.effects, [Effect::Upgrade { node: "n4".into() }]);
+    let n1 = &p3.status.agents[0];
+    assert_eq!(
+        (n1.status, n1.new_version.as_deref()),
+        (S::Success, Some("2.0.0"))
+    );
+}
+
+#[test]
+fn a_restart_after_creating_children_adopts_them_and_never_exceeds_the_limit() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 2}));
+    let mut w = world();
+    let p1 = plan(&j, &w);
+    // Crash after creating the children, before writing the status: the stored status is
+    // the first one with every agent Pending (here: no status at all, then the agents).
+    let mut stale = p1.status.clone();
+    for a in stale.agents.iter_mut().filter(|a| a.status == S::Running) {
+        a.status = S::Pending;
+    }
+    w.upgrades.insert("n1".into(), running());
+    w.upgrades.insert("n2".into(), running());
+    let p2 = again(&j, &stale, &w);
+    assert!(p2.effects.is_empty(), "{:?}", p2.effects);
+    assert_eq!(
+        states(&p2.status)[..2],
+        [("n1".to_string(), S::Running), ("n2".into(), S::Running)]
+    );
+}
+
+#[test]
+fn failures_past_max_failures_stop_the_rollout() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 2, "maxFailures": 1}));
+    let mut w = world();
+    let p1 = plan(&j, &w);
+    w.upgrades.insert(
+        "n1".into(),
+        result(InvocationPhase::Failed, "1.0.0", "1.0.0"),
+    );
+    w.upgrades.insert("n2".into(), running());
+    let p2 = again(&j, &p1.status, &w);
+    assert_eq!(
+        p2.effects,
+        [Effect::Upgrade { node: "n4".into() }],
+        "one failure is tolerated"
+    );
+    assert!(
+        p2.status.agents[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("invocationmgr.0101"))
+    );
+    w.upgrades.insert(
+        "n2".into(),
+        result(InvocationPhase::Failed, "1.0.0", "1.0.0"),
+    );
+    w.upgrades.insert("n4".into(), running());
+    let p3 = again(&j, &p2.status, &w);
+    assert!(p3.effects.is_empty());
+    assert_eq!(p3.status.failures, 2);
+    let n6 = p3
+        .status
+        .agents
+        .iter()
+        .find(|a| a.node_name.as_deref() == Some("n6"))
+        .expect("n6");
+    assert_eq!(n6.status, S::Skipped);
+    assert!(
+        n6.error
+            .as_deref()
+            .is_some_and(|e| e.contains("maxFailures 1"))
+    );
+    assert!(p3.notes.iter().any(|n| n.reason == "RolloutStopped"));
+    assert_eq!(
+        p3.status.status,
+        UpgradeJobState::Running,
+        "n4 is still in flight"
+    );
+    w.upgrades.insert(
+        "n4".into(),
+        result(InvocationPhase::Succeeded, "1.0.0", "2.0.0"),
+    );
+    let p4 = again(&j, &p3.status, &w);
+    assert_eq!(p4.status.status, UpgradeJobState::Failed);
+    assert!(p4.status.completed_at.is_some());
+    let failed = p4
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == FAILED)
+        .expect("Failed");
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_str()),
+        ("True", "MaxFailuresExceeded")
+    );
+}
+
+#[test]
+fn pause_holds_and_resume_continues() {
+    let paused = job(json!({"nodeSelector": {}, "maxConcurrency": 2, "paused": true}));
+    let w = world();
+    let p1 = plan(&paused, &w);
+    assert!(p1.effects.is_empty());
+    assert!(conditions::is_true(&p1.status.conditions, PAUSED));
+    let resumed = job(json!({"nodeSelector": {}, "maxConcurrency": 2}));
+    let p2 = again(&resumed, &p1.status, &w);
+    assert_eq!(p2.effects.len(), 2);
+    assert!(!conditions::is_true(&p2.status.conditions, PAUSED));
+    assert!(p2.notes.iter().any(|n| n.reason == "Resumed"));
+}
+
+#[test]
+fn failed_nodes_roll_back_when_asked() {
+    let j = job(json!({"agents": [agent_uuid("agent-uid", "uid-1")], "rollbackOnFailure": true}));
+    let mut w = world();
+    let p1 = plan(&j, &w);
+    w.upgrades.insert(
+        "n1".into(),
+        result(InvocationPhase::Failed, "1.0.0", "1.0.0"),
+    );
+    let p2 = again(&j, &p1.status, &w);
+    assert_eq!(
+        p2.effects,
+        [Effect::Rollback {
+            node: "n1".into(),
+            invocation_id: "inv-id".into()
+        }]
+    );
+    assert_eq!(
+        p2.status.status,
+        UpgradeJobState::Running,
+        "the rollback is still open"
+    );
+    w.rollbacks.insert("n1".into(), running());
+    let p3 = again(&j, &p2.status, &w);
+    assert!(p3.effects.is_empty(), "one rollback per node");
+    w.rollbacks.insert(
+        "n1".into(),
+        result(InvocationPhase::Succeeded, "1.0.0", "1.0.0"),
+    );
+    let p4 = again(&j, &p3.status, &w);
+    assert_eq!(p4.status.agents[0].status, S::RolledBack);
+    assert_eq!(p4.status.status, UpgradeJobState::Failed);
+}
+
+#[test]
+fn a_deleted_child_fails_its_agent() {
+    let j = job(json!({"agents": [agent_uuid("agent-uid", "uid-1")]}));
+    let w = world();
+    let p1 = plan(&j, &w);
+    let p2 = again(&j, &p1.status, &w);
+    assert_eq!(p2.status.agents[0].status, S::Failed);
+    assert!(
+        p2.effects.is_empty(),
+        "never recreated: that could upgrade twice"
+    );
+}
+
+/// Every state against every child observation: final states never move, Pending never
+/// finishes without a child, Running only leaves with a final child.
+#[test]
+fn state_machine_is_exhaustively_well_formed() {
+    let all = [
+        S::Pending,
+        S::Running,
+        S::Success,
+        S::Failed,
+        S::Current,
+        S::Skipped,
+        S::RolledBack,
+    ];
+    let children = [
+        None,
+        Some(running()),
+        Some(result(InvocationPhase::Succeeded, "1", "2")),
+        Some(result(InvocationPhase::Failed, "1", "1")),
+    ];
+    for state in all {
+        for up in &children {
+            for rb in &children {
+                let a = AgentUpgrade {
+                    agent_uuid: "u".into(),
+                    node_name: Some("n".into()),
+                    status: state,
+                    ..Default::default()
+                };
+                let next = step(&a, up.as_ref(), rb.as_ref(), now());
+                let ctx = format!("{state:?} up={up:?} rb={rb:?}");
+                match state {
+                    S::Success | S::Current | S::Skipped | S::RolledBack => {
+                        assert_eq!(next, a, "{ctx}")
+                    }
+                    S::Pending if up.is_none() => assert_eq!(next.status, S::Pending, "{ctx}"),
+                    S::Pending | S::Running => {
+                        let final_child = up.as_ref().is_some_and(|c| c.is_final());
+                        assert_eq!(
+                            matches!(next.status, S::Success | S::Failed),
+                            final_child || up.is_none(),
+                            "{ctx}"
+                        );
+                        if next.status == S::Failed {
+                            assert!(
+                                next.error.is_some() && next.completion_time.is_some(),
+                                "{ctx}"
+                            );
+                        }
+                    }
+                    S::Failed => assert!(matches!(next.status, S::Failed | S::RolledBack), "{ctx}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! AgentUpgradeJob end to end on the local control plane: DaemonSet-mode agents on
+//! simulated nodes upgraded through child AgentInvocations; a dry run that changes
+//! nothing, maxConcurrency asserted from a watch of every child's transitions, maxFailures
+//! stopping the rollout, pause and resume, and an operator killed mid-rollout.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use nodeops::api::agent_invocation::{AgentInvocation, InvocationPhase};
+use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
+use serde_json::json;
+use support::agents::{Agent, invoke, ok, results};
+use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+
+const FINISH: Duration = Duration::from_secs(240);
+
+fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("node-{i:04}")).collect()
+}
+
+/// A DaemonSet-mode agent at 1.0.0 on `nodes`.
+async fn installed(ns: &TestNamespace, nodes: &[String], extra: serde_json::Value) -> Agent {
+    let mut spec = json!({
+        "mode": "DaemonSet",
+        "image": "registry.example.com/telescope",
+        "basicVersion": "1.0.0",
+        // Generous: under a loaded test run, 50 DaemonSet pods can take a while.
+        "readyTimeoutSeconds": 60,
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    let agent = Agent::create(ns, spec).await;
+    let install = invoke(
+        ns,
+        "install",
+        json!({"invocationType": "Install", "invocationTarget": agent.name, "nodeNames": nodes}),
+    )
+    .await;
+    let r = results(&install);
+    assert!(r.values().all(ok), "install: {r:#?}");
+    agent
+}
+
+fn selector(agent: &Agent) -> serde_json::Value {
+    json!({"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]})
+}
+
+async fn start_job(ns: &TestNamespace, spec: serde_json::Value) -> Api<AgentUpgradeJob> {
+    let api: Api<AgentUpgradeJob> = ns.api();
+    apply(
+        &api,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "upgrade"}, "spec": spec}),
+    )
+    .await;
+    api
+}
+
+fn done(j: &AgentUpgradeJob) -> bool {
+    j.status.as_ref().is_some_and(|s| s.completed_at.is_some())
+}
+
+/// Counts child invocations in flight (created, not final) from a watch of every change,
+/// and records the highest count seen.
+fn track_in_flight(ns: &TestNamespace) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let max = Arc::new(AtomicUsize::new(0));
+    let seen = max.clone();
+    let api: Api<AgentInvocation> = ns.api();
+    let handle = tokio::spawn(async move {
+        let mut in_flight = BTreeSet::new();
+        let mut done = BTreeSet::new();
+        let stream = watcher(
+            api,
+            watcher::Config::default().labels("nodeops.io/upgrade-job-uid"),
+        )
+        .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(Ok(inv)) = stream.next().await {
+            let name = inv.name_any();
+            let finished = inv
+                .status
+                .as_ref()
+                .and_then(|s| s.invocations.first())
+                .is_some_and(|e| {
+                    matches!(
+                        e.phase,
+                        InvocationPhase::Succeeded | InvocationPhase::Failed
+                    )
+                });
+            if finished {
+                in_flight.remove(&name);
+                done.insert(name);
+            } else if !done.contains(&name) {
+                in_flight.insert(name);
+            }
+            seen.fetch_max(in_flight.len(), Ordering::SeqCst);
+        }
+    });
+    (max, handle)
+}
+
+async fn children(ns: &TestNamespace) -> Vec<AgentInvocation> {
+    let api: Api<AgentInvocation> = ns.api();
+    api.list(&ListParams::default().labels("nodeops.io/upgrade-job-uid"))
+        .await
+        .expect("children")
+        .items
+}
+
+#[tokio::test]
+async fn a_simulated_upgrade_reports_the_plan_and_changes_nothing() {
+    let ns = TestNamespace::new("aup-sim").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let nodes = node_names(51..=60);
+    let agent = installed(&ns, &nodes[..9], json!({})).await;
+    let dss: Api<DaemonSet> = ns.api();
+    let before_labels = agent.versions().await;
+    let before_ds: Vec<String> = dss
+        .list(&ListParams::default())
+        .await
+        .expect("ds")
+        .items
+        .iter()
+        .map(|d| d.name_any())
+        .collect();
+
+    // node-0060 has no agent: the selector (the agent label) leaves it out.
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
+               "simulated": true, "canaryNodes": ["node-0055"]}),
+    )
+    .await;
+    let job = wait_for(&api, "upgrade", FINISH, "the simulation", done).await;
+    let s = job.status.expect("status");
+    assert!(s.simulated);
+    assert_eq!(s.status, UpgradeJobState::Success);
+    assert_eq!(s.agents.len(), 9);
+    assert_eq!(
+        s.agents[0].node_name.as_deref(),
+        Some("node-0055"),
+        "canary first"
+    );
+    for a in &s.agents {
+        assert_eq!(
+            (a.status, a.old_version.as_deref(), a.new_version.as_deref()),
+            (AgentUpgradeState::Pending, Some("1.0.0"), Some("2.0.0")),
+            "{a:?}"
+        );
+        assert_eq!(a.agent_uuid.len(), 36);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(agent.versions().await, before_labels, "no label changed");
+    let after_ds: Vec<String> = dss
+        .list(&ListParams::default())
+        .await
+        .expect("ds")
+        .items
+        .iter()
+        .map(|d| d.name_any())
+        .collect();
+    assert_eq!(after_ds, before_ds, "no workload changed");
+    assert!(children(&ns).await.is_empty(), "no invocation was created");
+}
+
+#[tokio::test]
+async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
+    let ns = TestNamespace::new("aup-run").await;
+    install_crds(&ns.client).await;
+    let mut op = Operator::start(&ns.name, &[]);
+    let nodes = node_names(51..=100);
+    let agent = installed(&ns, &nodes, json!({})).await;
+    let (max_in_flight, watch) = track_in_flight(&ns);
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0", "maxConcurrency": 5}),
+    )
+    .await;
+
+    // Kill the operator mid-rollout, then let a new one finish it.
+    wait_for(&api, "upgrade", FINISH, "ten agents upgraded", |j| {
+        j.status.as_ref().is_some_and(|s| {
+            s.agents
+                .iter()
+                .filter(|a| a.status == AgentUpgradeState::Success)
+                .count()
+                >= 10
+        })
+    })
+    .await;
+    op.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    op.restart();
+    let job = wait_for(&api, "upgrade", FINISH, "the rollout finished", done).await;
+    let s = job.status.expect("status");
+    assert_eq!(s.status, UpgradeJobState::Success, "{s:#?}");
+    assert_eq!(s.progress.as_deref(), Some("50/50"));
+    assert!(
+        s.agents
+            .iter()
+            .all(|a| a.status == AgentUpgradeState::Success
+                && a.old_version.as_deref() == Some("1.0.0")
+                && a.new_version.as_deref() == Some("2.0.0"))
+    );
+    let expected: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|n| (n.clone(), "2.0.0".to_string()))
+        .collect();
+    assert_eq!(agent.versions().await, expected);
+
+    // Exactly one Update per node, each with one successful instance: nothing twice.
+    let kids = children(&ns).await;
+    assert_eq!(kids.len(), 50);
+    let per_node: BTreeSet<String> = kids
+        .iter()
+        .map(|c| c.spec.node_names.clone().expect("nodes")[0].clone())
+        .collect();
+    assert_eq!(per_node.len(), 50);
+    assert!(kids.iter().all(|c| results(c).values().all(ok)));
+    watch.abort();
+    let max = max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 5, "{max} upgrades in flight at once");
+    assert!(max >= 2, "the rollout ran in parallel ({max})");
+    // The old version's DaemonSet goes with its last node.
+    let dss: Api<DaemonSet> = ns.api();
+    let old_ds = format!("{}-1.0.0", agent.name);
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = dss
+            .list(&ListParams::default())
+            .await
+            .expect("ds")
+            .items
+            .iter()
+            .map(|d| d.name_any())
+            .collect();
+        if !names.contains(&old_ds) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !names.contains(&old_ds),
+        "no node runs 1.0.0 any more: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn failures_past_max_failures_stop_the_rollout() {
+    let ns = TestNamespace::new("aup-fail").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let nodes = node_names(61..=70);
+    // The new version's pod never becomes Ready on two canary nodes.
+    let agent = installed(
+        &ns,
+        &nodes,
+        json!({"readyTimeoutSeconds": 20,
+               "podAnnotations": {"sim.nodeops.io/unready-node-0061-2.0.0": "true", "sim.nodeops.io/unready-node-0062-2.0.0": "true"}}),
+    )
+    .await;
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
+               "maxConcurrency": 2, "maxFailures": 1, "canaryNodes": ["node-0061", "node-0062"]}),
+    )
+    .await;
+    let job = wait_for(&api, "upgrade", FINISH, "the rollout stopped", done).await;
+    let s = job.status.expect("status");
+    assert_eq!(s.status, UpgradeJobState::Failed);
+    assert_eq!(s.failures, 2);
+    let by_node: BTreeMap<String, _> = s
+        .agents
+        .iter()
+        .map(|a| (a.node_name.clone().expect("node"), a.clone()))
+        .collect();
+    for n in ["node-0061", "node-0062"] {
+        let a = &by_node[n];
+        assert_eq!(a.status, AgentUpgradeState::Failed, "{a:?}");
+        assert!(
+            a.error
+                .as_deref()
+                .is_some_and(|e| e.contains("AgentNotReady")),
+            "{a:?}"
+        );
+    }
+    for n in node_names(63..=70) {
+        let a = &by_node[&n];
+        assert_eq!(a.status, AgentUpgradeState::Skipped, "{a:?}");
+        assert!(
+            a.error
+                .as_deref()
+                .is_some_and(|e| e.contains("maxFailures 1"))
+        );
+    }
+    let labels = agent.versions().await;
+    assert!(
+        labels.values().all(|v| v == "1.0.0"),
+        "the failed nodes were put back and the rest left untouched: {labels:?}"
+    );
+    assert_eq!(
+        children(&ns).await.len(),
+        2,
+        "nothing started after the stop"
+    );
+    let failed = job_condition(&api, "Failed").await;
+    assert_eq!(
+        failed,
+        ("True".to_string(), "MaxFailuresExceeded".to_string())
+    );
+}
+
+async fn job_condition(api: &Api<AgentUpgradeJob>, type_: &str) -> (String, String) {
+    let job = api.get("upgrade").await.expect("job");
+    let c = job
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"));
+    (c.status, c.reason)
+}
+
+#[tokio::test]
+async fn pause_holds_the_rollout_and_resume_finishes_it() {
+    let ns = TestNamespace::new("aup-pause").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let nodes = node_names(71..=80);
+    let agent = installed(&ns, &nodes, json!({})).await;
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
+               "maxConcurrency": 2, "paused": true}),
+    )
+    .await;
+    wait_for(&api, "upgrade", FINISH, "the Paused condition", |j| {
+        j.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Paused" && c.status == "True")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(children(&ns).await.is_empty(), "paused: nothing starts");
+
+    let set_paused = |paused: bool| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "upgrade",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"paused": paused}})),
+            )
+            .await
+            .expect("patch paused");
+        }
+    };
+    set_paused(false).await;
+    wait_for(&api, "upgrade", FINISH, "four agents upgraded", |j| {
+        j.status.as_ref().is_some_and(|s| {
+            s.agents
+                .iter()
+                .filter(|a| a.status == AgentUpgradeState::Success)
+                .count()
+                >= 4
+        })
+    })
+    .await;
+    set_paused(true).await;
+    // Nodes in flight finish; then nothing more starts while paused.
+    let held = wait_for(&api, "upgrade", FINISH, "in-flight nodes finished", |j| {
+        j.status.as_ref().is_some_and(|s| {
+            s.in_flight == 0
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Paused" && c.status == "True")
+        })
+    })
+    .await;
+    let started = children(&ns).await.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        children(&ns).await.len(),
+        started,
+        "paused: no new node starts"
+    );
+    assert!(
+        held.status.expect("status").completed_at.is_none(),
+        "a paused rollout is not finished"
+    );
+    set_paused(false).await;
+    let job = wait_for(&api, "upgrade", FINISH, "the rollout finished", done).await;
+    let s = job.status.expect("status");
+    assert_eq!(s.status, UpgradeJobState::Success);
+    assert_eq!(s.progress.as_deref(), Some("10/10"));
+    assert!(agent.versions().await.values().all(|v| v == "2.0.0"));
+}
