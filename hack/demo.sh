@@ -43,6 +43,9 @@ for name in $(kubectl get -n nodeops-demo agentinvocations -o name); do
 	step "per-instance results of ${name#*/}"
 	target/debug/nodeops get agentinvocation "${name#*/}" -n nodeops-demo
 done
+step "the dry-run upgrade of telescope"
+kubectl wait -n nodeops-demo --for=condition=Complete agentupgradejob --all --timeout=120s >/dev/null
+target/debug/nodeops get agentupgradejob upgrade-telescope -n nodeops-demo | awk 'NR <= 6'
 step "agent versions on the nodes (kubectl get nodes -L agent.nodeops.io/telescope)"
 kubectl get nodes -L agent.nodeops.io/telescope | awk 'NR <= 6'
 kubectl get nodeagents

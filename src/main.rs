@@ -35,10 +35,9 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
-    /// Print the per-node table of an object: `nodeops get asynccommand|agentinvocation NAME
-    /// -n NAMESPACE`.
+    /// Print the per-node table of an object: `nodeops get KIND NAME -n NAMESPACE`.
     Get {
-        /// Kind: asynccommand (acmd) or agentinvocation (ainv).
+        /// Kind: asynccommand (acmd), agentinvocation (ainv) or agentupgradejob (aupj).
         kind: String,
         name: String,
         #[arg(short, long, default_value = "default")]
@@ -67,8 +66,13 @@ async fn main() -> anyhow::Result<()> {
                     kube::Api::namespaced(client, namespace);
                 nodeops::view::agent_invocation(&api.get(name).await?)
             }
+            "agentupgradejob" | "agentupgradejobs" | "aupj" => {
+                let api: kube::Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> =
+                    kube::Api::namespaced(client, namespace);
+                nodeops::view::agent_upgrade_job(&api.get(name).await?)
+            }
             other => anyhow::bail!(
-                "nodeops get: unknown kind {other:?}; known: asynccommand, agentinvocation"
+                "nodeops get: unknown kind {other:?}; known: asynccommand, agentinvocation, agentupgradejob"
             ),
         };
         print!("{text}");

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::api::agent_invocation::{InvocationPhase, RetStatus};
+use crate::api::agent_upgrade_job::AgentUpgradeJob;
 use crate::api::{AgentInvocation, AsyncCommand};
 
 /// Characters of output shown per node.
@@ -163,10 +164,81 @@ pub fn agent_invocation(obj: &AgentInvocation) -> String {
     out
 }
 
+/// The per-agent table of an AgentUpgradeJob (the seed's agents), with a summary.
+pub fn agent_upgrade_job(obj: &AgentUpgradeJob) -> String {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let Some(status) = &obj.status else {
+        return format!("AgentUpgradeJob {name}: no status yet\n");
+    };
+    let mut out = format!(
+        "AgentUpgradeJob {name}  to {}  status {:?}{}  upgraded {}  in flight {}  failures {}\n",
+        obj.spec.target_version,
+        status.status,
+        if status.simulated { " (simulated)" } else { "" },
+        status.progress.as_deref().unwrap_or("-"),
+        status.in_flight,
+        status.failures,
+    );
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = status
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                dash(a.node_name.as_deref()),
+                a.agent_uuid.clone(),
+                format!("{:?}", a.status),
+                format!(
+                    "{} -> {}",
+                    dash(a.old_version.as_deref()),
+                    dash(a.new_version.as_deref())
+                ),
+                dash(a.error.as_deref()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["NODE", "AGENT UUID", "STATUS", "VERSION", "ERROR"],
+        &rows,
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn renders_one_row_per_agent() {
+        let obj: AgentUpgradeJob = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob",
+            "metadata": {"name": "up"},
+            "spec": {"nodeSelector": {}, "targetVersion": "2.0.0", "simulated": true},
+            "status": {"status": "success", "simulated": true, "progress": "0/2", "agents": [
+                {"agentUuid": "u1", "nodeName": "n1", "oldVersion": "1.0.0", "newVersion": "2.0.0", "status": "pending"},
+                {"agentUuid": "u2", "status": "skipped", "error": "AgentNotFound: no node runs agent telescope with this UUID"}
+            ]}
+        }))
+        .expect("object");
+        let text = agent_upgrade_job(&obj);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("status Success (simulated)"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[2].starts_with("n1    u1") && lines[2].contains("1.0.0 -> 2.0.0"),
+            "{:?}",
+            lines[2]
+        );
+        assert!(
+            lines[3].starts_with("-     u2") && lines[3].ends_with("with this UUID"),
+            "{:?}",
+            lines[3]
+        );
+    }
 
     #[test]
     fn renders_one_row_per_instance() {
