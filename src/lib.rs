@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod controller;
 pub mod engine;
 pub mod exec;
+pub mod metrics;
 pub mod operator;
 pub mod schedule;
 pub mod telemetry;

@@ -31,6 +31,18 @@ struct Args {
     /// Image of Container-mode commands that name none.
     #[arg(long, env = "NODEOPS_DEFAULT_IMAGE", default_value = "busybox:1.36")]
     default_image: String,
+    /// Reconcile only while holding a coordination.k8s.io Lease (run several replicas).
+    #[arg(long, env = "NODEOPS_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else nodeops-system).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nodeops-system")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "nodeops")]
+    leader_election_lease: String,
+    /// Address of /metrics, /healthz and /readyz ("off" to serve none).
+    #[arg(long, env = "NODEOPS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -88,6 +100,27 @@ async fn main() -> anyhow::Result<()> {
             .collect::<BTreeSet<_>>(),
         runner_image: args.runner_image,
         default_image: args.default_image,
+        leader_election: args.leader_election.then(|| {
+            // The pod name is unique among replicas; the hostname and pid otherwise.
+            let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "nodeops".into());
+                format!("{host}-{}", std::process::id())
+            });
+            operator::leader::LeaseConfig::new(
+                args.leader_election_namespace.clone(),
+                args.leader_election_lease.clone(),
+                identity,
+            )
+        }),
+        metrics_addr: match args.metrics_addr.as_str() {
+            "off" | "" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|e| anyhow::anyhow!("--metrics-addr {addr:?}: {e}"))?,
+            ),
+        },
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), host_mode_namespaces = ?config.host_mode_namespaces, "starting nodeops");
     let client = operator::connect().await?;

@@ -4,17 +4,14 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
 use nodeops::api::async_command::{AsyncCommand, CommandPhase, NodePhase};
 use serde_json::json;
 use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
@@ -31,41 +28,6 @@ async fn owned_jobs(ns: &TestNamespace, uid: &str) -> Vec<Job> {
         .await
         .expect("jobs")
         .items
-}
-
-/// Counts Jobs in flight (created, not Complete/Failed) from a watch of every Job event in
-/// the namespace, and records the highest count seen.
-fn track_in_flight(ns: &TestNamespace) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let max = Arc::new(AtomicUsize::new(0));
-    let seen = max.clone();
-    let jobs: Api<Job> = ns.api();
-    let handle = tokio::spawn(async move {
-        let mut in_flight: BTreeSet<String> = BTreeSet::new();
-        let mut done: BTreeSet<String> = BTreeSet::new();
-        let mut stream = watcher(jobs, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(job)) = stream.next().await {
-            let name = job.name_any();
-            let finished = job
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
-                    })
-                });
-            if finished {
-                in_flight.remove(&name);
-                done.insert(name);
-            } else if !done.contains(&name) {
-                in_flight.insert(name);
-            }
-            seen.fetch_max(in_flight.len(), Ordering::SeqCst);
-        }
-    });
-    (max, handle)
 }
 
 #[tokio::test]
@@ -153,7 +115,7 @@ async fn hundred_nodes_with_mixed_outcomes_are_each_reported() {
 async fn operator_killed_mid_fan_out_resumes_without_duplicates_or_excess_concurrency() {
     let ns = TestNamespace::new("acmd-restart").await;
     install_crds(&ns.client).await;
-    let (max_in_flight, watch) = track_in_flight(&ns);
+    let (max_in_flight, watch) = support::track_jobs_in_flight(&ns);
     let mut op = Operator::start(&ns.name, &[]);
     let api: Api<AsyncCommand> = ns.api();
     apply(

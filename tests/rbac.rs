@@ -87,9 +87,19 @@ async fn operator_needs_no_more_than_its_cluster_role() {
         )
         .await
         .expect("label namespace");
+    // With leader election, as the chart runs it: the Role for Leases is exercised too.
+    let lease = format!("rbac-{}", ns.name);
     let op = Operator::start_as(
         &ns.name,
-        &["--host-mode-namespaces", &ns.name],
+        &[
+            "--host-mode-namespaces",
+            &ns.name,
+            "--leader-election",
+            "--leader-election-namespace",
+            "nodeops-system",
+            "--leader-election-lease",
+            &lease,
+        ],
         &sa_kubeconfig,
     );
 

@@ -100,6 +100,10 @@ pub async fn run(
 }
 
 async fn reconcile(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error> {
+    crate::metrics::measure("Command", reconcile_inner(cmd, ctx)).await
+}
+
+async fn reconcile_inner(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error> {
     let new = status(&cmd, Timestamp::now());
     if cmd.status.as_ref() != Some(&new) {
         let api: Api<Command> =

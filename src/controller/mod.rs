@@ -30,6 +30,10 @@ pub struct Config {
     pub runner_image: String,
     /// Image of Container-mode commands that name none.
     pub default_image: String,
+    /// Hold this Lease to reconcile (several replicas, one active); none: always active.
+    pub leader_election: Option<crate::operator::leader::LeaseConfig>,
+    /// Where to serve /metrics, /healthz and /readyz; none: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What every reconcile gets.

@@ -1,6 +1,7 @@
 //! The operator process: configuration, the shared client, and the lifecycle of the
 //! controllers (start, run until a shutdown signal, stop cleanly).
 
+pub mod leader;
 pub mod shutdown;
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::controller::Config;
 use crate::controller::{Context, async_command};
+use crate::metrics::Readiness;
+use leader::Leader;
 
 /// Errors that stop the operator from starting.
 #[derive(Debug, Error)]
@@ -25,6 +28,13 @@ pub enum Error {
     ServerVersion(#[source] kube::Error),
     #[error("the Node cache could not be filled")]
     NodeCache,
+    #[error("serving metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("lost the leader Lease: stopped reconciling")]
+    LostLease,
 }
 
 /// Selects every Pod nodeops created (node runs and agent pods).
@@ -42,6 +52,7 @@ pub async fn connect() -> Result<Client, Error> {
         .map_err(|e| Error::Connect(kube::Error::InferConfig(e)))?;
     let count = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
         API_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::METRICS.api_requests.inc();
         req
     });
     let client = kube::client::ClientBuilder::try_from(config)
@@ -66,6 +77,15 @@ pub async fn run<S: std::future::Future>(
 ) -> Result<S::Output, Error> {
     report_missing_crds(&client).await;
     let stop = CancellationToken::new();
+    let ready = Readiness::default();
+    if let Some(addr) = config.metrics_addr {
+        let listener = crate::metrics::bind(addr)
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(crate::metrics::serve(listener, ready.clone(), stop.clone()));
+    }
 
     // Shared caches: every Node (readiness, labels) and the Pods nodeops created.
     let (nodes, nodes_writer) = reflector::store::<Node>();
@@ -117,7 +137,30 @@ pub async fn run<S: std::future::Future>(
         .wait_until_ready()
         .await
         .map_err(|_| Error::NodeCache)?;
-    tracing::info!(nodes = nodes.state().len(), namespace = ?config.namespace, "caches ready; starting controllers");
+    tracing::info!(nodes = nodes.state().len(), namespace = ?config.namespace, "caches ready");
+    ready.set();
+    tokio::spawn(count_runs_in_flight(ctx.clone(), stop.clone()));
+
+    // With leader election, only the holder of the Lease reconciles; a standby keeps its
+    // caches warm to take over fast.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let lost = CancellationToken::new();
+    let mut holding = None;
+    if let Some(lease) = config.leader_election.clone() {
+        let mut leader = Leader::new(client.clone(), lease);
+        let never = CancellationToken::new();
+        tokio::select! {
+            output = &mut shutdown => {
+                tracing::info!("shut down while standing by");
+                stop.cancel();
+                return Ok(output);
+            }
+            _ = leader.acquire(&never) => {}
+        }
+        holding = Some(tokio::spawn(leader.hold(stop.clone(), lost.clone())));
+    }
+    crate::metrics::METRICS.leader.set(1);
+    tracing::info!("starting controllers");
 
     let controllers = [
         tokio::spawn(async_command::run(
@@ -146,7 +189,15 @@ pub async fn run<S: std::future::Future>(
             stop.clone().cancelled_owned(),
         )),
     ];
-    let result = shutdown.await;
+    let result = tokio::select! {
+        output = &mut shutdown => output,
+        _ = lost.cancelled() => {
+            // Another replica may be reconciling already: stop now, without draining.
+            stop.cancel();
+            crate::metrics::METRICS.leader.set(0);
+            return Err(Error::LostLease);
+        }
+    };
     tracing::info!(
         api_requests = API_REQUESTS.load(Ordering::Relaxed),
         "shutting down: letting reconciles in progress finish"
@@ -166,7 +217,38 @@ pub async fn run<S: std::future::Future>(
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; exiting anyway")
         }
     }
+    // Hand the Lease over at once rather than after it expires.
+    if let Some(holding) = holding
+        && let Ok(leader) = holding.await
+    {
+        leader.release().await;
+    }
     Ok(result)
+}
+
+/// Keeps `nodeops_node_runs_in_flight` current from the Pod cache.
+async fn count_runs_in_flight(ctx: Arc<Context>, stop: CancellationToken) {
+    loop {
+        let n = ctx
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.labels().contains_key(crate::engine::OWNER_UID_LABEL))
+            .filter(|p| {
+                matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    None | Some("Pending" | "Running")
+                )
+            })
+            .count();
+        crate::metrics::METRICS
+            .node_runs_in_flight
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
 }
 
 /// How long reconciles in progress may take to finish after a shutdown signal (below the

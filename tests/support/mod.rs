@@ -201,6 +201,8 @@ pub async fn install_crds(client: &Client) {
 pub struct Operator {
     child: Option<std::process::Child>,
     namespace: String,
+    /// Its log is `target/operator-<log_name>.log`.
+    log_name: String,
     args: Vec<String>,
     kubeconfig: PathBuf,
 }
@@ -216,6 +218,7 @@ impl Operator {
         let mut op = Self {
             child: None,
             namespace: namespace.to_string(),
+            log_name: namespace.to_string(),
             args: args.iter().map(|s| s.to_string()).collect(),
             kubeconfig: kubeconfig.to_path_buf(),
         };
@@ -223,22 +226,43 @@ impl Operator {
         op
     }
 
+    /// Starts one of several replicas in `namespace`, logging to
+    /// `target/operator-<namespace>-<replica>.log`.
+    pub fn start_replica(namespace: &str, replica: &str, args: &[&str]) -> Self {
+        let mut op = Self {
+            child: None,
+            namespace: namespace.to_string(),
+            log_name: format!("{namespace}-{replica}"),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            kubeconfig: kubeconfig_path().to_path_buf(),
+        };
+        op.spawn();
+        op
+    }
+
     /// The operator's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(repo_root().join(format!("target/operator-{}.log", self.namespace)))
+        std::fs::read_to_string(repo_root().join(format!("target/operator-{}.log", self.log_name)))
             .unwrap_or_default()
     }
 
     fn spawn(&mut self) {
-        let log_path = repo_root().join(format!("target/operator-{}.log", self.namespace));
+        let log_path = repo_root().join(format!("target/operator-{}.log", self.log_name));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .expect("operator log");
+        // Many operators run at once: each serves its metrics on a port of its own.
+        let metrics: &[&str] = if self.args.iter().any(|a| a == "--metrics-addr") {
+            &[]
+        } else {
+            &["--metrics-addr", "127.0.0.1:0"]
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
             .arg("--namespace")
             .arg(&self.namespace)
+            .args(metrics)
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,nodeops=debug,kube=warn")
@@ -247,6 +271,34 @@ impl Operator {
             .spawn()
             .expect("start the operator");
         self.child = Some(child);
+    }
+
+    /// The address its metrics endpoint bound (from its log), waiting for it up to 30 s.
+    pub async fn metrics_addr(&self) -> String {
+        for _ in 0..300 {
+            let log = self.log();
+            if let Some(addr) = log
+                .lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .filter_map(|l| l.split("addr=").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .next_back()
+            {
+                return addr.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the operator never logged its metrics address:\n{}",
+            self.log()
+        );
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL: no graceful shutdown, as when the node or the pod dies.
@@ -303,4 +355,50 @@ where
     )
     .await
     .expect("apply")
+}
+
+/// Counts Jobs in flight (created, not Complete/Failed) from a watch of every Job event in
+/// the namespace, and records the highest count seen.
+pub fn track_jobs_in_flight(
+    ns: &TestNamespace,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let max = Arc::new(AtomicUsize::new(0));
+    let seen = max.clone();
+    let jobs: Api<Job> = ns.api();
+    let handle = tokio::spawn(async move {
+        let mut in_flight: BTreeSet<String> = BTreeSet::new();
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut stream = watcher(jobs, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(job)) = stream.next().await {
+            let name = job.name_any();
+            let finished = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+                    })
+                });
+            if finished {
+                in_flight.remove(&name);
+                done.insert(name);
+            } else if !done.contains(&name) {
+                in_flight.insert(name);
+            }
+            seen.fetch_max(in_flight.len(), Ordering::SeqCst);
+        }
+    });
+    (max, handle)
 }

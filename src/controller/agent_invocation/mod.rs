@@ -143,7 +143,11 @@ pub async fn reconcile(obj: Arc<AgentInvocation>, ctx: Arc<Ctx>) -> Result<Actio
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let span = info_span!("reconcile", kind = "AgentInvocation", namespace = %ns, name = %name);
-    reconcile_inner(ns, name, ctx).instrument(span).await
+    crate::metrics::measure(
+        "AgentInvocation",
+        reconcile_inner(ns, name, ctx).instrument(span),
+    )
+    .await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -299,6 +303,31 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
         super::apply_status(&api, &name, &planned.status)
             .await
             .map_err(Error::WriteStatus)?;
+        let was_final: BTreeSet<&str> = obj
+            .status
+            .iter()
+            .flat_map(|s| s.invocations.iter())
+            .filter(|e| {
+                matches!(
+                    e.phase,
+                    InvocationPhase::Succeeded | InvocationPhase::Failed
+                )
+            })
+            .map(|e| e.invocation_id.as_str())
+            .collect();
+        for e in &planned.status.invocations {
+            if matches!(
+                e.phase,
+                InvocationPhase::Succeeded | InvocationPhase::Failed
+            ) && !was_final.contains(e.invocation_id.as_str())
+            {
+                crate::metrics::METRICS.outcome(
+                    "AgentInvocation",
+                    &format!("{:?}", e.phase),
+                    e.reason.as_deref().unwrap_or("-"),
+                );
+            }
+        }
     }
     // A final instance's Job has served: its result is in the status now.
     for job in &job_list {

@@ -92,7 +92,11 @@ pub async fn reconcile(obj: Arc<AgentUpgradeJob>, ctx: Arc<Context>) -> Result<A
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let span = info_span!("reconcile", kind = "AgentUpgradeJob", namespace = %ns, name = %name);
-    reconcile_inner(ns, name, ctx).instrument(span).await
+    crate::metrics::measure(
+        "AgentUpgradeJob",
+        reconcile_inner(ns, name, ctx).instrument(span),
+    )
+    .await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -201,6 +205,9 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         super::apply_status(&api, &name, &planned.status)
             .await
             .map_err(Error::WriteStatus)?;
+        if !job.spec.simulated {
+            count_outcomes(job.status.as_ref(), &planned.status);
+        }
     }
     for note in &planned.notes {
         ctx.event(&job, note.warning, note.reason, note.message.clone())
@@ -263,6 +270,27 @@ pub fn render_child(job: &AgentUpgradeJob, effect: &Effect) -> (String, serde_js
             "spec": spec,
         }),
     )
+}
+
+/// Counts the agents whose upgrade became final with this status write.
+fn count_outcomes(
+    before: Option<&crate::api::agent_upgrade_job::AgentUpgradeJobStatus>,
+    after: &crate::api::agent_upgrade_job::AgentUpgradeJobStatus,
+) {
+    use crate::api::agent_upgrade_job::AgentUpgradeState as S;
+    let state = |s: Option<&crate::api::agent_upgrade_job::AgentUpgradeJobStatus>, uuid: &str| {
+        s.and_then(|s| s.agents.iter().find(|a| a.agent_uuid == uuid))
+            .map(|a| a.status)
+    };
+    for a in &after.agents {
+        let final_now = matches!(
+            a.status,
+            S::Success | S::Failed | S::RolledBack | S::Skipped
+        );
+        if final_now && state(before, &a.agent_uuid) != Some(a.status) {
+            crate::metrics::METRICS.outcome("AgentUpgradeJob", &format!("{:?}", a.status), "-");
+        }
+    }
 }
 
 async fn stall(

@@ -125,7 +125,11 @@ pub async fn reconcile(obj: Arc<AsyncCommand>, ctx: Arc<Context>) -> Result<Acti
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let span = info_span!("reconcile", kind = "AsyncCommand", namespace = %ns, name = %name);
-    reconcile_inner(ns, name, ctx).instrument(span).await
+    crate::metrics::measure(
+        "AsyncCommand",
+        reconcile_inner(ns, name, ctx).instrument(span),
+    )
+    .await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -199,6 +203,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         super::apply_status(&api, &name, &planned.status)
             .await
             .map_err(Error::WriteStatus)?;
+        count_outcomes(obj.status.as_ref(), &planned.status);
     }
     for note in &planned.notes {
         ctx.event(&obj, note.warning, note.reason, note.message.clone())
@@ -507,4 +512,29 @@ async fn admission_refusal(ctx: &Context, ns: &str, job: &Job) -> Result<Option<
             source,
         })?;
     Ok(list.items.into_iter().filter_map(|e| e.message).next_back())
+}
+
+/// Counts the nodes that became final with this status write.
+fn count_outcomes(
+    before: Option<&crate::api::async_command::AsyncCommandStatus>,
+    after: &crate::api::async_command::AsyncCommandStatus,
+) {
+    use crate::api::async_command::NodePhase;
+    let was_final: std::collections::BTreeSet<&str> = before
+        .iter()
+        .flat_map(|s| s.cmd_jobs.iter())
+        .filter(|e| !matches!(e.phase, NodePhase::Pending | NodePhase::Running))
+        .map(|e| e.node_name.as_str())
+        .collect();
+    for e in &after.cmd_jobs {
+        if !matches!(e.phase, NodePhase::Pending | NodePhase::Running)
+            && !was_final.contains(e.node_name.as_str())
+        {
+            crate::metrics::METRICS.outcome(
+                "AsyncCommand",
+                &format!("{:?}", e.phase),
+                e.reason.as_deref().unwrap_or("-"),
+            );
+        }
+    }
 }

@@ -71,7 +71,7 @@ pub async fn reconcile(obj: Arc<Invoker>, ctx: Arc<Context>) -> Result<Action, E
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let span = info_span!("reconcile", kind = "Invoker", namespace = %ns, name = %name);
-    reconcile_inner(ns, name, ctx).instrument(span).await
+    crate::metrics::measure("Invoker", reconcile_inner(ns, name, ctx).instrument(span)).await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -138,7 +138,17 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
             )
             .await
         {
-            Ok(_) => {}
+            Ok(created) => {
+                // How late the run started against its slot.
+                let slot = created
+                    .annotations()
+                    .get(plan::SCHEDULED_TIME_ANNOTATION)
+                    .and_then(|t| t.parse::<Timestamp>().ok());
+                if let Some(slot) = slot {
+                    let lag = Timestamp::now().duration_since(slot).as_secs_f64();
+                    crate::metrics::METRICS.schedule_lag.observe(lag.max(0.0));
+                }
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(source) => {
                 return Err(Error::CreateChild {

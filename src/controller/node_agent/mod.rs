@@ -95,7 +95,7 @@ fn error_policy(obj: Arc<NodeAgent>, error: &Error, _ctx: Arc<Context>) -> Actio
 pub async fn reconcile(obj: Arc<NodeAgent>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = obj.name_any();
     let span = info_span!("reconcile", kind = "NodeAgent", name = %name);
-    reconcile_inner(obj, ctx).instrument(span).await
+    crate::metrics::measure("NodeAgent", reconcile_inner(obj, ctx).instrument(span)).await
 }
 
 async fn reconcile_inner(agent: Arc<NodeAgent>, ctx: Arc<Context>) -> Result<Action, Error> {

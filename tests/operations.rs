@@ -1,0 +1,235 @@
+//! Running nodeops as an operator is run: two replicas with leader election (one
+//! reconciles; when it dies the other finishes the work, with no duplicate and never above
+//! maxConcurrency), and the metrics endpoint serving every series docs/observability.md
+//! documents, with /healthz and /readyz.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::ListParams;
+use nodeops::api::AsyncCommand;
+use nodeops::api::async_command::NodePhase;
+use serde_json::json;
+use support::{
+    Operator, TestNamespace, apply, finished, install_crds, repo_root, track_jobs_in_flight,
+    wait_for,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path` over plain HTTP/1.0: (status code, body).
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn wait_in_log(op: &Operator, text: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !op.log().contains(text) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{text:?} not in the log within {within:?}:\n{}",
+            op.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
+    let ns = TestNamespace::new("failover").await;
+    install_crds(&ns.client).await;
+    let args = [
+        "--leader-election",
+        "--leader-election-namespace",
+        ns.name.as_str(),
+    ];
+    let mut a = Operator::start_replica(&ns.name, "a", &args);
+    wait_in_log(&a, "acquired the leader Lease", Duration::from_secs(60)).await;
+    let b = Operator::start_replica(&ns.name, "b", &args);
+    wait_in_log(
+        &b,
+        "another replica leads; standing by",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let (max_in_flight, watch) = track_jobs_in_flight(&ns);
+    let nodes: Vec<String> = (1..=60).map(|i| format!("node-{i:04}")).collect();
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "fleet"},
+            "spec": {"command": "uptime", "nodeNames": nodes, "maxConcurrency": 5,
+                     "podAnnotations": {"sim.nodeops.io/delay": "1s"}},
+        }),
+    )
+    .await;
+    wait_for(
+        &api,
+        "fleet",
+        Duration::from_secs(120),
+        "ten nodes done",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.cmd_jobs
+                    .iter()
+                    .filter(|e| e.phase == NodePhase::Succeeded)
+                    .count()
+                    >= 10
+            })
+        },
+    )
+    .await;
+    assert!(
+        !b.log().contains("starting controllers"),
+        "the standby does not reconcile while the leader lives"
+    );
+    a.kill();
+    let done = wait_for(
+        &api,
+        "fleet",
+        Duration::from_secs(180),
+        "every node final",
+        finished,
+    )
+    .await;
+    assert!(b.log().contains("acquired the leader Lease"), "{}", b.log());
+    let s = done.status.expect("status");
+    assert_eq!(s.cmd_jobs.len(), 60);
+    assert!(
+        s.cmd_jobs.iter().all(|e| e.phase == NodePhase::Succeeded),
+        "{:?}",
+        s.cmd_jobs
+    );
+    // No duplicate: one Job per node, and one job id each.
+    let jobs: Api<Job> = ns.api();
+    let list = jobs.list(&ListParams::default()).await.expect("jobs").items;
+    assert_eq!(list.len(), 60);
+    let per_node: BTreeSet<String> = list
+        .iter()
+        .filter_map(|j| {
+            j.metadata
+                .annotations
+                .as_ref()?
+                .get("nodeops.io/node")
+                .cloned()
+        })
+        .collect();
+    assert_eq!(per_node.len(), 60);
+    watch.abort();
+    let max = max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        max <= 5,
+        "maxConcurrency exceeded across the failover: {max}"
+    );
+
+    // The Lease names the survivor.
+    let leases: Api<Lease> = ns.api();
+    let lease = leases.get("nodeops").await.expect("lease");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(!holder.is_empty());
+    let addr = b.metrics_addr().await;
+    let (_, metrics) = http_get(&addr, "/metrics").await;
+    assert!(metrics.contains("nodeops_leader 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_the_documented_series() {
+    let ns = TestNamespace::new("metrics").await;
+    install_crds(&ns.client).await;
+    let op = Operator::start(&ns.name, &[]);
+    let addr = op.metrics_addr().await;
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    // Ready once the caches are filled.
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = http_get(&addr, "/readyz").await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready, 200);
+    assert_eq!(http_get(&addr, "/nothing").await.0, 404);
+
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "mixed"},
+            "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
+                     "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3"}},
+        }),
+    )
+    .await;
+    wait_for(&api, "mixed", Duration::from_secs(120), "final", finished).await;
+    // The outcomes are counted right after the status write the watch above saw.
+    let expected =
+        "nodeops_node_outcomes_total{kind=\"AsyncCommand\",phase=\"Failed\",reason=\"ExitCode\"} 1";
+    let mut text = String::new();
+    for _ in 0..50 {
+        let (status, body) = http_get(&addr, "/metrics").await;
+        assert_eq!(status, 200);
+        text = body;
+        if text.contains(expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in [
+        "nodeops_reconciles_total{kind=\"AsyncCommand\",result=\"ok\"}",
+        "nodeops_reconcile_duration_seconds_count{kind=\"AsyncCommand\"}",
+        "nodeops_node_outcomes_total{kind=\"AsyncCommand\",phase=\"Succeeded\",reason=\"Completed\"} 2",
+        "nodeops_node_outcomes_total{kind=\"AsyncCommand\",phase=\"Failed\",reason=\"ExitCode\"} 1",
+        "nodeops_leader 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    // Every series the documentation lists is served.
+    let doc = std::fs::read_to_string(repo_root().join("docs/observability.md"))
+        .expect("docs/observability.md");
+    let documented: BTreeSet<&str> = doc
+        .split('`')
+        .filter(|w| w.starts_with("nodeops_") && !w.contains(' '))
+        .collect();
+    assert!(documented.len() >= 7, "{documented:?}");
+    for series in documented {
+        let family = series.trim_end_matches("_total");
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "documented series {series} is not served:\n{text}"
+        );
+    }
+}
