@@ -28,7 +28,10 @@ step "samples"
 for ns in nodeops-demo nodeops-agents; do
 	kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 done
-kubectl apply -n nodeops-demo -f config/samples/ -f hack/demo/
+# The upgrade job fixes its set of agents when it starts: apply it once telescope is on
+# its first nodes.
+samples=$(ls config/samples/*.yaml | grep -v agentupgradejob)
+kubectl apply -n nodeops-demo $(printf -- '-f %s ' $samples) -f hack/demo/
 step "waiting for the AsyncCommands to finish"
 kubectl wait -n nodeops-demo --for=condition=Complete asynccommand --all --timeout=120s >/dev/null
 kubectl get -n nodeops-demo asynccommands
@@ -43,13 +46,20 @@ for name in $(kubectl get -n nodeops-demo agentinvocations -o name); do
 	step "per-instance results of ${name#*/}"
 	target/debug/nodeops get agentinvocation "${name#*/}" -n nodeops-demo
 done
-step "the dry-run upgrade of telescope"
-kubectl wait -n nodeops-demo --for=condition=Complete agentupgradejob --all --timeout=120s >/dev/null
-target/debug/nodeops get agentupgradejob upgrade-telescope -n nodeops-demo | awk 'NR <= 6'
-step "agent versions on the nodes (kubectl get nodes -L agent.nodeops.io/telescope)"
-kubectl get nodes -L agent.nodeops.io/telescope | awk 'NR <= 6'
-kubectl get nodeagents
+step "the NodeAgent telescope: its version on each node"
+kubectl wait --for=condition=Ready nodeagent telescope --timeout=120s >/dev/null
+target/debug/nodeops get nodeagent telescope
+kubectl get nodes -L agent.nodeops.io/telescope | awk 'NR <= 4'
 kubectl get daemonsets -n nodeops-agents
+step "the dry-run upgrade of telescope (nothing changes)"
+kubectl apply -n nodeops-demo -f config/samples/agentupgradejob.yaml
+kubectl wait -n nodeops-demo --for=condition=Complete agentupgradejob --all --timeout=120s >/dev/null
+target/debug/nodeops get agentupgradejob upgrade-telescope -n nodeops-demo
+step "the Invokers and their runs"
+for name in $(kubectl get -n nodeops-demo invokers -o name); do
+	target/debug/nodeops get invoker "${name#*/}" -n nodeops-demo
+done
+kubectl get -n nodeops-demo commands
 step "every nodeops object"
 kubectl get nodeops -A
 cat <<MSG

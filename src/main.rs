@@ -49,7 +49,8 @@ struct Args {
 enum Sub {
     /// Print the per-node table of an object: `nodeops get KIND NAME -n NAMESPACE`.
     Get {
-        /// Kind: asynccommand (acmd), agentinvocation (ainv) or agentupgradejob (aupj).
+        /// Kind: asynccommand (acmd), invoker, nodeagent (nagent), agentinvocation (ainv) or
+        /// agentupgradejob (aupj).
         kind: String,
         name: String,
         #[arg(short, long, default_value = "default")]
@@ -83,8 +84,17 @@ async fn main() -> anyhow::Result<()> {
                     kube::Api::namespaced(client, namespace);
                 nodeops::view::agent_upgrade_job(&api.get(name).await?)
             }
+            "nodeagent" | "nodeagents" | "nagent" => {
+                let api: kube::Api<nodeops::api::NodeAgent> = kube::Api::all(client);
+                nodeops::view::node_agent(&api.get(name).await?)
+            }
+            "invoker" | "invokers" => {
+                let api: kube::Api<nodeops::api::Invoker> =
+                    kube::Api::namespaced(client, namespace);
+                nodeops::view::invoker(&api.get(name).await?)
+            }
             other => anyhow::bail!(
-                "nodeops get: unknown kind {other:?}; known: asynccommand, agentinvocation, agentupgradejob"
+                "nodeops get: unknown kind {other:?}; known: asynccommand, invoker, nodeagent, agentinvocation, agentupgradejob"
             ),
         };
         print!("{text}");

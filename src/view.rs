@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::api::agent_invocation::{InvocationPhase, RetStatus};
 use crate::api::agent_upgrade_job::AgentUpgradeJob;
-use crate::api::{AgentInvocation, AsyncCommand};
+use crate::api::{AgentInvocation, AsyncCommand, Invoker, NodeAgent};
 
 /// Characters of output shown per node.
 const PREVIEW: usize = 48;
@@ -204,10 +204,116 @@ pub fn agent_upgrade_job(obj: &AgentUpgradeJob) -> String {
     out
 }
 
+/// The per-node table of a NodeAgent: each node's version and agent UUID.
+pub fn node_agent(obj: &NodeAgent) -> String {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let Some(status) = &obj.status else {
+        return format!("NodeAgent {name}: no status yet\n");
+    };
+    let versions: Vec<String> = status
+        .versions
+        .iter()
+        .map(|v| format!("{} on {} ({} ready)", v.version, v.nodes, v.ready))
+        .collect();
+    let mut out = format!(
+        "NodeAgent {name}  mode {:?}  installed on {} nodes: {}\n",
+        obj.spec.mode,
+        status.installed_nodes,
+        if versions.is_empty() {
+            "-".to_string()
+        } else {
+            versions.join(", ")
+        }
+    );
+    let rows: Vec<Vec<String>> = status
+        .agents
+        .iter()
+        .map(|a| vec![a.node_name.clone(), a.version.clone(), a.agent_uuid.clone()])
+        .collect();
+    out.push_str(&table(&["NODE", "VERSION", "AGENT UUID"], &rows));
+    out
+}
+
+/// The runs of an Invoker: each scheduled time, its AsyncCommand and how it went.
+pub fn invoker(obj: &Invoker) -> String {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let Some(status) = &obj.status else {
+        return format!("Invoker {name}: no status yet\n");
+    };
+    let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.map(|t| t.0.to_string()).unwrap_or_else(|| "-".into())
+    };
+    let mut out = format!(
+        "Invoker {name}  {:?}  last run {}  next run {}{}\n",
+        obj.spec.schedule_settings.policy,
+        time(status.last_invoke_time.as_ref()),
+        time(status.next_invoke_time.as_ref()),
+        if obj.spec.suspend {
+            "  (suspended)"
+        } else {
+            ""
+        }
+    );
+    let rows: Vec<Vec<String>> = status
+        .recent_runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.scheduled_time.0.to_string(),
+                r.async_command.clone(),
+                r.phase.clone().unwrap_or_else(|| "-".into()),
+                r.succeeded.to_string(),
+                r.failed.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["SCHEDULED", "ASYNCCOMMAND", "PHASE", "SUCCEEDED", "FAILED"],
+        &rows,
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn node_agent_and_invoker_tables() {
+        let agent: NodeAgent = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "NodeAgent", "metadata": {"name": "telescope"},
+            "spec": {"namespace": "a", "image": "i", "basicVersion": "1"},
+            "status": {"installedNodes": 1, "versions": [{"version": "1", "nodes": 1, "ready": 1}],
+                       "agents": [{"agentUuid": "u", "nodeName": "n1", "version": "1"}]}
+        }))
+        .expect("agent");
+        let text = node_agent(&agent);
+        assert!(
+            text.contains("installed on 1 nodes: 1 on 1 (1 ready)"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .nth(2)
+                .is_some_and(|l| l.starts_with("n1    1")),
+            "{text}"
+        );
+        let inv: Invoker = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": "nightly"},
+            "spec": {"type": "Schedule", "commandRef": "c", "nodeNames": ["n1"],
+                     "scheduleSettings": {"policy": "Recurrence", "recurrence": "0 3 * * *"}},
+            "status": {"recentRuns": [{"scheduledTime": "2026-11-26T03:00:00Z", "asyncCommand": "nightly-29400000", "phase": "Succeeded", "succeeded": 1, "failed": 0}]}
+        }))
+        .expect("invoker");
+        let text = invoker(&inv);
+        assert!(
+            text.lines()
+                .nth(2)
+                .is_some_and(|l| l.contains("nightly-29400000") && l.contains("Succeeded")),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_one_row_per_agent() {
