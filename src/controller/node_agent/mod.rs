@@ -28,7 +28,7 @@ use crate::api::NodeAgent;
 use plan::{NodeView, TEMPLATE_HASH_ANNOTATION, World};
 
 /// Node and pod events come in bursts (a fleet relabelled): one reconcile per burst.
-const DEBOUNCE: Duration = Duration::from_secs(1);
+const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Look again this often even without events (readiness of a DaemonSet pod we missed).
 const RESYNC: Duration = Duration::from_secs(300);
 
