@@ -22,13 +22,13 @@ fn checks() -> Vec<(String, String)> {
             let kind = rest.trim_end_matches(": |").to_string();
             current = Some((kind, String::new()));
         } else if let Some((_, body)) = current.as_mut() {
-            if line.starts_with("    ") {
-                body.push_str(&line[4..]);
+            if let Some(code) = line.strip_prefix("    ") {
+                body.push_str(code);
                 body.push('\n');
-            } else if line.starts_with("```") {
-                if let Some(done) = current.take() {
-                    out.push(done);
-                }
+            } else if line.starts_with("```")
+                && let Some(done) = current.take()
+            {
+                out.push(done);
             }
         }
     }
