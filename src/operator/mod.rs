@@ -6,6 +6,7 @@ pub mod shutdown;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -40,6 +41,9 @@ pub enum Error {
 /// Selects every Pod nodeops created (node runs and agent pods).
 const MANAGED_PODS: &str = "app.kubernetes.io/managed-by=nodeops";
 
+/// Idle API connections kept for reuse (a burst opens more; they close when it ends).
+const IDLE_CONNECTIONS: usize = 8;
+
 /// API requests this process has made (every verb, every resource).
 pub static API_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
@@ -55,10 +59,26 @@ pub async fn connect() -> Result<Client, Error> {
         crate::metrics::METRICS.api_requests.inc();
         req
     });
-    let client = kube::client::ClientBuilder::try_from(config)
-        .map_err(Error::Connect)?
-        .with_layer(&count)
-        .build();
+    // kube's default stack keeps every connection a burst opened idle for 90 s, each with
+    // its TLS buffers: after a fan-out of hundreds of parallel requests that is most of the
+    // operator's memory. The same stack with a bounded idle pool.
+    use kube::client::ConfigExt;
+    let https = config.rustls_https_connector().map_err(Error::Connect)?;
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(IDLE_CONNECTIONS)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build::<_, kube::client::Body>(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.default_retry.then(|| {
+            tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry())
+        }))
+        .option_layer(config.auth_layer().map_err(Error::Connect)?)
+        .layer(config.extra_headers_layer().map_err(Error::Connect)?)
+        .layer(count)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    let client = kube::Client::new(service, config.default_namespace.clone());
     let version = client
         .apiserver_version()
         .await
@@ -121,14 +141,8 @@ pub async fn run<S: std::future::Future>(
     let pod_stream = reflector(
         pods_writer,
         watcher(pods_api, watcher::Config::default().labels(MANAGED_PODS))
-            // The controllers read a Pod's labels, annotations, node and status only.
-            .modify(|p| {
-                p.managed_fields_mut().clear();
-                p.spec = p.spec.take().map(|s| k8s_openapi::api::core::v1::PodSpec {
-                    node_name: s.node_name,
-                    ..Default::default()
-                });
-            })
+            // Keep what the controllers read: a thousand Pods are most of the cache.
+            .modify(trim_pod)
             .default_backoff(),
     )
     .inspect(move |_| touch_pods.touch())
@@ -224,6 +238,39 @@ pub async fn run<S: std::future::Future>(
         leader.release().await;
     }
     Ok(result)
+}
+
+/// What the controllers read of a Pod: labels, annotations, creation and deletion times,
+/// node, phase, conditions and container states (the runner's report is a terminated
+/// state's message).
+fn trim_pod(p: &mut Pod) {
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus};
+    let meta = &mut p.metadata;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    meta.generate_name = None;
+    p.spec = p.spec.take().map(|s| PodSpec {
+        node_name: s.node_name,
+        ..Default::default()
+    });
+    p.status = p.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        conditions: s.conditions,
+        container_statuses: s.container_statuses.map(|cs| {
+            cs.into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    ready: c.ready,
+                    restart_count: c.restart_count,
+                    state: c.state,
+                    last_state: c.last_state,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
 }
 
 /// Keeps `nodeops_node_runs_in_flight` current from the Pod cache.
