@@ -6,7 +6,7 @@ BIN = $(shell hack/k8s-binaries.sh dir)
 KUBECONFIG_LOCAL := $(CURDIR)/.local-cluster/kubeconfig
 KUBECTL = $(BIN)/kubectl --kubeconfig $(KUBECONFIG_LOCAL)
 
-.PHONY: demo test bench lint k8s-binaries cluster-up cluster-down install-crds run crds build
+.PHONY: demo test bench lint k8s-binaries cluster-up cluster-down install-crds run crds build chart-lint
 
 ## demo: local control plane with simulated nodes, CRDs, the operator, the samples.
 demo:
@@ -41,9 +41,14 @@ run: install-crds build
 build:
 	cargo build --bins
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ from the Rust types, and its copies in the Helm chart and kustomize.
 crds:
 	cargo run -q --bin crdgen -- crds
+	for d in charts/nodeops/crds config/crd/bases; do rm -f $$d/*.yaml && cp crds/*.yaml $$d/ || exit 1; done
+
+## chart-lint: helm lint and helm template of charts/nodeops (helm built once by hack/helm.sh).
+chart-lint:
+	HELM=$$(hack/helm.sh) && $$HELM lint --strict charts/nodeops && $$HELM template nodeops charts/nodeops --namespace nodeops-system >/dev/null
 
 ## bench: fan-out and schedule lag beside Kubernetes' own controllers (1000 simulated nodes).
 bench:

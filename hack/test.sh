@@ -15,6 +15,11 @@ start=$(date +%s)
 hack/k8s-binaries.sh >/dev/null
 echo "binaries ready in $(($(date +%s) - start))s"
 
+step "building helm (cached after the first run; tests/chart.rs uses it)"
+start=$(date +%s)
+hack/helm.sh >/dev/null
+echo "helm ready in $(($(date +%s) - start))s"
+
 started_here=false
 if ! { [ -f .local-cluster/kubeconfig ] && "$(hack/k8s-binaries.sh dir)/kubectl" --kubeconfig .local-cluster/kubeconfig get --raw /readyz >/dev/null 2>&1; }; then
 	started_here=true

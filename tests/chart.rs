@@ -1,0 +1,730 @@
+//! Installing nodeops: the Helm chart (`charts/nodeops`) lints and renders, carries the
+//! generated CRDs and exactly the RBAC of `config/rbac/`, and installs, upgrades and
+//! uninstalls on the local control plane; the kustomize tree (`config/default`) renders the
+//! same Deployment and passes a server-side dry run. helm is built by `hack/helm.sh` (once,
+//! cached); these tests fail, never skip, when it cannot be.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use nodeops::api::NodeAgent;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{TestNamespace, install_crds, kubeconfig_path, repo_root};
+
+const CHART: &str = "charts/nodeops";
+const LABELS: [&str; 5] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+];
+
+/// helm, built once by `hack/helm.sh` (under a lock, so parallel test binaries build it
+/// once); panics with the script's output when it cannot be built.
+fn helm_bin() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let root = repo_root();
+        std::fs::create_dir_all(root.join("target")).expect("target/");
+        let out = Process::new("flock")
+            .arg(root.join("target/.helm.lock"))
+            .arg(root.join("hack/helm.sh"))
+            .current_dir(&root)
+            .output()
+            .expect("run hack/helm.sh (needs flock from util-linux)");
+        assert!(
+            out.status.success(),
+            "hack/helm.sh could not build helm, which the chart tests need:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(path.is_file(), "hack/helm.sh printed {path:?}, not a file");
+        path
+    })
+}
+
+/// What a command printed.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(program: &Path, args: &[&str]) -> Run {
+    let out = Process::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        // helm's repository cache and config stay out of $HOME.
+        .env("HELM_CACHE_HOME", repo_root().join("target/helm/cache"))
+        .env("HELM_CONFIG_HOME", repo_root().join("target/helm/config"))
+        .env("HELM_DATA_HOME", repo_root().join("target/helm/data"))
+        .output()
+        .unwrap_or_else(|e| panic!("run {program:?}: {e}"));
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// helm, which must succeed.
+fn helm(args: &[&str]) -> Run {
+    let r = run(helm_bin(), args);
+    assert!(r.ok, "helm {}:\n{}{}", args.join(" "), r.stdout, r.stderr);
+    r
+}
+
+/// kubectl (from hack/k8s-binaries.sh) against the local control plane, which must succeed.
+fn kubectl(args: &[&str]) -> Run {
+    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
+    let bin = KUBECTL.get_or_init(|| {
+        let out = Process::new(repo_root().join("hack/k8s-binaries.sh"))
+            .arg("dir")
+            .output()
+            .expect("hack/k8s-binaries.sh dir");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
+    });
+    let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
+    let mut all = vec!["--kubeconfig", &kubeconfig];
+    all.extend_from_slice(args);
+    let r = run(bin, &all);
+    assert!(
+        r.ok,
+        "kubectl {}:\n{}{}",
+        args.join(" "),
+        r.stdout,
+        r.stderr
+    );
+    r
+}
+
+/// The documents of a YAML stream, empty ones left out.
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).expect("YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn yaml_file(path: &str) -> Value {
+    let text = std::fs::read_to_string(repo_root().join(path))
+        .unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+/// `helm template` of the chart as release `release` in `namespace`, with `--set` values.
+fn render(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let r = helm(&args);
+    // Clean: no warnings, apart from helm's about a group-readable kubeconfig (a user's
+    // ~/.kube/config, not the chart).
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.starts_with("WARNING: Kubernetes configuration file is"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "helm template {sets:?} warned:\n{}",
+        r.stderr
+    );
+    documents(&r.stdout)
+}
+
+/// The one object of `kind` in `docs`.
+fn only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind} expected, found {}", found.len());
+    found[0]
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().expect("kind").to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+fn args_of(deployment: &Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("arg").to_string())
+        .collect()
+}
+
+/// The YAML files of a directory, by name.
+fn yaml_files(dir: &str) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(repo_root().join(dir))
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("read"))
+        })
+        .collect()
+}
+
+#[test]
+fn chart_lints_and_renders() {
+    let lint = helm(&["lint", "--strict", CHART]);
+    assert!(lint.stdout.contains("0 chart(s) failed"), "{}", lint.stdout);
+    for values in [
+        "leaderElection.enabled=false,replicaCount=1",
+        "watchNamespace=team-a,hostModeNamespaces={nodeops-agents,ops}",
+        "defaultAgent.enabled=false,metrics.service.enabled=false",
+        "defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=install-telescope,defaultAgent.installer.image=registry.example.com/telescope-installer:1,hostModeNamespaces={nodeops-agents}",
+    ] {
+        helm(&["lint", "--strict", CHART, "--set", values]);
+    }
+
+    let chart = yaml_file("charts/nodeops/Chart.yaml");
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(
+        chart["appVersion"],
+        env!("CARGO_PKG_VERSION"),
+        "Chart.yaml appVersion is the crate's version (the images' default tag)"
+    );
+
+    let docs = render("demo", "ops", &[]);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Namespace",
+            "NodeAgent",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    for doc in &docs {
+        for label in LABELS {
+            assert!(
+                doc["metadata"]["labels"][label].is_string(),
+                "{} {} has no label {label}",
+                doc["kind"],
+                doc["metadata"]["name"]
+            );
+        }
+    }
+
+    let deployment = only(&docs, "Deployment");
+    assert_eq!(deployment["metadata"]["namespace"], "ops");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/nodeops/nodeops:v0.1.0");
+    assert_eq!(
+        args_of(deployment),
+        [
+            "--log-format=json",
+            "--log-filter=info,kube=warn",
+            "--runner-image=ghcr.io/nodeops/nodeops-exec:v0.1.0",
+            "--default-image=busybox:1.36",
+            "--leader-election",
+            "--leader-election-namespace=$(POD_NAMESPACE)",
+            "--leader-election-lease=demo-nodeops",
+            "--metrics-addr=0.0.0.0:8080",
+        ]
+    );
+    assert_eq!(
+        container["env"],
+        json!([
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ])
+    );
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "metrics");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "metrics");
+    assert!(container["resources"]["requests"].is_object());
+    assert!(container["resources"]["limits"].is_object());
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["serviceAccountName"], "demo-nodeops");
+
+    let service = only(&docs, "Service");
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/port"],
+        "8080"
+    );
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    let agent = only(&docs, "NodeAgent");
+    assert_eq!(agent["metadata"]["name"], "telescope");
+    assert_eq!(
+        agent["spec"],
+        json!({"namespace": "nodeops-agents", "mode": "DaemonSet",
+               "image": "registry.example.com/cloudeye/telescope",
+               "basicVersion": "3.2.1", "advanceVersion": "3.3.0", "readyTimeoutSeconds": 300})
+    );
+    assert_eq!(
+        agent["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(
+        only(&docs, "Namespace")["metadata"]["name"],
+        "nodeops-agents"
+    );
+
+    // Values become arguments.
+    let docs = render(
+        "demo",
+        "ops",
+        &[
+            "watchNamespace=team-a",
+            "hostModeNamespaces={nodeops-agents,ops}",
+            "logFormat=text",
+            "logLevel=debug",
+            "runnerImage.tag=v9",
+            "metrics.port=9090",
+        ],
+    );
+    let args = args_of(only(&docs, "Deployment"));
+    for want in [
+        "--namespace=team-a",
+        "--host-mode-namespaces=nodeops-agents,ops",
+        "--log-format=text",
+        "--log-filter=debug",
+        "--runner-image=ghcr.io/nodeops/nodeops-exec:v9",
+        "--metrics-addr=0.0.0.0:9090",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+
+    // Without leader election: no Lease, no Role; one replica.
+    let docs = render(
+        "demo",
+        "ops",
+        &[
+            "leaderElection.enabled=false",
+            "replicaCount=1",
+            "defaultAgent.enabled=false",
+        ],
+    );
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    assert!(
+        !args_of(only(&docs, "Deployment"))
+            .iter()
+            .any(|a| a.starts_with("--leader-election"))
+    );
+
+    // The agent's namespace is not created twice when it is the release's.
+    let docs = render("demo", "nodeops-agents", &[]);
+    assert!(docs.iter().all(|d| d["kind"] != "Namespace"));
+
+    // Values that cannot work are refused at render time.
+    for (sets, why) in [
+        (
+            "leaderElection.enabled=false",
+            "replicaCount > 1 needs leaderElection.enabled",
+        ),
+        (
+            "defaultAgent.mode=HostInstaller",
+            "defaultAgent.installer ({commandRef, image}) is required",
+        ),
+        (
+            "defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=i,defaultAgent.installer.image=i",
+            "to hostModeNamespaces",
+        ),
+        ("logFormat=xml", "logFormat must be json or text"),
+    ] {
+        let r = run(helm_bin(), &["template", "demo", CHART, "--set", sets]);
+        assert!(!r.ok, "helm template --set {sets} should fail");
+        assert!(r.stderr.contains(why), "{sets}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn chart_and_kustomize_crds_are_the_generated_crds() {
+    let generated = yaml_files("crds");
+    assert!(!generated.is_empty(), "crds/ is empty");
+    for copy in ["charts/nodeops/crds", "config/crd/bases"] {
+        let files = yaml_files(copy);
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            generated.keys().collect::<Vec<_>>(),
+            "{copy}/ holds other files than crds/: run `make crds`"
+        );
+        for (name, bytes) in &generated {
+            assert!(
+                files[name] == *bytes,
+                "{copy}/{name} differs from crds/{name}: run `make crds`"
+            );
+        }
+    }
+    let listed: Vec<String> = yaml_file("config/crd/kustomization.yaml")["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("resource").to_string())
+        .collect();
+    let want: Vec<String> = generated.keys().map(|n| format!("bases/{n}")).collect();
+    assert_eq!(
+        listed, want,
+        "config/crd/kustomization.yaml must list every CRD of crds/"
+    );
+}
+
+#[test]
+fn chart_rbac_is_config_rbac() {
+    let docs = render("demo", "ops", &[]);
+    let cluster_role = only(&docs, "ClusterRole");
+    assert_eq!(
+        cluster_role["rules"],
+        yaml_file("config/rbac/cluster_role.yaml")["rules"],
+        "the chart's ClusterRole must grant exactly config/rbac/cluster_role.yaml's rules"
+    );
+    let role = only(&docs, "Role");
+    assert_eq!(
+        role["rules"],
+        yaml_file("config/rbac/leader_election_role.yaml")["rules"],
+        "the chart's Role must grant exactly config/rbac/leader_election_role.yaml's rules"
+    );
+    assert_eq!(role["metadata"]["namespace"], "ops");
+
+    let account = only(&docs, "ServiceAccount");
+    let subject = json!([{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "ops"}]);
+    let binding = only(&docs, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], cluster_role["metadata"]["name"]);
+    assert_eq!(binding["subjects"], subject);
+    let binding = only(&docs, "RoleBinding");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"], subject);
+}
+
+/// Uninstalls the release when dropped (also after a panic), before its test namespace goes.
+struct Release {
+    name: String,
+    namespace: String,
+    installed: bool,
+}
+
+impl Release {
+    fn uninstall(&mut self) {
+        if std::mem::take(&mut self.installed) {
+            helm(&[
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.namespace,
+                "--kubeconfig",
+                &kubeconfig_path().to_string_lossy(),
+                "--wait",
+                "--timeout",
+                "60s",
+            ]);
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.installed {
+            self.installed = false;
+            let _ = run(
+                helm_bin(),
+                &[
+                    "uninstall",
+                    &self.name,
+                    "--namespace",
+                    &self.namespace,
+                    "--kubeconfig",
+                    &kubeconfig_path().to_string_lossy(),
+                ],
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn chart_installs_upgrades_and_uninstalls() {
+    let ns = TestNamespace::new("chart").await;
+    let client = ns.client.clone();
+    // The chart's pods must pass the restricted Pod Security Standard.
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            }}})),
+        )
+        .await
+        .expect("label namespace");
+    // The CRDs as the other tests install them; helm skips crds/ that exist.
+    install_crds(&client).await;
+
+    let release_name = ns.name.clone();
+    let agent = format!("{}-agent", ns.name);
+    let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
+    let agent_name = format!("defaultAgent.name={agent}");
+    let agent_ns = format!("defaultAgent.namespace={}", ns.name);
+    let mut release = Release {
+        name: release_name.clone(),
+        namespace: ns.name.clone(),
+        installed: true,
+    };
+    let install = helm(&[
+        "install",
+        &release_name,
+        CHART,
+        "--namespace",
+        &ns.name,
+        "--kubeconfig",
+        &kubeconfig,
+        // kwok marks the operator's pods Running and Ready.
+        "--wait",
+        "--timeout",
+        "120s",
+        "--set",
+        &agent_name,
+        "--set",
+        &agent_ns,
+        "--set",
+        "defaultAgent.keepOnUninstall=false",
+    ]);
+    assert!(
+        !install.stderr.contains("PodSecurity"),
+        "the operator's pods violate the restricted Pod Security Standard:\n{}",
+        install.stderr
+    );
+    assert!(
+        install.stdout.contains("STATUS: deployed"),
+        "{}",
+        install.stdout
+    );
+
+    let full = format!("{release_name}-nodeops");
+    let deployment = ns.api::<Deployment>().get(&full).await.expect("Deployment");
+    assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    assert_eq!(
+        deployment.status.as_ref().and_then(|s| s.ready_replicas),
+        Some(2)
+    );
+    ns.api::<ServiceAccount>()
+        .get(&full)
+        .await
+        .expect("ServiceAccount");
+    ns.api::<Service>()
+        .get(&format!("{full}-metrics"))
+        .await
+        .expect("metrics Service");
+    let role = ns
+        .api::<Role>()
+        .get(&format!("{full}-leader-election"))
+        .await
+        .expect("leader-election Role");
+    assert_eq!(
+        serde_json::to_value(&role.rules).expect("rules"),
+        yaml_file("config/rbac/leader_election_role.yaml")["rules"]
+    );
+    ns.api::<RoleBinding>()
+        .get(&format!("{full}-leader-election"))
+        .await
+        .expect("leader-election RoleBinding");
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    let cluster_role = cluster_roles.get(&full).await.expect("ClusterRole");
+    assert_eq!(
+        serde_json::to_value(&cluster_role.rules).expect("rules"),
+        yaml_file("config/rbac/cluster_role.yaml")["rules"]
+    );
+    let cluster_role_bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    cluster_role_bindings
+        .get(&full)
+        .await
+        .expect("ClusterRoleBinding");
+    let agents: Api<NodeAgent> = Api::all(client.clone());
+    let node_agent = agents.get(&agent).await.expect("the default NodeAgent");
+    assert_eq!(node_agent.spec.namespace, ns.name);
+
+    // An upgrade changes the Deployment in place.
+    let upgrade = helm(&[
+        "upgrade",
+        &release_name,
+        CHART,
+        "--namespace",
+        &ns.name,
+        "--kubeconfig",
+        &kubeconfig,
+        "--reuse-values",
+        "--wait",
+        "--timeout",
+        "120s",
+        "--set",
+        "replicaCount=3",
+        "--set",
+        "logLevel=debug",
+    ]);
+    assert!(upgrade.stdout.contains("REVISION: 2"), "{}", upgrade.stdout);
+    let deployment = ns.api::<Deployment>().get(&full).await.expect("Deployment");
+    assert_eq!(
+        deployment.status.as_ref().and_then(|s| s.ready_replicas),
+        Some(3)
+    );
+    let args = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert!(args.contains(&"--log-filter=debug".to_string()), "{args:?}");
+
+    // Uninstall removes everything, cluster-scoped objects included; the CRDs stay.
+    release.uninstall();
+    assert!(cluster_roles.get_opt(&full).await.expect("get").is_none());
+    assert!(
+        cluster_role_bindings
+            .get_opt(&full)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(agents.get_opt(&agent).await.expect("get").is_none());
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt(&full)
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+#[test]
+fn kustomize_renders_the_chart_defaults_and_applies() {
+    let docs = documents(&kubectl(&["kustomize", "config/default"]).stdout);
+    let mut want = vec!["CustomResourceDefinition"; yaml_files("crds").len()];
+    want.extend([
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Namespace",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]);
+    want.sort();
+    assert_eq!(kinds(&docs), want);
+    assert_eq!(
+        only(&docs, "ClusterRole")["rules"],
+        yaml_file("config/rbac/cluster_role.yaml")["rules"]
+    );
+
+    // The kustomize Deployment is the chart's with its defaults, released as "nodeops" in
+    // nodeops-system (where names come out as config/rbac's).
+    let kustomized = only(&docs, "Deployment");
+    let charted = render("nodeops", "nodeops-system", &[]);
+    let charted = only(&charted, "Deployment");
+    let (k, c) = (
+        &kustomized["spec"]["template"]["spec"],
+        &charted["spec"]["template"]["spec"],
+    );
+    assert_eq!(kustomized["metadata"]["namespace"], "nodeops-system");
+    assert_eq!(kustomized["spec"]["replicas"], charted["spec"]["replicas"]);
+    for field in [
+        "containers",
+        "securityContext",
+        "serviceAccountName",
+        "nodeSelector",
+        "terminationGracePeriodSeconds",
+    ] {
+        assert_eq!(
+            k[field], c[field],
+            "config/manager/manager.yaml's {field} differs from the chart's defaults"
+        );
+    }
+    assert_eq!(
+        k["serviceAccountName"],
+        only(&docs, "ServiceAccount")["metadata"]["name"]
+    );
+
+    // A server-side dry run against the local control plane; it needs nodeops-system to
+    // exist (a dry-run Namespace is not created), as tests/rbac.rs leaves it.
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "nodeops-tests",
+        "-f",
+        "config/rbac/namespace.yaml",
+    ]);
+    let applied = kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        "nodeops-tests",
+        "--dry-run=server",
+        "-k",
+        "config/default",
+    ]);
+    assert!(
+        applied
+            .stdout
+            .contains("deployment.apps/nodeops serverside-applied (server dry run)"),
+        "{}",
+        applied.stdout
+    );
+}
