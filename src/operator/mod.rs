@@ -145,7 +145,20 @@ pub async fn run<S: std::future::Future>(
             .modify(trim_pod)
             .default_backoff(),
     )
-    .inspect(move |_| touch_pods.touch())
+    .inspect(move |event| {
+        // Only agent pods and agent installers move NodeAgents and AgentInvocations; a
+        // command fan-out's thousand pods must not wake them.
+        let wakes = match event {
+            Ok(
+                watcher::Event::Apply(p) | watcher::Event::Delete(p) | watcher::Event::InitApply(p),
+            ) => concerns_agents(p),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => true,
+            Err(_) => false,
+        };
+        if wakes {
+            touch_pods.touch();
+        }
+    })
     .applied_objects();
     nodes
         .wait_until_ready()
@@ -238,6 +251,19 @@ pub async fn run<S: std::future::Future>(
         leader.release().await;
     }
     Ok(result)
+}
+
+/// Whether a Pod is an agent's (DaemonSet mode) or an agent invocation's installer.
+fn concerns_agents(p: &Pod) -> bool {
+    let labels = p.labels();
+    labels
+        .get("app.kubernetes.io/component")
+        .map(String::as_str)
+        == Some(crate::agent::AGENT_COMPONENT)
+        || labels
+            .get(crate::engine::OWNER_KIND_LABEL)
+            .map(String::as_str)
+            == Some("agentinvocation")
 }
 
 /// What the controllers read of a Pod: labels, annotations, creation and deletion times,
