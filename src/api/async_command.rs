@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, NODE_NAME_PATTERN, USERNAME_PATTERN,
-    ZERO_COUNT_OR_PERCENT_RULE,
+    COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, IMAGE_PATTERN, NODE_NAME_PATTERN,
+    USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
 };
 
 /// The seed's command charset plus space: letters, digits, `_ . / : -`. The command is split
@@ -118,7 +118,7 @@ pub struct AsyncCommandSpec {
     /// Container image for `Container` mode; defaults to the operator's configured runner
     /// image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: Option<String>,
 
     /// User to run as in `Host` mode (default `root`). Immutable.

@@ -16,9 +16,12 @@ pub const OBJECT_NAME_PATTERN: &str = NODE_NAME_PATTERN;
 /// A POSIX user name as `useradd` accepts it; anything else is refused at apply.
 pub const USERNAME_PATTERN: &str = r"^[a-z_][a-z0-9_-]*\$?$";
 /// The seeds' version string: letters, digits, `_`, `-` and `.`.
-pub const VERSION_PATTERN: &str = r"^[0-9A-Za-z_.-]+$";
+pub const VERSION_PATTERN: &str = r"^[0-9A-Za-z][0-9A-Za-z_.-]*$";
+/// An image reference: registry, path, tag and digest characters only (no whitespace,
+/// no shell metacharacters).
+pub const IMAGE_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$";
 /// An agent invocation id, as the seed's result defines it.
-pub const INVOCATION_ID_PATTERN: &str = r"^[a-zA-Z0-9-]{1,64}$";
+pub const INVOCATION_ID_PATTERN: &str = r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,63}$";
 /// Environment-variable-safe parameter names (they reach scripts as variables).
 pub const PARAMETER_NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 

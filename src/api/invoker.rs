@@ -187,7 +187,10 @@ pub struct ScheduleSettings {
 
     /// IANA time zone the recurrence is read in (for example `Asia/Shanghai`); default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_+/-]+$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+    )]
     pub time_zone: Option<String>,
 }
 

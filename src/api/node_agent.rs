@@ -5,7 +5,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, NODE_NAME_PATTERN, OBJECT_NAME_PATTERN, VERSION_PATTERN};
+use super::common::{
+    Condition, IMAGE_PATTERN, NODE_NAME_PATTERN, OBJECT_NAME_PATTERN, VERSION_PATTERN,
+};
 
 /// Node label prefix that records an agent's installed version on each node:
 /// `agent.nodeops.io/<agent>=<version>`.
@@ -107,7 +109,7 @@ pub enum AgentMode {
 #[serde(rename_all = "camelCase")]
 pub struct InstallerSpec {
     /// Image that carries the installer and `nodeops-exec`.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// Name of a `Command` (in the agent's namespace) whose script installs, updates or
     /// rolls back the agent. It receives the parameters `action`, `version` and
