@@ -6,7 +6,7 @@ BIN = $(shell hack/k8s-binaries.sh dir)
 KUBECONFIG_LOCAL := $(CURDIR)/.local-cluster/kubeconfig
 KUBECTL = $(BIN)/kubectl --kubeconfig $(KUBECONFIG_LOCAL)
 
-.PHONY: demo test bench lint k8s-binaries cluster-up cluster-down install-crds run crds build chart-lint
+.PHONY: demo test faults bench lint k8s-binaries cluster-up cluster-down install-crds run crds build chart-lint
 
 ## demo: local control plane with simulated nodes, CRDs, the operator, the samples.
 demo:
@@ -15,6 +15,11 @@ demo:
 ## test: formatting, lints, unit tests and end-to-end tests against the local control plane.
 test:
 	hack/test.sh
+
+## faults: the fault suite (operator kills, apiserver/etcd restarts, 410 Gone, conflicting
+## writers, secrets) on a control plane of its own; see docs/reliability.md.
+faults:
+	hack/faults.sh
 
 lint:
 	cargo fmt --all -- --check

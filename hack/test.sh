@@ -43,3 +43,6 @@ step "tests (unit and end-to-end against the local control plane)"
 NODEOPS_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" \
 	cargo test --lib --bins --tests --no-fail-fast
 $started_here || echo "(the local control plane was already running and is left running)"
+
+step "fault suite: operator kills, control-plane restarts, 410 Gone, other writers, secrets (its own control plane; docs/reliability.md)"
+hack/faults.sh

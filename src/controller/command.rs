@@ -93,6 +93,7 @@ pub async fn run(
 ) {
     let commands: Api<Command> = ctx.scoped();
     Controller::new(commands, watcher::Config::default())
+        .trigger_backoff(super::WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |_, _, _| Action::requeue(RETRY_AFTER), ctx)
         .for_each(|_| async {})

@@ -89,9 +89,11 @@ pub async fn run(
     let api: Api<AgentInvocation> = ctx.scoped();
     // Installer Jobs live in agent namespaces, remote-install Jobs in the invocation's.
     let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
-    let controller = Controller::new(api, watcher::Config::default()).with_config(
-        kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
-    );
+    let controller = Controller::new(api, watcher::Config::default())
+        .trigger_backoff(super::WatchBackoff::default())
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
+        );
     let invocations = controller.store();
     controller
         .watches_stream(

@@ -61,6 +61,7 @@ pub async fn run(
     let jobs: Api<AgentUpgradeJob> = ctx.scoped();
     let children: Api<AgentInvocation> = ctx.scoped();
     Controller::new(jobs, watcher::Config::default())
+        .trigger_backoff(super::WatchBackoff::default())
         .owns(
             children,
             watcher::Config::default().labels(UPGRADE_JOB_UID_LABEL),

@@ -82,6 +82,7 @@ pub async fn run(
     let commands: Api<AsyncCommand> = ctx.scoped();
     let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
     Controller::new(commands, watcher::Config::default())
+        .trigger_backoff(super::WatchBackoff::default())
         .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
         // Job changes only wake the owner: metadata is enough, and far lighter than 1000
         // Jobs with their pod templates.

@@ -328,8 +328,9 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
         // A Job without a Pod may be refused by admission: look again soon.
         Some(Duration::from_secs(5))
     } else {
-        // Job and Pod events drive progress; this is a safety net.
-        Some(Duration::from_secs(60))
+        // Job and Pod events drive progress; this is a safety net (a watch restarting
+        // after an API server restart delivers nothing for a while).
+        Some(Duration::from_secs(20))
     };
     Plan {
         start,

@@ -51,6 +51,7 @@ pub async fn run(
     let invokers: Api<Invoker> = ctx.scoped();
     let children: Api<AsyncCommand> = ctx.scoped();
     Controller::new(invokers, watcher::Config::default())
+        .trigger_backoff(super::WatchBackoff::default())
         .owns(
             children,
             watcher::Config::default().labels(INVOKER_UID_LABEL),
