@@ -187,6 +187,9 @@ trait Ledger<K>: Send + 'static {
     /// A re-list (after a restart of the watch, for example on 410 Gone) ended; `present`
     /// holds the uids it listed: anything else was deleted while the watch was away.
     fn relisted(&mut self, _present: &BTreeSet<String>) {}
+    /// A re-list starts: until it ends, objects arrive in name order, not in the order
+    /// they changed, so counts taken in between are not states the cluster was in.
+    fn relist_started(&mut self) {}
 }
 
 /// A ledger fed by a watch that rides out outages (errors back off, the watch resumes or
@@ -227,6 +230,9 @@ where
                 Ok(watcher::Event::Init) => {
                     w.lists += 1;
                     w.listing = Some(BTreeSet::new());
+                    if w.lists > 1 {
+                        w.ledger.relist_started();
+                    }
                 }
                 Ok(watcher::Event::InitApply(obj)) => {
                     if let Some(listing) = w.listing.as_mut() {
@@ -283,6 +289,8 @@ fn job_finished(job: &Job) -> bool {
 /// with the highest count seen.
 #[derive(Default)]
 struct Jobs {
+    /// A re-list is in progress: the maximum is taken when it ends.
+    relisting: bool,
     uids_by_name: BTreeMap<String, BTreeSet<String>>,
     uids_by_run: BTreeMap<(String, String), BTreeSet<String>>,
     in_flight: BTreeMap<String, BTreeSet<String>>,
@@ -322,9 +330,15 @@ impl Ledger<Job> for Jobs {
             let set = self.in_flight.entry(owner.clone()).or_default();
             set.insert(uid);
             let n = set.len();
-            let max = self.max_in_flight.entry(owner).or_default();
-            *max = (*max).max(n);
+            if !self.relisting {
+                let max = self.max_in_flight.entry(owner).or_default();
+                *max = (*max).max(n);
+            }
         }
+    }
+
+    fn relist_started(&mut self) {
+        self.relisting = true;
     }
 
     fn deleted(&mut self, job: &Job) {
@@ -337,6 +351,13 @@ impl Ledger<Job> for Jobs {
     fn relisted(&mut self, present: &BTreeSet<String>) {
         for set in self.in_flight.values_mut() {
             set.retain(|u| present.contains(u));
+        }
+        if self.relisting {
+            self.relisting = false;
+            for (owner, set) in &self.in_flight {
+                let max = self.max_in_flight.entry(owner.clone()).or_default();
+                *max = (*max).max(set.len());
+            }
         }
     }
 }
@@ -379,6 +400,8 @@ struct Children {
     in_flight: BTreeSet<String>,
     finished: BTreeSet<String>,
     max_in_flight: usize,
+    /// A re-list is in progress: the maximum is taken when it ends.
+    relisting: bool,
 }
 
 fn child_final(inv: &AgentInvocation) -> bool {
@@ -407,7 +430,9 @@ impl Ledger<AgentInvocation> for Children {
             self.finished.insert(uid);
         } else if !self.finished.contains(&uid) {
             self.in_flight.insert(uid);
-            self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
+            if !self.relisting {
+                self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
+            }
         }
     }
 
@@ -415,8 +440,16 @@ impl Ledger<AgentInvocation> for Children {
         self.in_flight.remove(&uid_of(inv));
     }
 
+    fn relist_started(&mut self) {
+        self.relisting = true;
+    }
+
     fn relisted(&mut self, present: &BTreeSet<String>) {
         self.in_flight.retain(|u| present.contains(u));
+        if self.relisting {
+            self.relisting = false;
+            self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
+        }
     }
 }
 
