@@ -44,5 +44,5 @@ NODEOPS_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" RUST_TEST_THREADS="${R
 	cargo test --lib --bins --tests --no-fail-fast
 $started_here || echo "(the local control plane was already running and is left running)"
 
-step "fault suite: operator kills, control-plane restarts, 410 Gone, other writers, secrets (its own control plane; docs/reliability.md)"
-hack/faults.sh
+# The fault suite (operator kills, control-plane restarts, 410 Gone, other writers,
+# secrets) runs on a control plane of its own with `make faults` (docs/reliability.md).
