@@ -79,6 +79,30 @@ pub fn remove(conditions: &mut Vec<Condition>, type_: &str) -> bool {
     before != conditions.len()
 }
 
+/// Marks an object that cannot be acted on: Reconciling removed, Stalled and Ready=False
+/// with `reason` and `message` (the kstatus shape every kind uses).
+pub fn stall(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    remove(conditions, RECONCILING);
+    set(
+        conditions,
+        Desired::new(STALLED, true, reason, message),
+        generation,
+        now,
+    );
+    set(
+        conditions,
+        Desired::new(READY, false, reason, message),
+        generation,
+        now,
+    );
+}
+
 /// Whether the condition is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions

@@ -168,6 +168,14 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
+/// Whether a Node's Ready condition is True.
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Requeue delay after a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 

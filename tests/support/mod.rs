@@ -149,10 +149,7 @@ pub fn finished(c: &nodeops::api::AsyncCommand) -> bool {
 
 /// A Node whose Ready condition is True.
 pub fn node_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    nodeops::controller::node_ready(n)
 }
 
 /// The name of any object, for messages.

@@ -653,11 +653,7 @@ fn nodes(base: &Context, agent: &NodeAgent) -> BTreeMap<String, NodeFacts> {
         .state()
         .iter()
         .map(|n| {
-            let ready = n
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = super::node_ready(n);
             (
                 n.name_any(),
                 NodeFacts {

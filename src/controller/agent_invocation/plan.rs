@@ -793,21 +793,7 @@ pub fn stalled(
         },
         ..prev
     };
-    let now_t = Time(now);
-    let conds = &mut status.conditions;
-    conditions::remove(conds, RECONCILING);
-    conditions::set(
-        conds,
-        Desired::new(STALLED, true, why, message),
-        generation,
-        &now_t,
-    );
-    conditions::set(
-        conds,
-        Desired::new(READY, false, why, message),
-        generation,
-        &now_t,
-    );
+    conditions::stall(&mut status.conditions, why, message, generation, &Time(now));
     status
 }
 

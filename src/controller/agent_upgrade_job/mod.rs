@@ -24,7 +24,7 @@ use super::{Context, FIELD_MANAGER, RETRY_AFTER};
 use crate::agent::label_key;
 use crate::api::agent_upgrade_job::{AgentUpgradeJob, UpgradeJobState};
 use crate::api::{AgentInvocation, NodeAgent};
-use crate::conditions::{self, Desired, READY, RECONCILING, STALLED};
+use crate::conditions::{self, STALLED};
 use crate::engine::NODE_ANNOTATION;
 use plan::{ChildView, Effect, NodeView, World};
 
@@ -138,11 +138,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         .state()
         .iter()
         .map(|n| {
-            let ready = n
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = super::node_ready(n);
             (
                 n.name_any(),
                 NodeView {
@@ -305,14 +301,13 @@ async fn stall(
     let mut status = job.status.clone().unwrap_or_default();
     let was = conditions::is_true(&status.conditions, STALLED);
     status.observed_generation = job.metadata.generation;
-    let now_t = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
-    conditions::remove(&mut status.conditions, RECONCILING);
-    for d in [
-        Desired::new(STALLED, true, reason, message),
-        Desired::new(READY, false, reason, message),
-    ] {
-        conditions::set(&mut status.conditions, d, job.metadata.generation, &now_t);
-    }
+    conditions::stall(
+        &mut status.conditions,
+        reason,
+        message,
+        job.metadata.generation,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+    );
     if job.status.as_ref() != Some(&status) {
         super::apply_status(api, &job.name_any(), &status)
             .await

@@ -480,11 +480,7 @@ async fn observe_world(
     }
     for node in targets {
         if let Some(n) = ctx.nodes.get(&ObjectRef::new(node)) {
-            let ready = n
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = super::node_ready(&n);
             world.nodes.insert(node.clone(), NodeInfo { ready });
         }
     }

@@ -480,21 +480,7 @@ pub fn invalid(obj: &AsyncCommand, why: &str, message: &str, now: Timestamp) -> 
         phase: CommandPhase::Invalid,
         ..prev.clone()
     };
-    let now_t = time(now);
-    let conds = &mut status.conditions;
-    conditions::remove(conds, RECONCILING);
-    conditions::set(
-        conds,
-        Desired::new(STALLED, true, why, message),
-        generation,
-        &now_t,
-    );
-    conditions::set(
-        conds,
-        Desired::new(READY, false, why, message),
-        generation,
-        &now_t,
-    );
+    conditions::stall(&mut status.conditions, why, message, generation, &time(now));
     status
 }
 

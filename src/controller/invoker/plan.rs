@@ -129,19 +129,7 @@ pub fn plan(
                 .iter()
                 .any(|c| c.type_ == STALLED && c.reason == reason);
         status.next_invoke_time = None;
-        conditions::remove(&mut status.conditions, RECONCILING);
-        conditions::set(
-            &mut status.conditions,
-            Desired::new(STALLED, true, reason, message.clone()),
-            generation,
-            &now_t,
-        );
-        conditions::set(
-            &mut status.conditions,
-            Desired::new(READY, false, reason, message.clone()),
-            generation,
-            &now_t,
-        );
+        conditions::stall(&mut status.conditions, reason, &message, generation, &now_t);
         if !was {
             notes.push(Note {
                 warning: true,

@@ -241,15 +241,10 @@ fn reason_static(reason: &str) -> &'static str {
 pub fn stalled(agent: &NodeAgent, reason: &str, message: &str, now: Timestamp) -> NodeAgentStatus {
     let mut status = agent.status.clone().unwrap_or_default();
     status.observed_generation = agent.metadata.generation;
-    conditions::set(
+    conditions::stall(
         &mut status.conditions,
-        Desired::new(conditions::STALLED, true, reason, message),
-        agent.metadata.generation,
-        &Time(now),
-    );
-    conditions::set(
-        &mut status.conditions,
-        Desired::new(conditions::READY, false, reason, message),
+        reason,
+        message,
         agent.metadata.generation,
         &Time(now),
     );
