@@ -10,6 +10,7 @@
 //! It prints figures and ratios; it asserts nothing about time.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,8 +40,20 @@ impl Operator {
             env!("CARGO_MANIFEST_DIR")
         );
         let log = std::fs::File::create(&log_path).expect("log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
-            .args(["--namespace", namespace])
+        // NODEOPS_BENCH_WRAPPER runs the operator under a profiler (e.g. `heaptrack`); its
+        // figures are then the profiler's, not the operator's.
+        let mut command = match std::env::var("NODEOPS_BENCH_WRAPPER") {
+            Ok(wrapper) if !wrapper.is_empty() => {
+                let mut c = std::process::Command::new(wrapper);
+                c.arg(env!("CARGO_BIN_EXE_nodeops"));
+                c
+            }
+            _ => std::process::Command::new(env!("CARGO_BIN_EXE_nodeops")),
+        };
+        let child = command
+            .args(["--namespace", namespace, "--metrics-addr", "off"])
+            // Its own process group: a wrapper's child is stopped with it.
+            .process_group(0)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,nodeops::operator=info")
             .stdout(log.try_clone().expect("log"))
@@ -53,31 +66,51 @@ impl Operator {
         }
     }
 
-    /// Stops it with SIGTERM and returns the API requests it reported making.
-    fn stop(mut self) -> Option<u64> {
+    /// Stops it with SIGTERM and returns what its shutdown log line reported.
+    fn stop(mut self) -> Report {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
-        let log = std::fs::read_to_string(&self.log).ok()?;
-        let line = log.lines().rev().find(|l| l.contains("api_requests="))?;
-        line.split("api_requests=")
-            .nth(1)?
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("api_requests="))
+            .unwrap_or("");
+        let field = |name: &str| -> Option<u64> {
+            line.split(&format!("{name}="))
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        Report {
+            requests: field("api_requests"),
+            heap_in_use: field("heap_in_use"),
+            heap_free: field("heap_free"),
+        }
     }
 
     /// (resident set size in KiB, CPU seconds) from /proc.
     fn footprint(&self) -> (u64, f64) {
+        self.footprint_with_peak().0
+    }
+
+    /// ((resident set size, CPU seconds), peak resident set size in KiB) from /proc.
+    fn footprint_with_peak(&self) -> ((u64, f64), u64) {
         let pid = self.child.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rss = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let rss = kib("VmRSS:");
+        let peak = kib("VmHWM:");
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let fields: Vec<&str> = stat
             .rsplit(')')
@@ -94,13 +127,14 @@ impl Operator {
                 .get(12)
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0);
-        (rss, ticks / 100.0)
+        ((rss, ticks / 100.0), peak)
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -139,11 +173,32 @@ async fn drop_namespace_and_wait(client: &Client, name: &str) {
     }
 }
 
+/// What the operator said when it stopped: API requests made, and the allocator's bytes in
+/// use and free but kept (glibc only) at that moment.
+struct Report {
+    requests: Option<u64>,
+    heap_in_use: Option<u64>,
+    heap_free: Option<u64>,
+}
+
 /// The operator's resource rows of a footprint table.
-fn print_resources(rss_kib: u64, cpu: f64, requests: Option<u64>, node_operations: usize) {
-    println!("| RSS | {:.1} MiB |", rss_kib as f64 / 1024.0);
+fn print_resources(
+    (rss_kib, cpu): (u64, f64),
+    peak_kib: u64,
+    report: &Report,
+    node_operations: usize,
+) {
+    println!("| RSS at the end | {:.1} MiB |", rss_kib as f64 / 1024.0);
+    println!("| peak RSS | {:.1} MiB |", peak_kib as f64 / 1024.0);
+    if let (Some(used), Some(free)) = (report.heap_in_use, report.heap_free) {
+        println!(
+            "| heap in use / free but kept | {:.1} / {:.1} MiB |",
+            used as f64 / 1048576.0,
+            free as f64 / 1048576.0
+        );
+    }
     println!("| CPU time | {cpu:.2} s |");
-    if let Some(r) = requests {
+    if let Some(r) = report.requests {
         println!(
             "| API requests | {r} ({:.2} per node operation) |",
             r as f64 / node_operations as f64
@@ -274,7 +329,7 @@ async fn schedules(client: &Client, kubeconfig: &str) {
     w1.abort();
     w2.abort();
     let (rss, cpu) = op.footprint();
-    let requests = op.stop();
+    let report = op.stop();
     println!();
     println!("| schedule lag (slot -> child seen) | children | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|");
@@ -296,7 +351,8 @@ async fn schedules(client: &Client, kubeconfig: &str) {
         percentile(&a, 99.0) / percentile(&j, 99.0),
         rss as f64 / 1024.0,
         cpu,
-        requests
+        report
+            .requests
             .map(|r| r.to_string())
             .unwrap_or_else(|| "?".into())
     );
@@ -369,7 +425,7 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     w.abort();
-    let (rss, cpu) = op.footprint();
+    let (usage, peak) = op.footprint_with_peak();
     let secs = |d: Option<Duration>| {
         d.map(|d| format!("{:.1}", d.as_secs_f64()))
             .unwrap_or_else(|| "timeout".into())
@@ -400,11 +456,11 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
             rate(d) / rate(raw_created)
         );
     }
-    let requests = op.stop();
+    let report = op.stop();
     println!();
     println!("| operator footprint, 1000 nodes cached, {total} node runs | value |");
     println!("|---|---|");
-    print_resources(rss, cpu, requests, total);
+    print_resources(usage, peak, &report, total);
     drop_namespace(client, &ns).await;
 }
 
@@ -452,8 +508,8 @@ async fn footprint(client: &Client, kubeconfig: &str) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (rss, cpu) = op.footprint();
-    let requests = op.stop();
+    let (usage, peak) = op.footprint_with_peak();
+    let report = op.stop();
     println!();
     println!("| operator with 1000 nodes and {objects} AsyncCommands of 1 node | value |");
     println!("|---|---|");
@@ -463,7 +519,7 @@ async fn footprint(client: &Client, kubeconfig: &str) {
         done.map(|d| format!("{:.1} s", d.as_secs_f64()))
             .unwrap_or_else(|| "timeout".into())
     );
-    print_resources(rss, cpu, requests, objects);
+    print_resources(usage, peak, &report, objects);
     drop_namespace(client, &ns).await;
 }
 

@@ -27,7 +27,23 @@ suite_start=$(date +%s)
 
 # Leftovers of an interrupted run would only confuse this one.
 hack/cluster-down.sh >/dev/null 2>&1 || true
-trap 'step "stopping the fault control plane"; hack/cluster-down.sh' EXIT
+# On failure the components' logs outlive the cluster (in target/fault-logs) and their
+# tails are printed, so a CI failure can be read without the machine.
+on_exit() {
+	rc=$?
+	if [ "$rc" -ne 0 ] && [ -d "$CLUSTER_DIR/logs" ]; then
+		rm -rf "$ROOT/target/fault-logs" && mkdir -p "$ROOT/target" && cp -r "$CLUSTER_DIR/logs" "$ROOT/target/fault-logs"
+		step "the suite failed (exit $rc); the components' logs are kept in target/fault-logs"
+		for f in "$CLUSTER_DIR"/logs/*.log; do
+			printf -- '--- last lines of %s\n' "$(basename "$f")"
+			grep -v '^\s*$' "$f" | tail -n 15 || true
+		done
+	fi
+	step "stopping the fault control plane"
+	hack/cluster-down.sh
+	exit "$rc"
+}
+trap on_exit EXIT
 
 step "starting the fault control plane ($CLUSTER_DIR, $NODES simulated nodes, API on :$APISERVER_PORT, etcd on :$ETCD_PORT)"
 start=$(date +%s)

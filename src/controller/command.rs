@@ -94,6 +94,7 @@ pub async fn run(
     let commands: Api<Command> = ctx.scoped();
     Controller::new(commands, watcher::Config::default())
         .trigger_backoff(super::WatchBackoff::default())
+        .with_config(super::runtime_config(std::time::Duration::ZERO))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |_, _, _| Action::requeue(RETRY_AFTER), ctx)
         .for_each(|_| async {})

@@ -6,6 +6,7 @@ pub mod agent_upgrade_job;
 pub mod async_command;
 pub mod command;
 pub mod invoker;
+pub mod lean;
 pub mod node_agent;
 
 use std::collections::BTreeSet;
@@ -166,6 +167,19 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = Self::MIN;
     }
+}
+
+/// Reconciles one controller runs at once. Unbounded (kube-runtime's default), a thousand
+/// objects applied together are a thousand reconciles each holding its reads and an API
+/// connection; the API server cannot serve them faster anyway.
+pub const RECONCILES_IN_FLIGHT: u16 = 32;
+
+/// Every controller's runtime configuration: bounded reconciles, and `debounce` to fold a
+/// burst of events (a fan-out's Job and Pod changes) into one reconcile.
+pub fn runtime_config(debounce: Duration) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default()
+        .debounce(debounce)
+        .concurrency(RECONCILES_IN_FLIGHT)
 }
 
 /// Whether a Node's Ready condition is True.

@@ -1,6 +1,7 @@
 //! The operator process: configuration, the shared client, and the lifecycle of the
 //! controllers (start, run until a shutdown signal, stop cleanly).
 
+pub mod heap;
 pub mod leader;
 pub mod shutdown;
 
@@ -44,6 +45,11 @@ const MANAGED_PODS: &str = "app.kubernetes.io/managed-by=nodeops";
 /// Idle API connections kept for reuse (a burst opens more; they close when it ends).
 const IDLE_CONNECTIONS: usize = 8;
 
+/// API requests waiting for their response headers at once. A watch holds its slot only
+/// until its response starts, so this bounds the short requests (and the connections they
+/// open, each with its TLS state and buffers), not the watches.
+const REQUESTS_IN_FLIGHT: usize = 96;
+
 /// API requests this process has made (every verb, every resource).
 pub static API_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
@@ -76,6 +82,7 @@ pub async fn connect() -> Result<Client, Error> {
         .option_layer(config.auth_layer().map_err(Error::Connect)?)
         .layer(config.extra_headers_layer().map_err(Error::Connect)?)
         .layer(count)
+        .concurrency_limit(REQUESTS_IN_FLIGHT)
         .map_err(tower::BoxError::from)
         .service(http);
     let client = kube::Client::new(service, config.default_namespace.clone());
@@ -167,6 +174,7 @@ pub async fn run<S: std::future::Future>(
     tracing::info!(nodes = nodes.state().len(), namespace = ?config.namespace, "caches ready");
     ready.set();
     tokio::spawn(count_runs_in_flight(ctx.clone(), stop.clone()));
+    tokio::spawn(heap::trim_periodically(stop.clone()));
 
     // With leader election, only the holder of the Lease reconciles; a standby keeps its
     // caches warm to take over fast.
@@ -225,8 +233,11 @@ pub async fn run<S: std::future::Future>(
             return Err(Error::LostLease);
         }
     };
+    let (heap_in_use, heap_free) = heap::stats().unwrap_or_default();
     tracing::info!(
         api_requests = API_REQUESTS.load(Ordering::Relaxed),
+        heap_in_use,
+        heap_free,
         "shutting down: letting reconciles in progress finish"
     );
     stop.cancel();

@@ -91,9 +91,7 @@ pub async fn run(
     let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
     let controller = Controller::new(api, watcher::Config::default())
         .trigger_backoff(super::WatchBackoff::default())
-        .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
-        );
+        .with_config(super::runtime_config(Duration::from_millis(200)));
     let invocations = controller.store();
     controller
         .watches_stream(
@@ -559,12 +557,14 @@ async fn list_jobs(
     namespaces.insert(obj.namespace().unwrap_or_default());
     let mut out = Vec::new();
     for ns in namespaces {
-        let api: Api<Job> = Api::namespaced(base.client.clone(), &ns);
         out.extend(
-            api.list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(Error::ListJobs)?
-                .items,
+            crate::controller::lean::list::<Job>(
+                &base.client,
+                &ns,
+                &ListParams::default().labels(&selector),
+            )
+            .await
+            .map_err(Error::ListJobs)?,
         );
     }
     Ok(out)
@@ -602,13 +602,14 @@ async fn runs(
         {
             // The Pod cache lags the Job: read its Pods for the runner's report.
             let ns = job.namespace().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(base.client.clone(), &ns);
             let selector = format!("job-name={}", job.name_any());
-            let pods = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(Error::ListPods)?
-                .items;
+            let pods: Vec<Pod> = crate::controller::lean::list(
+                &base.client,
+                &ns,
+                &ListParams::default().labels(&selector),
+            )
+            .await
+            .map_err(Error::ListPods)?;
             observed = observe(job, &pods.iter().collect::<Vec<_>>(), OUTPUT_LIMIT);
         }
         out.insert(id, observed);

@@ -62,6 +62,7 @@ pub async fn run(
     let children: Api<AgentInvocation> = ctx.scoped();
     Controller::new(jobs, watcher::Config::default())
         .trigger_backoff(super::WatchBackoff::default())
+        .with_config(super::runtime_config(Duration::ZERO))
         .owns(
             children,
             watcher::Config::default().labels(UPGRADE_JOB_UID_LABEL),

@@ -83,7 +83,7 @@ pub async fn run(
     let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
     Controller::new(commands, watcher::Config::default())
         .trigger_backoff(super::WatchBackoff::default())
-        .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
+        .with_config(super::runtime_config(DEBOUNCE))
         // Job changes only wake the owner: metadata is enough, and far lighter than 1000
         // Jobs with their pod templates.
         .owns_stream(
@@ -410,11 +410,12 @@ async fn observe_world(
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let selector = owner_selector(&uid);
     // Jobs from the API, not a cache: what exists decides what may start.
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let job_list = jobs
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::ListJobs)?;
+    // Read lean (metadata and status): a hundred Jobs' pod templates and managed fields
+    // are never read, and parsing them was most of a fan-out's memory.
+    let job_list: Vec<Job> =
+        super::lean::list(&ctx.client, &ns, &ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::ListJobs)?;
     let mut pods_by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in ctx.pods.state() {
         if pod.labels().get(crate::engine::OWNER_UID_LABEL) == Some(&uid)
@@ -423,7 +424,7 @@ async fn observe_world(
             pods_by_node.entry(node.clone()).or_default().push(pod);
         }
     }
-    let final_without_report = job_list.items.iter().any(|job| {
+    let final_without_report = job_list.iter().any(|job| {
         let node = job
             .annotations()
             .get(NODE_ANNOTATION)
@@ -437,14 +438,12 @@ async fn observe_world(
     });
     if final_without_report {
         // The Pod cache lags the Job: read the Pods so a final result carries its output.
-        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         pods_by_node.clear();
-        for pod in pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::ListPods)?
-            .items
-        {
+        let pods: Vec<Pod> =
+            super::lean::list(&ctx.client, &ns, &ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::ListPods)?;
+        for pod in pods {
             if let Some(node) = pod.annotations().get(NODE_ANNOTATION).cloned() {
                 pods_by_node.entry(node).or_default().push(Arc::new(pod));
             }
@@ -454,7 +453,7 @@ async fn observe_world(
         now,
         ..Default::default()
     };
-    for job in &job_list.items {
+    for job in &job_list {
         let Some(node) = job.annotations().get(NODE_ANNOTATION).cloned() else {
             continue;
         };

@@ -66,7 +66,7 @@ pub async fn run(
     let daemonsets: Api<kube::core::PartialObjectMeta<DaemonSet>> = ctx.scoped();
     Controller::new(agents, watcher::Config::default())
         .trigger_backoff(super::WatchBackoff::default())
-        .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
+        .with_config(super::runtime_config(DEBOUNCE))
         // The owner is cluster-scoped and its DaemonSets are namespaced: map by label, as
         // the owner-reference mapper would look for the owner in the DaemonSet's namespace.
         .watches_stream(
