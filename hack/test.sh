@@ -42,7 +42,14 @@ step "tests (unit and end-to-end against the local control plane)"
 # End-to-end tests mostly wait on the cluster, so more of them run at once than cores.
 NODEOPS_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" \
 	cargo test --lib --bins --tests --no-fail-fast
-$started_here || echo "(the local control plane was already running and is left running)"
+if $started_here; then
+	# The fault suite loads both cores: the shared control plane must not compete with it.
+	step "stopping the local control plane"
+	hack/cluster-down.sh
+	trap - EXIT
+else
+	echo "(the local control plane was already running and is left running)"
+fi
 
-# The fault suite (operator kills, control-plane restarts, 410 Gone, other writers,
-# secrets) runs on a control plane of its own with `make faults` (docs/reliability.md).
+step "fault suite: operator kills, control-plane restarts, 410 Gone, other writers, secrets (its own control plane; docs/reliability.md)"
+hack/faults.sh
