@@ -461,7 +461,7 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
     println!("| operator footprint, 1000 nodes cached, {total} node runs | value |");
     println!("|---|---|");
     print_resources(usage, peak, &report, total);
-    drop_namespace(client, &ns).await;
+    drop_namespace_and_wait(client, &ns).await;
 }
 
 /// 1000 AsyncCommands of one node each: the operator with 1000 nodes and 1000 objects.
@@ -520,7 +520,7 @@ async fn footprint(client: &Client, kubeconfig: &str) {
             .unwrap_or_else(|| "timeout".into())
     );
     print_resources(usage, peak, &report, objects);
-    drop_namespace(client, &ns).await;
+    drop_namespace_and_wait(client, &ns).await;
 }
 
 #[tokio::main]
