@@ -92,13 +92,8 @@ impl Operator {
         }
     }
 
-    /// (resident set size in KiB, CPU seconds) from /proc.
-    fn footprint(&self) -> (u64, f64) {
-        self.footprint_with_peak().0
-    }
-
-    /// ((resident set size, CPU seconds), peak resident set size in KiB) from /proc.
-    fn footprint_with_peak(&self) -> ((u64, f64), u64) {
+    /// ((resident set size in KiB, CPU seconds), peak resident set size in KiB) from /proc.
+    fn footprint(&self) -> ((u64, f64), u64) {
         let pid = self.child.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kib = |field: &str| -> u64 {
@@ -328,7 +323,7 @@ async fn schedules(client: &Client, kubeconfig: &str) {
     let j = lags(&job_seen.lock().expect("lock"), slot_minutes);
     w1.abort();
     w2.abort();
-    let (rss, cpu) = op.footprint();
+    let ((rss, cpu), _) = op.footprint();
     let report = op.stop();
     println!();
     println!("| schedule lag (slot -> child seen) | children | p50 ms | p99 ms | max ms |");
@@ -425,7 +420,7 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     w.abort();
-    let (usage, peak) = op.footprint_with_peak();
+    let (usage, peak) = op.footprint();
     let secs = |d: Option<Duration>| {
         d.map(|d| format!("{:.1}", d.as_secs_f64()))
             .unwrap_or_else(|| "timeout".into())
@@ -508,7 +503,7 @@ async fn footprint(client: &Client, kubeconfig: &str) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (usage, peak) = op.footprint_with_peak();
+    let (usage, peak) = op.footprint();
     let report = op.stop();
     println!();
     println!("| operator with 1000 nodes and {objects} AsyncCommands of 1 node | value |");

@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use nodeops::api::agent_invocation::{AgentInvocation, InvocationPhase};
 use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
 use serde_json::json;
-use support::agents::{Agent, invoke, ok, results};
+use support::agents::{Agent, ok, results};
 use support::{Operator, TestNamespace, apply, install_crds, wait_for};
 
 const FINISH: Duration = Duration::from_secs(240);
@@ -39,16 +39,7 @@ async fn installed(ns: &TestNamespace, nodes: &[String], extra: serde_json::Valu
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
     }
-    let agent = Agent::create(ns, spec).await;
-    let install = invoke(
-        ns,
-        "install",
-        json!({"invocationType": "Install", "invocationTarget": agent.name, "nodeNames": nodes}),
-    )
-    .await;
-    let r = results(&install);
-    assert!(r.values().all(ok), "install: {r:#?}");
-    agent
+    Agent::installed(ns, spec, nodes).await
 }
 
 fn selector(agent: &Agent) -> serde_json::Value {

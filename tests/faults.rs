@@ -836,27 +836,15 @@ fn component_log_lines(needle: &str) -> Vec<String> {
     lines.split_off(skip)
 }
 
-/// A DaemonSet-mode agent at 1.0.0 on `nodes` (as in tests/agent_upgrade.rs).
+/// A DaemonSet-mode agent at 1.0.0 on `nodes`.
 async fn agent_installed(ns: &TestNamespace, nodes: &[String]) -> Agent {
-    let agent = Agent::create(
-        ns,
-        json!({
-            "mode": "DaemonSet",
-            "image": "registry.example.com/telescope",
-            "basicVersion": "1.0.0",
-            "readyTimeoutSeconds": 90,
-        }),
-    )
-    .await;
-    let install = invoke(
-        ns,
-        "install",
-        json!({"invocationType": "Install", "invocationTarget": agent.name, "nodeNames": nodes}),
-    )
-    .await;
-    let r = results(&install);
-    assert!(r.values().all(ok), "install: {r:#?}");
-    agent
+    let spec = json!({
+        "mode": "DaemonSet",
+        "image": "registry.example.com/telescope",
+        "basicVersion": "1.0.0",
+        "readyTimeoutSeconds": 90,
+    });
+    Agent::installed(ns, spec, nodes).await
 }
 
 async fn disk_usage_command(ns: &TestNamespace) {

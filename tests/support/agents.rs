@@ -42,6 +42,21 @@ impl Agent {
         }
     }
 
+    /// Creates the agent and installs it on `nodes` (an Install invocation named
+    /// `install`), asserting every node succeeded.
+    pub async fn installed(ns: &TestNamespace, spec: serde_json::Value, nodes: &[String]) -> Self {
+        let agent = Self::create(ns, spec).await;
+        let install = invoke(
+            ns,
+            "install",
+            json!({"invocationType": "Install", "invocationTarget": agent.name, "nodeNames": nodes}),
+        )
+        .await;
+        let r = results(&install);
+        assert!(r.values().all(ok), "install: {r:#?}");
+        agent
+    }
+
     pub fn label(&self) -> String {
         format!("agent.nodeops.io/{}", self.name)
     }
