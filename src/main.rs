@@ -49,13 +49,56 @@ struct Args {
 enum Sub {
     /// Print the per-node table of an object: `nodeops get KIND NAME -n NAMESPACE`.
     Get {
-        /// Kind: asynccommand (acmd), invoker, nodeagent (nagent), agentinvocation (ainv) or
-        /// agentupgradejob (aupj).
+        /// Kind: asynccommand (acmd), command (ncmd), invoker (ivk), nodeagent (nagent),
+        /// agentinvocation (ainv) or agentupgradejob (aupj).
         kind: String,
         name: String,
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// Print each node's result as it arrives, then the table once the object is
+        /// finished (asynccommand, agentinvocation, agentupgradejob).
+        #[arg(short, long)]
+        watch: bool,
     },
+}
+
+/// Follows one object: each node's final result as it arrives, then its table once it is
+/// finished. Watch errors are retried with backoff (the API server may restart).
+async fn follow<K>(api: kube::Api<K>, name: &str) -> anyhow::Result<String>
+where
+    K: nodeops::view::Follow
+        + kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let start = std::time::Instant::now();
+    let mut printed = BTreeSet::new();
+    let stream = kube::runtime::watcher::watch_object(api, name).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let obj = match event {
+            Ok(Some(obj)) => obj,
+            Ok(None) => anyhow::bail!("{name} does not exist (or was deleted)"),
+            Err(e) => {
+                eprintln!("watch: {e}; retrying");
+                continue;
+            }
+        };
+        for (key, line) in obj.arrived() {
+            if printed.insert(key) {
+                println!("{:>6.1}s  {line}", start.elapsed().as_secs_f64());
+            }
+        }
+        if obj.finished() {
+            return Ok(format!("\n{}", obj.render()));
+        }
+    }
+    anyhow::bail!("the watch of {name} ended")
 }
 
 #[tokio::main]
@@ -65,36 +108,77 @@ async fn main() -> anyhow::Result<()> {
         kind,
         name,
         namespace,
+        watch,
     }) = &args.command
     {
         let client = kube::Client::try_default().await?;
-        let text = match kind.to_lowercase().as_str() {
+        let kind = kind.to_lowercase();
+        let text = match kind.as_str() {
             "asynccommand" | "asynccommands" | "acmd" => {
                 let api: kube::Api<nodeops::api::AsyncCommand> =
                     kube::Api::namespaced(client, namespace);
-                nodeops::view::async_command(&api.get(name).await?)
+                if *watch {
+                    follow(api, name).await?
+                } else {
+                    nodeops::view::async_command(&api.get(name).await?)
+                }
             }
             "agentinvocation" | "agentinvocations" | "ainv" => {
                 let api: kube::Api<nodeops::api::AgentInvocation> =
                     kube::Api::namespaced(client, namespace);
-                nodeops::view::agent_invocation(&api.get(name).await?)
+                if *watch {
+                    follow(api, name).await?
+                } else {
+                    nodeops::view::agent_invocation(&api.get(name).await?)
+                }
             }
             "agentupgradejob" | "agentupgradejobs" | "aupj" => {
                 let api: kube::Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> =
                     kube::Api::namespaced(client, namespace);
-                nodeops::view::agent_upgrade_job(&api.get(name).await?)
+                if *watch {
+                    follow(api, name).await?
+                } else {
+                    nodeops::view::agent_upgrade_job(&api.get(name).await?)
+                }
             }
+            _ if *watch => anyhow::bail!(
+                "nodeops get --watch: follows asynccommand, agentinvocation and agentupgradejob, not {kind:?}"
+            ),
             "nodeagent" | "nodeagents" | "nagent" => {
                 let api: kube::Api<nodeops::api::NodeAgent> = kube::Api::all(client);
                 nodeops::view::node_agent(&api.get(name).await?)
             }
-            "invoker" | "invokers" => {
+            "invoker" | "invokers" | "ivk" => {
                 let api: kube::Api<nodeops::api::Invoker> =
+                    kube::Api::namespaced(client.clone(), namespace);
+                let inv = api.get(name).await?;
+                let mut text = nodeops::view::invoker(&inv);
+                // The runs are AsyncCommands: the latest one's per-node table.
+                let latest = inv
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.recent_runs.iter().max_by_key(|r| r.scheduled_time.0));
+                if let Some(run) = latest {
+                    let runs: kube::Api<nodeops::api::AsyncCommand> =
+                        kube::Api::namespaced(client, namespace);
+                    if let Some(ac) = runs.get_opt(&run.async_command).await? {
+                        text.push_str("\nlatest run, per node:\n");
+                        text.push_str(&nodeops::view::async_command(&ac));
+                    }
+                }
+                text
+            }
+            "command" | "commands" | "ncmd" => {
+                let api: kube::Api<nodeops::api::Command> =
+                    kube::Api::namespaced(client.clone(), namespace);
+                let cmd = api.get(name).await?;
+                let runs: kube::Api<nodeops::api::AsyncCommand> =
                     kube::Api::namespaced(client, namespace);
-                nodeops::view::invoker(&api.get(name).await?)
+                let runs = runs.list(&Default::default()).await?.items;
+                nodeops::view::command(&cmd, &runs)
             }
             other => anyhow::bail!(
-                "nodeops get: unknown kind {other:?}; known: asynccommand, invoker, nodeagent, agentinvocation, agentupgradejob"
+                "nodeops get: unknown kind {other:?}; known: asynccommand, command, invoker, nodeagent, agentinvocation, agentupgradejob"
             ),
         };
         print!("{text}");

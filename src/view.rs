@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::api::agent_invocation::{InvocationPhase, RetStatus};
 use crate::api::agent_upgrade_job::AgentUpgradeJob;
-use crate::api::{AgentInvocation, AsyncCommand, Invoker, NodeAgent};
+use crate::api::{AgentInvocation, AsyncCommand, Command, Invoker, NodeAgent};
 
 /// Characters of output shown per node.
 const PREVIEW: usize = 48;
@@ -274,6 +274,185 @@ pub fn invoker(obj: &Invoker) -> String {
     out
 }
 
+/// A Command (a template: it runs only through AsyncCommands and Invokers): whether it is
+/// usable, its parameters, and the AsyncCommands that ran it, newest first, with how each
+/// went. `runs` are the namespace's AsyncCommands; those naming another Command are left out.
+pub fn command(obj: &Command, runs: &[AsyncCommand]) -> String {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let ready = obj
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .find(|c| c.type_ == crate::conditions::READY)
+        .map(|c| format!("{} ({}: {})", c.status, c.reason, c.message))
+        .unwrap_or_else(|| "no status yet".into());
+    let params = obj
+        .status
+        .as_ref()
+        .map(|s| s.parameters.join(", "))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "Command {name}  {:?}  timeout {}s  ready {ready}\nparameters: {params}\n",
+        obj.spec.interpreter, obj.spec.timeout_seconds
+    );
+    let mut mine: Vec<&AsyncCommand> = runs
+        .iter()
+        .filter(|r| r.spec.command_ref.as_deref() == Some(name.as_str()))
+        .collect();
+    mine.sort_by_key(|r| {
+        std::cmp::Reverse((
+            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            r.metadata.name.clone(),
+        ))
+    });
+    let rows: Vec<Vec<String>> = mine
+        .iter()
+        .map(|r| {
+            let s = r.status.as_ref();
+            vec![
+                r.metadata.name.clone().unwrap_or_default(),
+                r.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.map(|s| format!("{:?}", s.phase))
+                    .unwrap_or_else(|| "-".into()),
+                s.and_then(|s| s.progress.clone())
+                    .unwrap_or_else(|| "-".into()),
+                s.map(|s| s.failed.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["ASYNCCOMMAND", "CREATED", "PHASE", "SUCCEEDED", "FAILED"],
+        &rows,
+    ));
+    if let Some(latest) = mine.first() {
+        out.push_str("\nlatest run, per node:\n");
+        out.push_str(&async_command(latest));
+    }
+    out
+}
+
+/// What `nodeops get --watch` needs of a kind: one line per node (or instance) whose result
+/// is final, keyed so each is printed once as it arrives, whether the object is finished,
+/// and its full table.
+pub trait Follow {
+    fn arrived(&self) -> Vec<(String, String)>;
+    fn finished(&self) -> bool;
+    fn render(&self) -> String;
+}
+
+impl Follow for AsyncCommand {
+    fn arrived(&self) -> Vec<(String, String)> {
+        self.status
+            .iter()
+            .flat_map(|s| s.cmd_jobs.iter())
+            .filter(|e| e.phase.is_final())
+            .map(|e| {
+                let line = format!(
+                    "{}  {:?}  exit {}  {}  {}",
+                    e.node_name,
+                    e.phase,
+                    e.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.reason.as_deref().unwrap_or("-"),
+                    preview(e.output.as_deref().or(e.message.as_deref()))
+                );
+                (e.node_name.clone(), line)
+            })
+            .collect()
+    }
+    fn finished(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            matches!(
+                s.phase,
+                crate::api::async_command::CommandPhase::Succeeded
+                    | crate::api::async_command::CommandPhase::Failed
+                    | crate::api::async_command::CommandPhase::Invalid
+            ) && s.observed_generation == self.metadata.generation
+        })
+    }
+    fn render(&self) -> String {
+        async_command(self)
+    }
+}
+
+impl Follow for AgentInvocation {
+    fn arrived(&self) -> Vec<(String, String)> {
+        self.status
+            .iter()
+            .flat_map(|s| s.invocations.iter())
+            .filter(|e| {
+                matches!(
+                    e.phase,
+                    InvocationPhase::Succeeded | InvocationPhase::Failed
+                )
+            })
+            .map(|e| {
+                let line = format!(
+                    "{}  {:?}  {} -> {}  {}  {}",
+                    e.instance_id,
+                    e.phase,
+                    e.version_before.as_deref().unwrap_or("-"),
+                    e.version_after.as_deref().unwrap_or("-"),
+                    e.error_code.as_deref().unwrap_or("-"),
+                    e.error_message
+                        .as_deref()
+                        .or(e.message.as_deref())
+                        .unwrap_or("")
+                );
+                (e.invocation_id.clone(), line)
+            })
+            .collect()
+    }
+    fn finished(&self) -> bool {
+        use crate::api::agent_invocation::AgentInvocationPhase as P;
+        self.status.as_ref().is_some_and(|s| {
+            matches!(s.phase, P::Succeeded | P::Failed | P::Invalid)
+                && s.observed_generation == self.metadata.generation
+        })
+    }
+    fn render(&self) -> String {
+        agent_invocation(self)
+    }
+}
+
+impl Follow for AgentUpgradeJob {
+    fn arrived(&self) -> Vec<(String, String)> {
+        use crate::api::agent_upgrade_job::AgentUpgradeState as S;
+        self.status
+            .iter()
+            .flat_map(|s| s.agents.iter())
+            .filter(|a| !matches!(a.status, S::Pending | S::Running) || self.spec.simulated)
+            .map(|a| {
+                let line = format!(
+                    "{}  {:?}  {} -> {}  {}",
+                    a.node_name.as_deref().unwrap_or(&a.agent_uuid),
+                    a.status,
+                    a.old_version.as_deref().unwrap_or("-"),
+                    a.new_version.as_deref().unwrap_or("-"),
+                    a.error.as_deref().unwrap_or("")
+                );
+                // Keyed by state too: a Failed agent that is rolled back arrives again.
+                (format!("{}/{:?}", a.agent_uuid, a.status), line)
+            })
+            .collect()
+    }
+    fn finished(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.completed_at.is_some())
+    }
+    fn render(&self) -> String {
+        agent_upgrade_job(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +491,74 @@ mod tests {
                 .nth(2)
                 .is_some_and(|l| l.contains("nightly-29400000") && l.contains("Succeeded")),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn command_lists_its_runs_newest_first_and_the_latest_per_node() {
+        let cmd: Command = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "disk"},
+            "spec": {"content": "df {{path}}", "enableParameters": true},
+            "status": {"parameters": ["path"], "conditions": [{"type": "Ready", "status": "True",
+                "reason": "Valid", "message": "1 parameter(s)", "lastTransitionTime": "2026-11-26T01:00:00Z"}]}
+        }))
+        .expect("command");
+        let run = |name: &str, created: &str, cmd_ref: &str| -> AsyncCommand {
+            serde_json::from_value(json!({
+                "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+                "metadata": {"name": name, "creationTimestamp": created},
+                "spec": {"commandRef": cmd_ref, "nodeNames": ["n1"]},
+                "status": {"phase": "Succeeded", "progress": "1/1", "cmdJobs": [
+                    {"nodeName": "n1", "phase": "Succeeded", "exitCode": 0, "jobId": "j", "output": format!("{name} done")}]}
+            }))
+            .expect("run")
+        };
+        let runs = [
+            run("older", "2026-11-26T01:00:00Z", "disk"),
+            run("other", "2026-11-26T03:00:00Z", "uptime"),
+            run("newer", "2026-11-26T02:00:00Z", "disk"),
+        ];
+        let text = command(&cmd, &runs);
+        assert!(text.contains("parameters: path"), "{text}");
+        assert!(text.contains("ready True (Valid"), "{text}");
+        let newer = text.find("newer").expect("newer listed");
+        let older = text.find("older").expect("older listed");
+        assert!(newer < older, "newest first: {text}");
+        assert!(!text.contains("other"), "another Command's run: {text}");
+        assert!(
+            text.contains("newer done"),
+            "the latest run's nodes: {text}"
+        );
+    }
+
+    #[test]
+    fn follow_reports_each_final_node_once_and_when_finished() {
+        let mut obj: AsyncCommand = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "c", "generation": 1},
+            "spec": {"command": "uptime", "nodeNames": ["n1", "n2"]},
+            "status": {"observedGeneration": 1, "phase": "Running", "cmdJobs": [
+                {"nodeName": "n1", "phase": "Failed", "exitCode": 2, "reason": "ExitCode", "jobId": "j1", "output": "boom"},
+                {"nodeName": "n2", "phase": "Running", "jobId": "j2"}]}
+        }))
+        .expect("object");
+        let first = obj.arrived();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].0, "n1");
+        assert!(
+            first[0].1.contains("exit 2") && first[0].1.contains("boom"),
+            "{first:?}"
+        );
+        assert!(!obj.finished());
+        let s = obj.status.as_mut().expect("status");
+        s.cmd_jobs[1].phase = crate::api::async_command::NodePhase::Succeeded;
+        s.phase = crate::api::async_command::CommandPhase::Failed;
+        assert_eq!(obj.arrived().len(), 2);
+        assert!(obj.finished());
+        obj.metadata.generation = Some(2);
+        assert!(
+            !obj.finished(),
+            "a status of an older generation is not final"
         );
     }
 

@@ -189,6 +189,12 @@ async fn daemonset_agent_install_update_rollback_retry() {
         expected.insert(n, "3.3.0".into());
     }
     assert_eq!(agent.versions().await, expected);
+    assert_eq!(
+        agent.kubectl_versions(),
+        expected,
+        "kubectl get nodes -L {} shows what the invocations set",
+        agent.label()
+    );
 
     // The NodeAgent reports the fleet.
     let a = wait_for(

@@ -61,8 +61,14 @@ fn done(j: &AgentUpgradeJob) -> bool {
 }
 
 /// Counts child invocations in flight (created, not final) from a watch of every change,
-/// and records the highest count seen.
-fn track_in_flight(ns: &TestNamespace) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+/// and records the highest count seen. The task ends with an error when the watch breaks:
+/// a count that missed transitions proves nothing.
+fn track_in_flight(
+    ns: &TestNamespace,
+) -> (
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
     let max = Arc::new(AtomicUsize::new(0));
     let seen = max.clone();
     let api: Api<AgentInvocation> = ns.api();
@@ -75,7 +81,8 @@ fn track_in_flight(ns: &TestNamespace) -> (Arc<AtomicUsize>, tokio::task::JoinHa
         )
         .applied_objects();
         futures::pin_mut!(stream);
-        while let Some(Ok(inv)) = stream.next().await {
+        while let Some(event) = stream.next().await {
+            let inv = event.map_err(|e| format!("the watch of the children broke: {e}"))?;
             let name = inv.name_any();
             let finished = inv
                 .status
@@ -95,6 +102,7 @@ fn track_in_flight(ns: &TestNamespace) -> (Arc<AtomicUsize>, tokio::task::JoinHa
             }
             seen.fetch_max(in_flight.len(), Ordering::SeqCst);
         }
+        Err("the watch of the children ended".to_string())
     });
     (max, handle)
 }
@@ -218,6 +226,11 @@ async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
         .collect();
     assert_eq!(per_node.len(), 50);
     assert!(kids.iter().all(|c| results(c).values().all(ok)));
+    assert!(
+        !watch.is_finished(),
+        "the in-flight count is incomplete: {:?}",
+        watch.await
+    );
     watch.abort();
     let max = max_in_flight.load(Ordering::SeqCst);
     assert!(max <= 5, "{max} upgrades in flight at once");
@@ -252,7 +265,9 @@ async fn failures_past_max_failures_stop_the_rollout() {
     install_crds(&ns.client).await;
     let _op = Operator::start(&ns.name, &[]);
     let nodes = node_names(61..=70);
-    // The new version's pod never becomes Ready on two canary nodes.
+    // The new version's pod never becomes Ready on the two canary nodes. One at a time, so
+    // the outcome is exact: the first failure is tolerated (maxFailures 1) and the second
+    // node starts; its failure stops the rollout before a third starts.
     let agent = installed(
         &ns,
         &nodes,
@@ -263,7 +278,7 @@ async fn failures_past_max_failures_stop_the_rollout() {
     let api = start_job(
         &ns,
         json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
-               "maxConcurrency": 2, "maxFailures": 1, "canaryNodes": ["node-0061", "node-0062"]}),
+               "maxConcurrency": 1, "maxFailures": 1, "canaryNodes": ["node-0061", "node-0062"]}),
     )
     .await;
     let job = wait_for(&api, "upgrade", FINISH, "the rollout stopped", done).await;
@@ -398,4 +413,93 @@ async fn pause_holds_the_rollout_and_resume_finishes_it() {
     assert_eq!(s.status, UpgradeJobState::Success);
     assert_eq!(s.progress.as_deref(), Some("10/10"));
     assert!(agent.versions().await.values().all(|v| v == "2.0.0"));
+}
+
+#[tokio::test]
+async fn agents_named_by_uuid_and_failed_nodes_rolled_back() {
+    let ns = TestNamespace::new("aup-uuid").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let nodes = node_names(81..=86);
+    // 2.0.0 never becomes Ready on node-0082.
+    let agent = installed(
+        &ns,
+        &nodes,
+        json!({"podAnnotations": {"sim.nodeops.io/unready-node-0082-2.0.0": "true"},
+               "readyTimeoutSeconds": 20}),
+    )
+    .await;
+    // The agents' UUIDs as the NodeAgent reports them.
+    let a = wait_for(
+        &agent.api(),
+        &agent.name,
+        FINISH,
+        "the NodeAgent lists its agents",
+        |a: &nodeops::api::NodeAgent| a.status.as_ref().is_some_and(|s| s.agents.len() == 6),
+    )
+    .await;
+    let uuid: BTreeMap<String, String> = a
+        .status
+        .expect("status")
+        .agents
+        .into_iter()
+        .map(|i| (i.node_name, i.agent_uuid))
+        .collect();
+    let chosen = ["node-0081", "node-0082", "node-0083"];
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 3, "maxFailures": 3,
+               "rollbackOnFailure": true,
+               "agents": chosen.iter().map(|n| uuid[*n].clone()).chain(["5f0c4b7e-0000-5000-8000-000000000000".to_string()]).collect::<Vec<_>>()}),
+    )
+    .await;
+    let job = wait_for(&api, "upgrade", FINISH, "the rollout finished", done).await;
+    let s = job.status.expect("status");
+    assert_eq!(s.status, UpgradeJobState::Failed, "one node failed: {s:#?}");
+    let by_node: BTreeMap<String, _> = s
+        .agents
+        .iter()
+        .filter_map(|a| Some((a.node_name.clone()?, a.clone())))
+        .collect();
+    for n in ["node-0081", "node-0083"] {
+        let a = &by_node[n];
+        assert_eq!(
+            (a.status, a.agent_uuid.as_str(), a.new_version.as_deref()),
+            (AgentUpgradeState::Success, uuid[n].as_str(), Some("2.0.0")),
+            "{a:?}"
+        );
+    }
+    let failed = &by_node["node-0082"];
+    assert_eq!(failed.status, AgentUpgradeState::RolledBack, "{failed:?}");
+    assert_eq!(failed.new_version.as_deref(), Some("1.0.0"));
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("AgentNotReady")),
+        "{failed:?}"
+    );
+    let unknown = s
+        .agents
+        .iter()
+        .find(|a| a.node_name.is_none())
+        .expect("the unknown UUID is reported");
+    assert_eq!(unknown.status, AgentUpgradeState::Skipped);
+    assert!(
+        unknown
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("AgentNotFound"))
+    );
+    let mut expected: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|n| (n.clone(), "1.0.0".to_string()))
+        .collect();
+    expected.insert("node-0081".into(), "2.0.0".into());
+    expected.insert("node-0083".into(), "2.0.0".into());
+    assert_eq!(
+        agent.versions().await,
+        expected,
+        "the failed node is back at 1.0.0; nodes not named are untouched"
+    );
 }

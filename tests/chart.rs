@@ -19,7 +19,7 @@ use kube::api::{Patch, PatchParams};
 use nodeops::api::NodeAgent;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{TestNamespace, install_crds, kubeconfig_path, repo_root};
+use support::{TestNamespace, install_crds, kubeconfig_path, kubectl_bin, repo_root};
 
 const CHART: &str = "charts/nodeops";
 const LABELS: [&str; 5] = [
@@ -87,14 +87,7 @@ fn helm(args: &[&str]) -> Run {
 
 /// kubectl (from hack/k8s-binaries.sh) against the local control plane, which must succeed.
 fn kubectl(args: &[&str]) -> Run {
-    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
-    let bin = KUBECTL.get_or_init(|| {
-        let out = Process::new(repo_root().join("hack/k8s-binaries.sh"))
-            .arg("dir")
-            .output()
-            .expect("hack/k8s-binaries.sh dir");
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
-    });
+    let bin = kubectl_bin();
     let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
     let mut all = vec!["--kubeconfig", &kubeconfig];
     all.extend_from_slice(args);

@@ -1,6 +1,7 @@
 //! The operator runs with only the permissions of `config/rbac/` (its ServiceAccount's
-//! token, not the admin certificate): an AsyncCommand, a Command and an Invoker all work,
-//! and the log holds no forbidden error.
+//! token, not the admin certificate): an AsyncCommand, a Command, an Invoker, a NodeAgent
+//! with its install, update and DaemonSet clean-up, and an AgentUpgradeJob all work, and
+//! the log holds no forbidden error.
 
 mod support;
 
@@ -10,17 +11,14 @@ use std::time::Duration;
 use kube::Api;
 use nodeops::api::{AsyncCommand, Invoker};
 use serde_json::json;
+use support::agents::{Agent, invoke, ok, results};
 use support::{
-    Operator, TestNamespace, apply, finished, install_crds, kubeconfig_path, repo_root, wait_for,
+    Operator, TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl_bin,
+    repo_root, wait_for,
 };
 
 fn kubectl(args: &[&str]) -> String {
-    let bin = Process::new(repo_root().join("hack/k8s-binaries.sh"))
-        .arg("dir")
-        .output()
-        .expect("binaries dir");
-    let dir = String::from_utf8_lossy(&bin.stdout).trim().to_string();
-    let out = Process::new(format!("{dir}/kubectl"))
+    let out = Process::new(kubectl_bin())
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
         .args(args)
@@ -199,6 +197,67 @@ async fn operator_needs_no_more_than_its_cluster_role() {
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True")
     );
+
+    // The agent paths: DaemonSets created and deleted, Node labels, child invocations.
+    let nodes: Vec<String> = (10..=12).map(|i| format!("node-{i:04}")).collect();
+    let agent = Agent::installed(
+        &ns,
+        json!({"mode": "DaemonSet", "image": "registry.example.com/telescope",
+               "basicVersion": "1.0.0", "advanceVersion": "2.0.0", "readyTimeoutSeconds": 60}),
+        &nodes,
+    )
+    .await;
+    let update = invoke(
+        &ns,
+        "update",
+        json!({"invocationType": "Update", "invocationTarget": agent.name,
+               "versionType": "AdvanceVersion", "nodeNames": [nodes[0]]}),
+    )
+    .await;
+    assert!(results(&update).values().all(ok), "{update:?}");
+    let jobs: Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> = ns.api();
+    apply(
+        &jobs,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "rest"},
+               "spec": {"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 2,
+                        "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}}}),
+    )
+    .await;
+    let upgraded = wait_for(
+        &jobs,
+        "rest",
+        Duration::from_secs(180),
+        "the upgrade",
+        |j: &nodeops::api::agent_upgrade_job::AgentUpgradeJob| {
+            j.status.as_ref().is_some_and(|s| s.completed_at.is_some())
+        },
+    )
+    .await;
+    let states: Vec<_> = upgraded
+        .status
+        .expect("status")
+        .agents
+        .iter()
+        .map(|a| format!("{:?}", a.status))
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "Success").count(),
+        2,
+        "two upgraded, one already current: {states:?}"
+    );
+    assert!(agent.versions().await.values().all(|v| v == "2.0.0"));
+    // No node runs 1.0.0 any more: its DaemonSet is deleted.
+    let dss: Api<k8s_openapi::api::apps::v1::DaemonSet> = ns.api();
+    let old = format!("{}-1.0.0", agent.name);
+    let mut gone = false;
+    for _ in 0..100 {
+        if dss.get_opt(&old).await.expect("get DaemonSet").is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(gone, "DaemonSet {old} is still there");
 
     let log = op.log();
     for needle in ["forbidden", "Forbidden"] {

@@ -65,7 +65,32 @@ impl Agent {
         Api::all(self.client.clone())
     }
 
-    /// `kubectl get nodes -L agent.nodeops.io/<agent>`, as node -> version.
+    /// What `kubectl get nodes -L agent.nodeops.io/<agent>` prints, run for real, as
+    /// node -> version for the nodes that have the label.
+    pub fn kubectl_versions(&self) -> BTreeMap<String, String> {
+        let label = self.label();
+        let out = std::process::Command::new(super::kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(super::kubeconfig_path())
+            .args(["get", "nodes", "--no-headers", "-L", &label])
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl get nodes -L {label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // NAME STATUS ROLES AGE VERSION <label column>; an empty column for unlabelled nodes.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                (cols.len() == 6).then(|| (cols[0].to_string(), cols[5].to_string()))
+            })
+            .collect()
+    }
+
+    /// The nodes labelled with the agent's version, as node -> version (through the API).
     pub async fn versions(&self) -> BTreeMap<String, String> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         nodes

@@ -19,6 +19,18 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The kubectl that hack/k8s-binaries.sh built (the control plane's own version).
+pub fn kubectl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = std::process::Command::new(repo_root().join("hack/k8s-binaries.sh"))
+            .arg("dir")
+            .output()
+            .expect("hack/k8s-binaries.sh dir");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
+    })
+}
+
 /// The admin kubeconfig of the local control plane: `$NODEOPS_TEST_KUBECONFIG`, else
 /// `.local-cluster/kubeconfig`, bringing the cluster up (under a lock, so parallel test
 /// binaries start it once) when it is not there.

@@ -28,7 +28,7 @@ use tracing::{Instrument, info_span, warn};
 use super::{Context, FIELD_MANAGER, RETRY_AFTER};
 use crate::agent::{AGENT_LABEL, AGENT_VERSION_LABEL, label_key, pod_ready};
 use crate::api::agent_invocation::{
-    AgentInvocationPhase, InstanceAction, InvocationPhase, InvocationType, RemoteInstallHost,
+    AgentInvocationPhase, InstanceAction, InvocationPhase, InvocationType,
 };
 use crate::api::{AgentInvocation, Command, NodeAgent};
 use crate::engine::OWNER_NAME_ANNOTATION;
@@ -189,7 +189,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
     };
 
     let sources = sources(&obj, &ctx).await?;
-    let remote_hosts = remote_hosts(&obj, &sources);
+    let remote_hosts = plan::remote_hosts(&obj, &sources);
     let (installer_cmd, installer) = installer(base, &agent, &obj).await?;
     let (remote_cmd, remote_installer) = remote_installer(base, &agent, &obj).await?;
     let job_list = list_jobs(base, &obj, &agent).await?;
@@ -370,14 +370,10 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
 /// Earlier instances named by a Rollback or Retry, from the cache, or from the API when
 /// the cache does not have one yet.
 async fn sources(obj: &AgentInvocation, ctx: &Ctx) -> Result<BTreeMap<String, Source>, Error> {
-    let wanted: BTreeSet<String> = match obj.spec.invocation_type {
-        InvocationType::Rollback | InvocationType::Retry
-            if obj.status.as_ref().is_none_or(|s| s.invocations.is_empty()) =>
-        {
-            obj.spec.invocation_ids.iter().flatten().cloned().collect()
-        }
-        _ => return Ok(BTreeMap::new()),
-    };
+    let wanted = plan::wanted_sources(obj);
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let ns = obj.namespace().unwrap_or_default();
     let collect = |items: &mut dyn Iterator<Item = AgentInvocation>| {
         let mut found = BTreeMap::new();
@@ -418,41 +414,6 @@ async fn sources(obj: &AgentInvocation, ctx: &Ctx) -> Result<BTreeMap<String, So
         .await
         .map_err(Error::ListInvocations)?;
     Ok(collect(&mut list.items.into_iter()))
-}
-
-/// The remote host of each RemoteInstall instance (from the spec, or for a Retry from the
-/// source invocation's spec), by invocation id.
-fn remote_hosts(
-    obj: &AgentInvocation,
-    sources: &BTreeMap<String, Source>,
-) -> BTreeMap<String, RemoteInstallHost> {
-    let uid = obj.metadata.uid.clone().unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for host in obj.spec.remote_install_meta.iter().flatten() {
-        let id = crate::agent::invocation_id(&uid, &format!("remote/{}", host.remote_ip));
-        out.insert(id, host.clone());
-    }
-    let retried: Vec<_> = obj
-        .status
-        .iter()
-        .flat_map(|s| s.invocations.iter())
-        .filter_map(|e| Some((e.invocation_id.clone(), e.source_invocation_id.clone()?)))
-        .collect();
-    for (id, source) in retried {
-        if let Some(remote) = sources.get(&source).and_then(|s| s.remote.clone()) {
-            out.insert(id, remote);
-        }
-    }
-    // Before the first status write the ids are not recorded yet: derive them.
-    if obj.spec.invocation_type == InvocationType::Retry {
-        for (source_id, source) in sources {
-            if let Some(remote) = &source.remote {
-                let id = crate::agent::invocation_id(&uid, &format!("retry/{source_id}"));
-                out.entry(id).or_insert_with(|| remote.clone());
-            }
-        }
-    }
-    out
 }
 
 fn needs(

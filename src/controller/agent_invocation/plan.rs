@@ -114,6 +114,69 @@ pub struct Plan {
     pub requeue: Option<Duration>,
 }
 
+/// The earlier instances a Rollback or Retry still needs, by invocation id.
+///
+/// Before the first status write every one named in the spec (the plan builds the
+/// instances from them); afterwards the sources of instances not final yet, because a
+/// retried RemoteInstall's host (user, port, Secret) lives only in its source's spec.
+pub fn wanted_sources(obj: &AgentInvocation) -> BTreeSet<String> {
+    if !matches!(
+        obj.spec.invocation_type,
+        InvocationType::Rollback | InvocationType::Retry
+    ) {
+        return BTreeSet::new();
+    }
+    match &obj.status {
+        Some(s) if !s.invocations.is_empty() => s
+            .invocations
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e.phase,
+                    InvocationPhase::Succeeded | InvocationPhase::Failed
+                ) && e.action == Some(InstanceAction::RemoteInstall)
+            })
+            .filter_map(|e| e.source_invocation_id.clone())
+            .collect(),
+        _ => obj.spec.invocation_ids.iter().flatten().cloned().collect(),
+    }
+}
+
+/// The remote host of each RemoteInstall instance (from the spec, or for a Retry from the
+/// source invocation's spec), by invocation id.
+pub fn remote_hosts(
+    obj: &AgentInvocation,
+    sources: &BTreeMap<String, Source>,
+) -> BTreeMap<String, RemoteInstallHost> {
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for host in obj.spec.remote_install_meta.iter().flatten() {
+        let id = crate::agent::invocation_id(&uid, &format!("remote/{}", host.remote_ip));
+        out.insert(id, host.clone());
+    }
+    let retried: Vec<_> = obj
+        .status
+        .iter()
+        .flat_map(|s| s.invocations.iter())
+        .filter_map(|e| Some((e.invocation_id.clone(), e.source_invocation_id.clone()?)))
+        .collect();
+    for (id, source) in retried {
+        if let Some(remote) = sources.get(&source).and_then(|s| s.remote.clone()) {
+            out.insert(id, remote);
+        }
+    }
+    // Before the first status write the ids are not recorded yet: derive them.
+    if obj.spec.invocation_type == InvocationType::Retry {
+        for (source_id, source) in sources {
+            if let Some(remote) = &source.remote {
+                let id = crate::agent::invocation_id(&uid, &format!("retry/{source_id}"));
+                out.entry(id).or_insert_with(|| remote.clone());
+            }
+        }
+    }
+    out
+}
+
 /// The instances the spec asks for, as fresh Pending entries (or immediate failures that
 /// the spec and the sources alone decide).
 pub fn instances(obj: &AgentInvocation, world: &World) -> Vec<InvocationResult> {
@@ -229,12 +292,27 @@ pub fn instances(obj: &AgentInvocation, world: &World) -> Vec<InvocationResult> 
                     }
                 } else {
                     e.target_version = src.target_version.clone();
-                    (src.phase != InvocationPhase::Failed).then(|| {
-                        (
+                    let versioned = matches!(
+                        src_action,
+                        InstanceAction::Install | InstanceAction::Update | InstanceAction::Rollback
+                    );
+                    if src.phase != InvocationPhase::Failed {
+                        Some((
                             ErrorCode::NothingToRetry,
                             format!("invocation {id} is {:?}, not Failed", src.phase),
-                        )
-                    })
+                        ))
+                    } else if versioned && src.target_version.is_none() {
+                        // A failed Rollback with nothing to roll back to has no version.
+                        Some((
+                            ErrorCode::NothingToRetry,
+                            format!(
+                                "invocation {id} failed before it had a version to install ({})",
+                                src.error_code.as_deref().unwrap_or("no error code")
+                            ),
+                        ))
+                    } else {
+                        None
+                    }
                 };
                 out.push(match refusal {
                     Some((code, message)) => refuse(e, code, message, world.now),
@@ -786,8 +864,9 @@ pub fn stalled(
     let generation = obj.metadata.generation;
     let mut status = AgentInvocationStatus {
         observed_generation: generation,
+        // Nothing started: the spec cannot be acted on (yet). Started instances keep theirs.
         phase: if prev.invocations.is_empty() {
-            AgentInvocationPhase::Pending
+            AgentInvocationPhase::Invalid
         } else {
             prev.phase
         },

@@ -121,6 +121,14 @@ pub fn agents(job: &AgentUpgradeJob, world: &World) -> Vec<AgentUpgrade> {
             status: S::Pending,
             ..Default::default()
         };
+        if let Some(child) = world.upgrades.get(node) {
+            // Created before a crash that lost the first status: the node was chosen then,
+            // and its label may already show the target. The child knows the version before.
+            if let Some(before) = child.result.as_ref().and_then(|r| r.version_before.clone()) {
+                a.old_version = Some(before);
+            }
+            return a;
+        }
         if n.version.as_deref() == Some(target.as_str()) {
             a.status = S::Current;
         } else if !n.ready {

@@ -697,3 +697,90 @@ fn a_node_another_invocation_is_changing_is_refused() {
     );
     assert_eq!(e["n4"].phase, P::Running);
 }
+
+#[test]
+fn a_retried_remote_install_finds_its_host_on_every_reconcile() {
+    let host: RemoteInstallHost = serde_json::from_value(json!({
+        "remoteIp": "10.0.0.5", "userName": "root", "port": 2222,
+        "credentialsSecretRef": {"name": "s"},
+    }))
+    .expect("host");
+    let (id, mut src) = source(
+        "r",
+        "10.0.0.5",
+        InstanceAction::RemoteInstall,
+        P::Failed,
+        None,
+        "3.2.1",
+    );
+    src.result.remote_ip = Some("10.0.0.5".into());
+    src.remote = Some(host.clone());
+    let obj = invocation(json!({"invocationType": "Retry", "invocationIds": ["r"]}));
+    assert_eq!(wanted_sources(&obj), BTreeSet::from(["r".to_string()]));
+    let mut w = world("DaemonSet");
+    w.agent.remote_install_host = Some("n1".into());
+    w.remote_installer = Some(Installer::Usable);
+    w.sources = BTreeMap::from([(id, src)]);
+
+    let p1 = plan(&obj, &w);
+    assert_eq!(p1.status.invocations[0].phase, P::Running);
+    let mut next = obj.clone();
+    next.status = Some(p1.status.clone());
+    // The Job is created on the next reconcile: the host's user, port and Secret are only
+    // in the source's spec, so the source is still needed then.
+    assert_eq!(wanted_sources(&next), BTreeSet::from(["r".to_string()]));
+    let p2 = plan(&next, &w);
+    let [Effect::CreateJob { invocation_id }] = p2.effects.as_slice() else {
+        panic!("one Job expected, got {:?}", p2.effects);
+    };
+    assert_eq!(
+        remote_hosts(&next, &w.sources).get(invocation_id),
+        Some(&host)
+    );
+
+    let mut finished = next.clone();
+    let mut status = p2.status.clone();
+    status.invocations[0].phase = P::Failed;
+    finished.status = Some(status);
+    assert!(
+        wanted_sources(&finished).is_empty(),
+        "final: nothing to read"
+    );
+}
+
+#[test]
+fn retrying_a_failure_without_a_version_is_refused() {
+    let obj = invocation(json!({"invocationType": "Retry", "invocationIds": ["f"]}));
+    let (id, mut src) = source("f", "n1", InstanceAction::Rollback, P::Failed, None, "x");
+    src.result.target_version = None;
+    src.result.error_code = Some("invocationmgr.0006".into());
+    let mut w = world("DaemonSet");
+    w.sources = BTreeMap::from([(id, src)]);
+    let e = &plan(&obj, &w).status.invocations[0];
+    assert_eq!(e.reason.as_deref(), Some("NothingToRetry"));
+    assert!(
+        e.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("invocationmgr.0006")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_invocation_of_a_missing_agent_is_invalid_until_it_exists() {
+    let obj = invocation(json!({"invocationType": "Install", "nodeNames": ["n1"]}));
+    let s = stalled(
+        &obj,
+        "AgentNotFound",
+        "NodeAgent telescope does not exist",
+        now(),
+    );
+    assert_eq!(s.phase, AgentInvocationPhase::Invalid);
+    assert!(conditions::is_true(&s.conditions, STALLED));
+    let mut seen = obj.clone();
+    seen.status = Some(s);
+    // The agent appears: the next plan starts the instances.
+    let p = plan(&seen, &world("DaemonSet"));
+    assert_eq!(p.status.phase, AgentInvocationPhase::Running);
+    assert!(!conditions::is_true(&p.status.conditions, STALLED));
+}

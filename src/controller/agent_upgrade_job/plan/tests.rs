@@ -364,3 +364,46 @@ fn state_machine_is_exhaustively_well_formed() {
         }
     }
 }
+
+#[test]
+fn a_restart_before_the_first_status_adopts_children_whose_nodes_already_changed() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 2}));
+    let mut w = world();
+    // The children of n1 and n2 were created, then the operator died before the job's
+    // first status write. n1's child already moved the label to the target and failed
+    // its readiness check; n2's is still running with the label changed.
+    w.nodes.get_mut("n1").expect("n1").version = Some("2.0.0".into());
+    w.nodes.get_mut("n2").expect("n2").version = Some("2.0.0".into());
+    w.upgrades.insert(
+        "n1".into(),
+        result(InvocationPhase::Failed, "1.0.0", "1.0.0"),
+    );
+    let mut n2 = result(InvocationPhase::Running, "1.0.0", "2.0.0");
+    n2.result.as_mut().expect("result").version_after = None;
+    w.upgrades.insert("n2".into(), n2);
+    let p = plan(&j, &w);
+    assert!(
+        p.effects.is_empty(),
+        "both slots are taken: {:?}",
+        p.effects
+    );
+    let by_node: BTreeMap<String, AgentUpgrade> = p
+        .status
+        .agents
+        .iter()
+        .map(|a| (a.node_name.clone().unwrap_or_default(), a.clone()))
+        .collect();
+    assert_eq!(
+        by_node["n1"].status,
+        S::Failed,
+        "not Current: its child failed"
+    );
+    assert_eq!(by_node["n1"].old_version.as_deref(), Some("1.0.0"));
+    assert_eq!(by_node["n2"].status, S::Running);
+    assert_eq!(by_node["n2"].old_version.as_deref(), Some("1.0.0"));
+    assert_eq!(
+        by_node["n7"].status,
+        S::Current,
+        "no child: decided by its label"
+    );
+}
