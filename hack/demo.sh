@@ -19,6 +19,12 @@ kubectl wait --for=condition=Established crd -l app.kubernetes.io/part-of=nodeop
 step "operator"
 cargo build -q --bins
 pidfile=.local-cluster/run/nodeops.pid
+# An operator from an earlier demo is reused, unless the binary was rebuilt since.
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ target/debug/nodeops -nt "$pidfile" ]; then
+	echo "the operator was rebuilt: restarting it"
+	kill "$(cat "$pidfile")"
+	for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.2; done
+fi
 if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
 	setsid target/debug/nodeops >.local-cluster/logs/nodeops.log 2>&1 </dev/null &
 	echo $! >"$pidfile"
@@ -32,34 +38,44 @@ done
 # its first nodes.
 samples=$(ls config/samples/*.yaml | grep -v agentupgradejob)
 kubectl apply -n nodeops-demo $(printf -- '-f %s ' $samples) -f hack/demo/
-step "waiting for the AsyncCommands to finish"
-kubectl wait -n nodeops-demo --for=condition=Complete asynccommand --all --timeout=120s >/dev/null
-kubectl get -n nodeops-demo asynccommands
+# An Invoker due 20 seconds from now, so a scheduled run happens during the demo (a new
+# one each run: a Once Invoker fires once).
+kubectl delete -n nodeops-demo invoker demo-soon --ignore-not-found --cascade=foreground --wait >/dev/null
+sed "s/INVOKE_TIME/$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)/" hack/demo/invoker-soon.yaml.in |
+	kubectl apply -n nodeops-demo -f -
+get() { target/debug/nodeops get "$@" -n nodeops-demo; }
 for name in $(kubectl get -n nodeops-demo asynccommands -o name); do
-	step "per-node results of ${name#*/}"
-	target/debug/nodeops get asynccommand "${name#*/}" -n nodeops-demo | head -25
+	step "AsyncCommand ${name#*/}: each node's result as it arrives, then the table"
+	get asynccommand "${name#*/}" --watch
 done
-step "waiting for the AgentInvocations to finish"
-kubectl wait -n nodeops-demo --for=condition=Complete agentinvocation --all --timeout=120s >/dev/null
-kubectl get -n nodeops-demo agentinvocations
 for name in $(kubectl get -n nodeops-demo agentinvocations -o name); do
-	step "per-instance results of ${name#*/}"
-	target/debug/nodeops get agentinvocation "${name#*/}" -n nodeops-demo
+	step "AgentInvocation ${name#*/}: each instance's result as it arrives, then the table"
+	get agentinvocation "${name#*/}" --watch
 done
 step "the NodeAgent telescope: its version on each node"
 kubectl wait --for=condition=Ready nodeagent telescope --timeout=120s >/dev/null
 target/debug/nodeops get nodeagent telescope
 kubectl get nodes -L agent.nodeops.io/telescope | awk 'NR <= 4'
 kubectl get daemonsets -n nodeops-agents
-step "the dry-run upgrade of telescope (nothing changes)"
+step "AgentUpgradeJob upgrade-telescope: the dry-run plan (nothing changes)"
 kubectl apply -n nodeops-demo -f config/samples/agentupgradejob.yaml
-kubectl wait -n nodeops-demo --for=condition=Complete agentupgradejob --all --timeout=120s >/dev/null
-target/debug/nodeops get agentupgradejob upgrade-telescope -n nodeops-demo
-step "the Invokers and their runs"
-for name in $(kubectl get -n nodeops-demo invokers -o name); do
-	target/debug/nodeops get invoker "${name#*/}" -n nodeops-demo
+get agentupgradejob upgrade-telescope --watch
+step "Invoker demo-soon: waiting for its scheduled run"
+for _ in $(seq 120); do
+	run=$(kubectl get -n nodeops-demo invoker demo-soon -o jsonpath='{.status.recentRuns[0].asyncCommand}')
+	[ -n "$run" ] && break
+	sleep 1
 done
-kubectl get -n nodeops-demo commands
+[ -n "$run" ] || { echo "demo-soon did not fire within 2 minutes" >&2; exit 1; }
+get asynccommand "$run" --watch >/dev/null
+for name in $(kubectl get -n nodeops-demo invokers -o name); do
+	step "Invoker ${name#*/}: its runs and the latest run's nodes"
+	get invoker "${name#*/}"
+done
+for name in $(kubectl get -n nodeops-demo commands -o name); do
+	step "Command ${name#*/}: the AsyncCommands that ran it and the latest one's nodes"
+	get command "${name#*/}"
+done
 step "every nodeops object"
 kubectl get nodeops -A
 cat <<MSG

@@ -254,6 +254,13 @@ pub fn invoker(obj: &Invoker) -> String {
             ""
         }
     );
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::conditions::STALLED && c.status == "True")
+    {
+        let _ = writeln!(out, "stalled: {}: {}", c.reason, c.message);
+    }
     let rows: Vec<Vec<String>> = status
         .recent_runs
         .iter()

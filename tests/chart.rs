@@ -721,3 +721,95 @@ fn kustomize_renders_the_chart_defaults_and_applies() {
         applied.stdout
     );
 }
+
+/// The overlays change what they say and nothing else, and the API server accepts them.
+#[test]
+fn kustomize_overlays_change_only_what_they_say() {
+    let base = documents(&kubectl(&["kustomize", "config/default"]).stdout);
+    let base_deploy = only(&base, "Deployment").clone();
+
+    let dev = documents(&kubectl(&["kustomize", "config/overlays/dev"]).stdout);
+    assert_eq!(kinds(&dev), kinds(&base));
+    let mut want = base_deploy.clone();
+    want["spec"]["replicas"] = json!(1);
+    let args = &mut want["spec"]["template"]["spec"]["containers"][0]["args"];
+    args[0] = json!("--log-format=text");
+    args[1] = json!("--log-filter=info,nodeops=debug,kube=warn");
+    assert_eq!(only(&dev, "Deployment"), &want);
+
+    let host = documents(&kubectl(&["kustomize", "config/overlays/host-mode"]).stdout);
+    let mut want_kinds = kinds(&base);
+    want_kinds.push("Namespace".into());
+    want_kinds.sort();
+    assert_eq!(kinds(&host), want_kinds);
+    let agents_ns = host
+        .iter()
+        .find(|d| d["kind"] == "Namespace" && d["metadata"]["name"] == "nodeops-agents")
+        .expect("the agents' namespace");
+    assert_eq!(
+        agents_ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let mut want = base_deploy;
+    want["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({"name": "NODEOPS_HOST_MODE_NAMESPACES", "value": "nodeops-agents"}));
+    assert_eq!(only(&host, "Deployment"), &want);
+
+    for overlay in ["config/overlays/dev", "config/overlays/host-mode"] {
+        let applied = kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "nodeops-tests",
+            "--dry-run=server",
+            "-k",
+            overlay,
+        ]);
+        assert!(
+            applied.stdout.contains("deployment.apps/nodeops"),
+            "{overlay}: {}",
+            applied.stdout
+        );
+    }
+}
+
+/// `kubectl apply -k config/default`, for real and client-side as the README says it: every
+/// object is created or configured, and the operator's Deployment and Service exist. They
+/// are removed afterwards (the simulated nodes would only pretend to run the image); the
+/// namespace, RBAC and CRDs stay, as the other tests install them too.
+#[tokio::test]
+async fn kubectl_apply_k_config_default_works() {
+    let client = support::client().await;
+    // The CRDs as the other tests install them (a concurrent test may be applying them).
+    install_crds(&client).await;
+    let applied = kubectl(&["apply", "-k", "config/default"]);
+    for object in [
+        "namespace/nodeops-system",
+        "serviceaccount/nodeops",
+        "clusterrole.rbac.authorization.k8s.io/nodeops",
+        "clusterrolebinding.rbac.authorization.k8s.io/nodeops",
+        "deployment.apps/nodeops",
+        "service/nodeops-metrics",
+        "customresourcedefinition.apiextensions.k8s.io/asynccommands.nodeops.io",
+    ] {
+        assert!(
+            applied.stdout.contains(object),
+            "{object} missing from:\n{}",
+            applied.stdout
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "nodeops-system");
+    let d = deployments.get("nodeops").await.expect("the Deployment");
+    assert_eq!(d.spec.expect("spec").replicas, Some(2));
+    kubectl(&[
+        "delete",
+        "-n",
+        "nodeops-system",
+        "deployment/nodeops",
+        "service/nodeops-metrics",
+        "--wait=false",
+    ]);
+}

@@ -1,9 +1,17 @@
 //! The Argo CD health checks of docs/gitops.md, run (Lua 5.1, as Argo runs them) against
-//! objects in each state the controllers write: a check that does not parse, or calls a
+//! objects in each state the controllers write, and against the objects the running
+//! controllers produce on the local control plane: a check that does not parse, or calls a
 //! state healthy that is not, fails here.
 
+mod support;
+
+use std::time::Duration;
+
+use kube::Api;
 use mlua::{Lua, LuaSerdeExt};
 use serde_json::{Value, json};
+use support::agents::Agent;
+use support::{Operator, TestNamespace, apply, install_crds};
 
 /// `kind -> Lua source`, from the `resource.customizations.health.nodeops.io_<Kind>` keys.
 fn checks() -> Vec<(String, String)> {
@@ -52,7 +60,12 @@ fn cond(type_: &str, status: &str, reason: &str) -> Value {
     json!({"type": type_, "status": status, "reason": reason, "message": format!("{type_} {reason}")})
 }
 
+/// An object at generation 1 whose status was written for it (unless it says otherwise).
 fn obj(spec: Value, status: Value) -> Value {
+    let mut status = status;
+    if status.get("observedGeneration").is_none() {
+        status["observedGeneration"] = json!(1);
+    }
     json!({"metadata": {"name": "x", "generation": 1}, "spec": spec, "status": status})
 }
 
@@ -260,4 +273,178 @@ fn checks_read_the_states_the_controllers_write() {
         let (got, message) = health(script, object.clone());
         assert_eq!(got, want, "{kind}: {object}\nmessage: {message}");
     }
+}
+
+#[test]
+fn a_status_of_an_older_generation_is_progressing_for_every_kind() {
+    // Each kind's healthy status, then the same after a spec edit not yet observed.
+    let healthy: Vec<(&str, Value)> = vec![
+        (
+            "AsyncCommand",
+            json!({"phase": "Succeeded", "conditions": [cond("Complete", "True", "AllNodesFinished"), cond("Ready", "True", "Succeeded")]}),
+        ),
+        (
+            "Invoker",
+            json!({"conditions": [cond("Ready", "True", "Scheduled")]}),
+        ),
+        (
+            "Command",
+            json!({"conditions": [cond("Ready", "True", "Valid")]}),
+        ),
+        (
+            "NodeAgent",
+            json!({"conditions": [cond("Ready", "True", "Ready")]}),
+        ),
+        (
+            "AgentInvocation",
+            json!({"phase": "Succeeded", "conditions": [cond("Complete", "True", "AllInstancesFinished")]}),
+        ),
+        (
+            "AgentUpgradeJob",
+            json!({"status": "success", "conditions": [cond("Complete", "True", "AllAgentsFinished")]}),
+        ),
+    ];
+    let checks = checks();
+    for (kind, status) in healthy {
+        let script = &checks.iter().find(|(k, _)| k == kind).expect("check").1;
+        let current = obj(json!({}), status.clone());
+        assert_eq!(health(script, current.clone()).0, "Healthy", "{kind}");
+        let mut edited = current;
+        edited["metadata"]["generation"] = json!(2);
+        assert_eq!(
+            health(script, edited).0,
+            "Progressing",
+            "{kind}: a status for generation 1 says nothing of generation 2"
+        );
+    }
+}
+
+/// Applies `manifest` and waits until its check stops saying Progressing; returns what it
+/// says then.
+async fn settled<K>(api: &Api<K>, manifest: Value) -> (String, String)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let kind = manifest["kind"].as_str().expect("kind").to_string();
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    apply(api, manifest).await;
+    let script = checks()
+        .into_iter()
+        .find(|(k, _)| *k == kind)
+        .expect("check")
+        .1;
+    let mut last = (String::new(), String::new());
+    for _ in 0..300 {
+        let object = api.get(&name).await.expect("get");
+        last = health(&script, serde_json::to_value(&object).expect("JSON"));
+        if last.0 != "Progressing" {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{kind} {name} still Progressing after 90 s: {last:?}");
+}
+
+#[tokio::test]
+async fn checks_judge_what_the_controllers_really_write() {
+    let ns = TestNamespace::new("gitops").await;
+    install_crds(&ns.client).await;
+    let _op = Operator::start(&ns.name, &[]);
+    let manifest = |kind: &str, name: &str, spec: Value| json!({"apiVersion": "nodeops.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+    let mut verdicts = Vec::new();
+
+    let commands: Api<nodeops::api::Command> = ns.api();
+    for (name, spec, want) in [
+        ("uptime", json!({"content": "uptime"}), "Healthy"),
+        (
+            "broken",
+            json!({"content": "df {{9x}}", "enableParameters": true}),
+            "Degraded",
+        ),
+    ] {
+        let got = settled(&commands, manifest("Command", name, spec)).await;
+        verdicts.push(("Command", name, want, got));
+    }
+    let runs: Api<nodeops::api::AsyncCommand> = ns.api();
+    for (name, spec, want) in [
+        (
+            "fine",
+            json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002"]}),
+            "Healthy",
+        ),
+        (
+            "one-fails",
+            json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002"],
+                   "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3"}}),
+            "Degraded",
+        ),
+        (
+            "host-refused",
+            json!({"command": "uptime", "nodeNames": ["node-0001"], "executionMode": "Host"}),
+            "Degraded",
+        ),
+    ] {
+        let got = settled(&runs, manifest("AsyncCommand", name, spec)).await;
+        verdicts.push(("AsyncCommand", name, want, got));
+    }
+    let invokers: Api<nodeops::api::Invoker> = ns.api();
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1))
+        .round(jiff::Unit::Second)
+        .expect("round");
+    for (name, time, want) in [
+        ("in-an-hour", later.to_string(), "Healthy"),
+        ("expired", "2021-09-01T00:00:00Z".to_string(), "Degraded"),
+    ] {
+        let spec = json!({"commandRef": "uptime", "nodeNames": ["node-0001"],
+                          "scheduleSettings": {"policy": "Once", "invokeTime": time}});
+        let got = settled(&invokers, manifest("Invoker", name, spec)).await;
+        verdicts.push(("Invoker", name, want, got));
+    }
+
+    let agent = Agent::create(
+        &ns,
+        json!({"mode": "DaemonSet", "image": "registry.example.com/telescope", "basicVersion": "1.0.0"}),
+    )
+    .await;
+    let invocations: Api<nodeops::api::AgentInvocation> = ns.api();
+    for (name, target, want) in [
+        ("install", agent.name.as_str(), "Healthy"),
+        ("no-such-agent", "no-such-agent", "Degraded"),
+    ] {
+        let spec = json!({"invocationType": "Install", "invocationTarget": target, "nodeNames": ["node-0030"]});
+        let got = settled(&invocations, manifest("AgentInvocation", name, spec)).await;
+        verdicts.push(("AgentInvocation", name, want, got));
+    }
+    let script = checks()
+        .into_iter()
+        .find(|(k, _)| k == "NodeAgent")
+        .expect("check")
+        .1;
+    let mut got = (String::new(), String::new());
+    for _ in 0..100 {
+        let a = agent.api().get(&agent.name).await.expect("agent");
+        got = health(&script, serde_json::to_value(&a).expect("JSON"));
+        if got.0 != "Progressing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    verdicts.push(("NodeAgent", "installed", "Healthy", got));
+    let jobs: Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> = ns.api();
+    let spec = json!({"agent": agent.name, "targetVersion": "2.0.0", "simulated": true,
+                      "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}});
+    let got = settled(&jobs, manifest("AgentUpgradeJob", "plan", spec)).await;
+    verdicts.push(("AgentUpgradeJob", "plan", "Healthy", got));
+
+    let wrong: Vec<_> = verdicts
+        .iter()
+        .filter(|(_, _, want, got)| got.0 != *want)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "kind, name, expected, check said: {wrong:#?}"
+    );
 }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -217,19 +217,33 @@ async fn metrics_endpoint_serves_the_documented_series() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
-    // Every series the documentation lists is served.
+    // The documentation's table and what is served agree both ways, name and type.
     let doc = std::fs::read_to_string(repo_root().join("docs/observability.md"))
         .expect("docs/observability.md");
-    let documented: BTreeSet<&str> = doc
-        .split('`')
-        .filter(|w| w.starts_with("nodeops_") && !w.contains(' '))
+    let documented: BTreeMap<String, String> = doc
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix("`nodeops_")?.strip_suffix('`')?;
+            let family = format!("nodeops_{name}")
+                .trim_end_matches("_total")
+                .to_string();
+            Some((family, cells.get(2)?.to_string()))
+        })
+        .collect();
+    let served: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("# TYPE ")?.split_whitespace();
+            let family = words.next()?.to_string();
+            family
+                .starts_with("nodeops_")
+                .then(|| (family, words.next().unwrap_or("").to_string()))
+        })
         .collect();
     assert!(documented.len() >= 7, "{documented:?}");
-    for series in documented {
-        let family = series.trim_end_matches("_total");
-        assert!(
-            text.contains(&format!("# TYPE {family} ")),
-            "documented series {series} is not served:\n{text}"
-        );
-    }
+    assert_eq!(
+        served, documented,
+        "served series (left) and docs/observability.md's table (right) differ:\n{text}"
+    );
 }

@@ -176,8 +176,8 @@ pub async fn run<S: std::future::Future>(
     tokio::spawn(count_runs_in_flight(ctx.clone(), stop.clone()));
     tokio::spawn(heap::trim_periodically(stop.clone()));
 
-    // With leader election, only the holder of the Lease reconciles; a standby keeps its
-    // caches warm to take over fast.
+    // With leader election, only the holder of the Lease reconciles; a standby keeps the
+    // Node cache filled (and serves /readyz); the controllers' watches start on takeover.
     let mut shutdown = std::pin::pin!(shutdown);
     let lost = CancellationToken::new();
     let mut holding = None;
