@@ -179,6 +179,49 @@ async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
     let mut op = Operator::start(&ns.name, &[]);
     let nodes = node_names(51..=100);
     let agent = installed(&ns, &nodes, json!({})).await;
+
+    // First the plan of the same rollout: all 50 would go 1.0.0 -> 2.0.0, nothing changes.
+    let dss: Api<DaemonSet> = ns.api();
+    let ds_names = || async {
+        dss.list(&ListParams::default())
+            .await
+            .expect("ds")
+            .items
+            .iter()
+            .map(|d| (d.name_any(), d.metadata.generation))
+            .collect::<Vec<_>>()
+    };
+    let (labels_before, ds_before) = (agent.versions().await, ds_names().await);
+    let jobs: Api<AgentUpgradeJob> = ns.api();
+    apply(
+        &jobs,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "plan"},
+               "spec": {"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
+                        "maxConcurrency": 5, "simulated": true}}),
+    )
+    .await;
+    let plan = wait_for(&jobs, "plan", FINISH, "the simulation", done).await;
+    let s = plan.status.expect("status");
+    assert_eq!(s.agents.len(), 50);
+    assert!(
+        s.agents
+            .iter()
+            .all(|a| a.status == AgentUpgradeState::Pending
+                && a.old_version.as_deref() == Some("1.0.0")
+                && a.new_version.as_deref() == Some("2.0.0"))
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        agent.versions().await,
+        labels_before,
+        "the plan changed a label"
+    );
+    assert_eq!(ds_names().await, ds_before, "the plan changed a workload");
+    assert!(
+        children(&ns).await.is_empty(),
+        "the plan created an invocation"
+    );
+
     let (max_in_flight, watch) = track_in_flight(&ns);
     let api = start_job(
         &ns,
