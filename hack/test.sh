@@ -27,6 +27,12 @@ if ! { [ -f .local-cluster/kubeconfig ] && "$(hack/k8s-binaries.sh dir)/kubectl"
 fi
 step "starting the local control plane with $NODES simulated nodes"
 hack/cluster-up.sh
+# An operator left running by `make demo` watches every namespace: it would act on the
+# tests' objects beside the operators the tests start.
+if [ -f .local-cluster/run/nodeops.pid ] && kill -0 "$(cat .local-cluster/run/nodeops.pid)" 2>/dev/null; then
+	echo "stopping the operator that make demo left running"
+	kill "$(cat .local-cluster/run/nodeops.pid)"
+fi
 
 step "formatting and lints"
 cargo fmt --all -- --check

@@ -1,7 +1,8 @@
 //! Running nodeops as an operator is run: two replicas with leader election (one
 //! reconciles; when it dies the other finishes the work, with no duplicate and never above
 //! maxConcurrency), and the metrics endpoint serving every series docs/observability.md
-//! documents, with /healthz and /readyz.
+//! documents, with /healthz and /readyz; Events on transitions only, none from reconciles
+//! that change nothing or from a restart.
 
 mod support;
 
@@ -246,4 +247,87 @@ async fn metrics_endpoint_serves_the_documented_series() {
         served, documented,
         "served series (left) and docs/observability.md's table (right) differ:\n{text}"
     );
+}
+
+/// How often each Event reason was recorded for one object (a repeated Event counts its
+/// series).
+async fn occurrences(ns: &TestNamespace, kind: &str, name: &str) -> BTreeMap<String, i32> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut out = BTreeMap::new();
+    for e in events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+    {
+        let regarding = e.regarding.as_ref();
+        if regarding.and_then(|r| r.kind.as_deref()) != Some(kind)
+            || regarding.and_then(|r| r.name.as_deref()) != Some(name)
+        {
+            continue;
+        }
+        let count = e.series.as_ref().map(|s| s.count).unwrap_or(1);
+        *out.entry(e.reason.unwrap_or_default()).or_insert(0) += count;
+    }
+    out
+}
+
+#[tokio::test]
+async fn events_mark_transitions_and_never_repeat() {
+    let ns = TestNamespace::new("events").await;
+    install_crds(&ns.client).await;
+    let mut op = Operator::start(&ns.name, &[]);
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "mixed"},
+            "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
+                     "maxConcurrency": 1,
+                     "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3",
+                                        "sim.nodeops.io/delay": "1s"}},
+        }),
+    )
+    .await;
+    // Changes that wake the controller but change nothing it decides, all through the run.
+    let touch = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let patch = json!({"metadata": {"labels": {"touched": i.to_string()}}});
+                let _ = api
+                    .patch(
+                        "mixed",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    wait_for(&api, "mixed", Duration::from_secs(120), "final", finished).await;
+    // The final Event follows the status write the wait saw.
+    let mut first = BTreeMap::new();
+    for _ in 0..50 {
+        first = occurrences(&ns, "AsyncCommand", "mixed").await;
+        if first.contains_key("Failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A restarted operator reconciles everything again: still no new Event.
+    op.kill();
+    op.restart();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    touch.abort();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = occurrences(&ns, "AsyncCommand", "mixed").await;
+    let want: BTreeMap<String, i32> = [("Started", 1), ("NodeFailed", 1), ("Failed", 1)]
+        .into_iter()
+        .map(|(r, n)| (r.to_string(), n))
+        .collect();
+    assert_eq!(first, want, "one Event per transition");
+    assert_eq!(after, want, "reconciles and a restart add no Event");
 }
