@@ -113,7 +113,15 @@ async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
         !b.log().contains("starting controllers"),
         "the standby does not reconcile while the leader lives"
     );
+    let killed_at = jiff::Timestamp::now();
+    let clock = std::time::Instant::now();
     a.kill();
+    wait_in_log(&b, "acquired the leader Lease", Duration::from_secs(60)).await;
+    // A figure, not an assertion: the Lease expires 15 s after the leader's last renewal.
+    eprintln!(
+        "the standby took over {:.1}s after the leader was killed",
+        clock.elapsed().as_secs_f64()
+    );
     let done = wait_for(
         &api,
         "fleet",
@@ -122,7 +130,7 @@ async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
         finished,
     )
     .await;
-    assert!(b.log().contains("acquired the leader Lease"), "{}", b.log());
+    assert!(b.log().contains("starting controllers"), "{}", b.log());
     let s = done.status.expect("status");
     assert_eq!(s.cmd_jobs.len(), 60);
     assert!(
@@ -145,6 +153,21 @@ async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
         })
         .collect();
     assert_eq!(per_node.len(), 60);
+    // The standby did the rest: most Jobs were created after the leader died (creation
+    // times have whole seconds, hence the second's slack).
+    let after_kill = list
+        .iter()
+        .filter(|j| {
+            j.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0.as_second() >= killed_at.as_second())
+        })
+        .count();
+    assert!(
+        after_kill >= 30,
+        "only {after_kill} of 60 Jobs were created after the leader died"
+    );
     watch.abort();
     let max = max_in_flight.load(Ordering::SeqCst);
     assert!(
