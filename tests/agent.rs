@@ -8,7 +8,11 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -331,7 +335,20 @@ async fn host_installer_runs_installer_jobs_with_scripted_failures() {
         "installer Jobs are deleted after their result is recorded"
     );
 
-    // Update: the installer gets the action and both versions.
+    // Update: the installer gets the action and both versions. Its Job is deleted once
+    // recorded, so a watch keeps every Job as it was created.
+    let created = Arc::new(Mutex::new(Vec::<Job>::new()));
+    let recorder = {
+        let created = created.clone();
+        let stream = kube::runtime::watcher(jobs.clone(), Default::default()).applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(Ok(job)) = stream.next().await {
+                created.lock().expect("lock").push(job);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let update = invoke(
         &ns,
         "update",
@@ -341,6 +358,36 @@ async fn host_installer_runs_installer_jobs_with_scripted_failures() {
     let r = results(&update);
     assert!(ok(&r["node-0031"]));
     assert_eq!(r["node-0033"].reason.as_deref(), Some("AgentNotInstalled"));
+    recorder.abort();
+    let update_uid = update.uid().expect("uid");
+    let env: BTreeMap<String, String> = created
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|j| j.labels().get("nodeops.io/owner-uid") == Some(&update_uid))
+        .flat_map(|j| {
+            j.spec
+                .iter()
+                .flat_map(|s| s.template.spec.iter())
+                .flat_map(|p| p.containers.iter())
+                .flat_map(|c| c.env.iter().flatten())
+                .filter(|e| e.name.starts_with("NODEOPS_PARAM_"))
+                .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        env,
+        BTreeMap::from([
+            ("NODEOPS_PARAM_action".to_string(), "update".to_string()),
+            (
+                "NODEOPS_PARAM_previousVersion".to_string(),
+                "1.0.0".to_string()
+            ),
+            ("NODEOPS_PARAM_version".to_string(), "1.1.0".to_string()),
+        ]),
+        "one installer Job, for node-0031 (node-0033 has no agent to update)"
+    );
     drop(op);
 
     // Without Host mode in the agent's namespace, nothing runs.
