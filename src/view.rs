@@ -394,12 +394,7 @@ impl Follow for AgentInvocation {
         self.status
             .iter()
             .flat_map(|s| s.invocations.iter())
-            .filter(|e| {
-                matches!(
-                    e.phase,
-                    InvocationPhase::Succeeded | InvocationPhase::Failed
-                )
-            })
+            .filter(|e| e.phase.is_final())
             .map(|e| {
                 let line = format!(
                     "{}  {:?}  {} -> {}  {}  {}",

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use nodeops::api::agent_invocation::{AgentInvocation, InvocationPhase};
+use nodeops::api::agent_invocation::AgentInvocation;
 use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
 use serde_json::json;
 use support::agents::{Agent, ok, results};
@@ -88,12 +88,7 @@ fn track_in_flight(
                 .status
                 .as_ref()
                 .and_then(|s| s.invocations.first())
-                .is_some_and(|e| {
-                    matches!(
-                        e.phase,
-                        InvocationPhase::Succeeded | InvocationPhase::Failed
-                    )
-                });
+                .is_some_and(|e| e.phase.is_final());
             if finished {
                 in_flight.remove(&name);
                 done.insert(name);

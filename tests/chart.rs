@@ -19,7 +19,7 @@ use kube::api::{Patch, PatchParams};
 use nodeops::api::NodeAgent;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{TestNamespace, install_crds, kubeconfig_path, kubectl_bin, repo_root};
+use support::{TestNamespace, install_crds, kubeconfig_path, kubectl, repo_root};
 
 const CHART: &str = "charts/nodeops";
 const LABELS: [&str; 5] = [
@@ -82,23 +82,6 @@ fn run(program: &Path, args: &[&str]) -> Run {
 fn helm(args: &[&str]) -> Run {
     let r = run(helm_bin(), args);
     assert!(r.ok, "helm {}:\n{}{}", args.join(" "), r.stdout, r.stderr);
-    r
-}
-
-/// kubectl (from hack/k8s-binaries.sh) against the local control plane, which must succeed.
-fn kubectl(args: &[&str]) -> Run {
-    let bin = kubectl_bin();
-    let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
-    let mut all = vec!["--kubeconfig", &kubeconfig];
-    all.extend_from_slice(args);
-    let r = run(bin, &all);
-    assert!(
-        r.ok,
-        "kubectl {}:\n{}{}",
-        args.join(" "),
-        r.stdout,
-        r.stderr
-    );
     r
 }
 
@@ -646,7 +629,7 @@ async fn chart_installs_upgrades_and_uninstalls() {
 
 #[test]
 fn kustomize_renders_the_chart_defaults_and_applies() {
-    let docs = documents(&kubectl(&["kustomize", "config/default"]).stdout);
+    let docs = documents(&kubectl(&["kustomize", "config/default"]));
     let mut want = vec!["CustomResourceDefinition"; yaml_files("crds").len()];
     want.extend([
         "ClusterRole",
@@ -703,7 +686,17 @@ fn kustomize_renders_the_chart_defaults_and_applies() {
         "-f",
         "config/rbac/namespace.yaml",
     ]);
-    let applied = kubectl(&[
+    let applied = server_dry_run("config/default");
+    assert!(
+        applied.contains("deployment.apps/nodeops serverside-applied (server dry run)"),
+        "{applied}"
+    );
+}
+
+/// `kubectl apply --server-side --dry-run=server -k dir`: the API server validates every
+/// object and changes nothing.
+fn server_dry_run(dir: &str) -> String {
+    kubectl(&[
         "apply",
         "--server-side",
         "--force-conflicts",
@@ -711,24 +704,17 @@ fn kustomize_renders_the_chart_defaults_and_applies() {
         "nodeops-tests",
         "--dry-run=server",
         "-k",
-        "config/default",
-    ]);
-    assert!(
-        applied
-            .stdout
-            .contains("deployment.apps/nodeops serverside-applied (server dry run)"),
-        "{}",
-        applied.stdout
-    );
+        dir,
+    ])
 }
 
 /// The overlays change what they say and nothing else, and the API server accepts them.
 #[test]
 fn kustomize_overlays_change_only_what_they_say() {
-    let base = documents(&kubectl(&["kustomize", "config/default"]).stdout);
+    let base = documents(&kubectl(&["kustomize", "config/default"]));
     let base_deploy = only(&base, "Deployment").clone();
 
-    let dev = documents(&kubectl(&["kustomize", "config/overlays/dev"]).stdout);
+    let dev = documents(&kubectl(&["kustomize", "config/overlays/dev"]));
     assert_eq!(kinds(&dev), kinds(&base));
     let mut want = base_deploy.clone();
     want["spec"]["replicas"] = json!(1);
@@ -737,7 +723,7 @@ fn kustomize_overlays_change_only_what_they_say() {
     args[1] = json!("--log-filter=info,nodeops=debug,kube=warn");
     assert_eq!(only(&dev, "Deployment"), &want);
 
-    let host = documents(&kubectl(&["kustomize", "config/overlays/host-mode"]).stdout);
+    let host = documents(&kubectl(&["kustomize", "config/overlays/host-mode"]));
     let mut want_kinds = kinds(&base);
     want_kinds.push("Namespace".into());
     want_kinds.sort();
@@ -758,20 +744,10 @@ fn kustomize_overlays_change_only_what_they_say() {
     assert_eq!(only(&host, "Deployment"), &want);
 
     for overlay in ["config/overlays/dev", "config/overlays/host-mode"] {
-        let applied = kubectl(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            "nodeops-tests",
-            "--dry-run=server",
-            "-k",
-            overlay,
-        ]);
+        let applied = server_dry_run(overlay);
         assert!(
-            applied.stdout.contains("deployment.apps/nodeops"),
-            "{overlay}: {}",
-            applied.stdout
+            applied.contains("deployment.apps/nodeops"),
+            "{overlay}: {applied}"
         );
     }
 }
@@ -796,9 +772,8 @@ async fn kubectl_apply_k_config_default_works() {
         "customresourcedefinition.apiextensions.k8s.io/asynccommands.nodeops.io",
     ] {
         assert!(
-            applied.stdout.contains(object),
-            "{object} missing from:\n{}",
-            applied.stdout
+            applied.contains(object),
+            "{object} missing from:\n{applied}"
         );
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "nodeops-system");

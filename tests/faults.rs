@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use nodeops::api::agent_invocation::{AgentInvocation, InvocationPhase};
+use nodeops::api::agent_invocation::AgentInvocation;
 use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
 use nodeops::api::async_command::{CommandPhase, NodePhase};
 use nodeops::api::{AsyncCommand, Command, Invoker};
@@ -408,12 +408,7 @@ fn child_final(inv: &AgentInvocation) -> bool {
     inv.status
         .as_ref()
         .and_then(|s| s.invocations.first())
-        .is_some_and(|e| {
-            matches!(
-                e.phase,
-                InvocationPhase::Succeeded | InvocationPhase::Failed
-            )
-        })
+        .is_some_and(|e| e.phase.is_final())
 }
 
 impl Ledger<AgentInvocation> for Children {

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Command as Process;
 use std::time::Duration;
 
 use kube::Api;
@@ -13,24 +12,9 @@ use nodeops::api::{AsyncCommand, Invoker};
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
 use support::{
-    Operator, TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl_bin,
-    repo_root, wait_for,
+    Operator, TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl, repo_root,
+    wait_for,
 };
-
-fn kubectl(args: &[&str]) -> String {
-    let out = Process::new(kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(args)
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A kubeconfig that authenticates as the operator's ServiceAccount.
 fn service_account_kubeconfig() -> std::path::PathBuf {

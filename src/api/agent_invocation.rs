@@ -181,6 +181,13 @@ pub enum InvocationPhase {
     Failed,
 }
 
+impl InvocationPhase {
+    /// Whether the instance's outcome is final.
+    pub fn is_final(self) -> bool {
+        matches!(self, InvocationPhase::Succeeded | InvocationPhase::Failed)
+    }
+}
+
 /// The seed's final result of an instance: successful or error.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -69,20 +69,9 @@ impl Agent {
     /// node -> version for the nodes that have the label.
     pub fn kubectl_versions(&self) -> BTreeMap<String, String> {
         let label = self.label();
-        let out = std::process::Command::new(super::kubectl_bin())
-            .arg("--kubeconfig")
-            .arg(super::kubeconfig_path())
-            .args(["get", "nodes", "--no-headers", "-L", &label])
-            .output()
-            .expect("run kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl get nodes -L {label}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = super::kubectl(&["get", "nodes", "--no-headers", "-L", &label]);
         // NAME STATUS ROLES AGE VERSION <label column>; an empty column for unlabelled nodes.
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
+        out.lines()
             .filter_map(|line| {
                 let cols: Vec<&str> = line.split_whitespace().collect();
                 (cols.len() == 6).then(|| (cols[0].to_string(), cols[5].to_string()))

@@ -31,6 +31,26 @@ pub fn kubectl_bin() -> &'static Path {
     })
 }
 
+/// Runs kubectl against the local control plane as its admin, which must succeed; returns
+/// its standard output, trimmed.
+pub fn kubectl(args: &[&str]) -> String {
+    let out = std::process::Command::new(kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The admin kubeconfig of the local control plane: `$NODEOPS_TEST_KUBECONFIG`, else
 /// `.local-cluster/kubeconfig`, bringing the cluster up (under a lock, so parallel test
 /// binaries start it once) when it is not there.

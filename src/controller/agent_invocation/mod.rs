@@ -307,20 +307,11 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
             .status
             .iter()
             .flat_map(|s| s.invocations.iter())
-            .filter(|e| {
-                matches!(
-                    e.phase,
-                    InvocationPhase::Succeeded | InvocationPhase::Failed
-                )
-            })
+            .filter(|e| e.phase.is_final())
             .map(|e| e.invocation_id.as_str())
             .collect();
         for e in &planned.status.invocations {
-            if matches!(
-                e.phase,
-                InvocationPhase::Succeeded | InvocationPhase::Failed
-            ) && !was_final.contains(e.invocation_id.as_str())
-            {
+            if e.phase.is_final() && !was_final.contains(e.invocation_id.as_str()) {
                 crate::metrics::METRICS.outcome(
                     "AgentInvocation",
                     &format!("{:?}", e.phase),
@@ -332,13 +323,11 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
     // A final instance's Job has served: its result is in the status now.
     for job in &job_list {
         let id = job.annotations().get(INVOCATION_ID_ANNOTATION);
-        let done = planned.status.invocations.iter().any(|e| {
-            Some(&e.invocation_id) == id
-                && matches!(
-                    e.phase,
-                    InvocationPhase::Succeeded | InvocationPhase::Failed
-                )
-        });
+        let done = planned
+            .status
+            .invocations
+            .iter()
+            .any(|e| Some(&e.invocation_id) == id && e.phase.is_final());
         if done {
             let job_ns = job.namespace().unwrap_or_default();
             let api: Api<Job> = Api::namespaced(base.client.clone(), &job_ns);
@@ -422,12 +411,10 @@ fn needs(
     pending_default: bool,
 ) -> bool {
     match &obj.status {
-        Some(s) if !s.invocations.is_empty() => s.invocations.iter().any(|e| {
-            !matches!(
-                e.phase,
-                InvocationPhase::Succeeded | InvocationPhase::Failed
-            ) && action(e.action.unwrap_or(InstanceAction::Install))
-        }),
+        Some(s) if !s.invocations.is_empty() => s
+            .invocations
+            .iter()
+            .any(|e| !e.phase.is_final() && action(e.action.unwrap_or(InstanceAction::Install))),
         _ => pending_default,
     }
 }

@@ -130,12 +130,7 @@ pub fn wanted_sources(obj: &AgentInvocation) -> BTreeSet<String> {
         Some(s) if !s.invocations.is_empty() => s
             .invocations
             .iter()
-            .filter(|e| {
-                !matches!(
-                    e.phase,
-                    InvocationPhase::Succeeded | InvocationPhase::Failed
-                ) && e.action == Some(InstanceAction::RemoteInstall)
-            })
+            .filter(|e| !e.phase.is_final() && e.action == Some(InstanceAction::RemoteInstall))
             .filter_map(|e| e.source_invocation_id.clone())
             .collect(),
         _ => obj.spec.invocation_ids.iter().flatten().cloned().collect(),

@@ -54,12 +54,7 @@ pub struct ChildView {
 
 impl ChildView {
     fn is_final(&self) -> bool {
-        self.result.as_ref().is_some_and(|r| {
-            matches!(
-                r.phase,
-                InvocationPhase::Succeeded | InvocationPhase::Failed
-            )
-        })
+        self.result.as_ref().is_some_and(|r| r.phase.is_final())
     }
 }
 
