@@ -139,14 +139,18 @@ impl Metrics {
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-/// Runs one reconcile, counting it and timing it under `kind`.
+/// Runs one reconcile, counting it and timing it under `kind`; called inside the
+/// reconcile's span, so its debug line carries kind, namespace and object.
 pub async fn measure<T, E>(kind: &str, fut: impl Future<Output = Result<T, E>>) -> Result<T, E> {
     let started = Instant::now();
     let result = fut.await;
+    let seconds = started.elapsed().as_secs_f64();
+    // Inside the caller's reconcile span: the line carries kind, namespace and object.
+    tracing::debug!(ok = result.is_ok(), seconds, "reconciled");
     let m = &*METRICS;
     m.reconcile_duration
         .get_or_create(&KindLabels { kind: kind.into() })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(seconds);
     m.reconciles
         .get_or_create(&ResultLabels {
             kind: kind.into(),

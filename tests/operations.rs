@@ -354,3 +354,42 @@ async fn events_mark_transitions_and_never_repeat() {
     assert_eq!(first, want, "one Event per transition");
     assert_eq!(after, want, "reconciles and a restart add no Event");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_reconcile_span() {
+    let ns = TestNamespace::new("jsonlog").await;
+    install_crds(&ns.client).await;
+    let mut op = Operator::start(
+        &ns.name,
+        &["--log-format", "json", "--log-filter", "info,nodeops=debug"],
+    );
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "logged"},
+               "spec": {"command": "uptime", "nodeNames": ["node-0001"]}}),
+    )
+    .await;
+    wait_for(&api, "logged", Duration::from_secs(60), "final", finished).await;
+    op.terminate(Duration::from_secs(25)).expect("clean exit");
+    let log = op.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        assert!(
+            l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string(),
+            "a line without timestamp, level or message: {l}"
+        );
+    }
+    let in_span = lines.iter().any(|l| {
+        l["span"]["kind"] == "AsyncCommand"
+            && l["span"]["namespace"] == ns.name.as_str()
+            && l["span"]["object"] == "logged"
+    });
+    assert!(in_span, "no line carries the reconcile's span:\n{log}");
+    assert!(log.contains("nodeops stopped"), "{log}");
+}

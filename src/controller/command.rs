@@ -132,12 +132,12 @@ pub async fn run(
 }
 
 fn error_policy(cmd: Arc<Command>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(kind = "Command", namespace = cmd.namespace().unwrap_or_default(), name = cmd.name_any(), %error, "reconcile failed; retrying");
+    warn!(kind = "Command", namespace = cmd.namespace().unwrap_or_default(), object = cmd.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(RETRY_AFTER)
 }
 
 async fn reconcile(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("reconcile", kind = "Command", namespace = %cmd.namespace().unwrap_or_default(), name = %cmd.name_any());
+    let span = info_span!("reconcile", kind = "Command", namespace = %cmd.namespace().unwrap_or_default(), object = %cmd.name_any());
     crate::metrics::measure("Command", reconcile_inner(cmd, ctx))
         .instrument(span)
         .await

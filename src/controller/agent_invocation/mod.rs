@@ -120,7 +120,7 @@ pub async fn run(
 }
 
 fn error_policy(obj: Arc<AgentInvocation>, error: &Error, _ctx: Arc<Ctx>) -> Action {
-    warn!(kind = "AgentInvocation", namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), %error, "reconcile failed; retrying");
+    warn!(kind = "AgentInvocation", namespace = obj.namespace().unwrap_or_default(), object = obj.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(RETRY_AFTER)
 }
 
@@ -142,12 +142,10 @@ pub async fn reconcile(obj: Arc<AgentInvocation>, ctx: Arc<Ctx>) -> Result<Actio
     }
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let span = info_span!("reconcile", kind = "AgentInvocation", namespace = %ns, name = %name);
-    crate::metrics::measure(
-        "AgentInvocation",
-        reconcile_inner(ns, name, ctx).instrument(span),
-    )
-    .await
+    let span = info_span!("reconcile", kind = "AgentInvocation", namespace = %ns, object = %name);
+    crate::metrics::measure("AgentInvocation", reconcile_inner(ns, name, ctx))
+        .instrument(span)
+        .await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Action, Error> {

@@ -74,7 +74,7 @@ pub async fn run(
 }
 
 fn error_policy(obj: Arc<AgentUpgradeJob>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(kind = "AgentUpgradeJob", namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), %error, "reconcile failed; retrying");
+    warn!(kind = "AgentUpgradeJob", namespace = obj.namespace().unwrap_or_default(), object = obj.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(RETRY_AFTER)
 }
 
@@ -93,12 +93,10 @@ pub async fn reconcile(obj: Arc<AgentUpgradeJob>, ctx: Arc<Context>) -> Result<A
     }
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let span = info_span!("reconcile", kind = "AgentUpgradeJob", namespace = %ns, name = %name);
-    crate::metrics::measure(
-        "AgentUpgradeJob",
-        reconcile_inner(ns, name, ctx).instrument(span),
-    )
-    .await
+    let span = info_span!("reconcile", kind = "AgentUpgradeJob", namespace = %ns, object = %name);
+    crate::metrics::measure("AgentUpgradeJob", reconcile_inner(ns, name, ctx))
+        .instrument(span)
+        .await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -117,7 +117,7 @@ pub async fn run(
 }
 
 fn error_policy(obj: Arc<AsyncCommand>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(kind = "AsyncCommand", namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), %error, "reconcile failed; retrying");
+    warn!(kind = "AsyncCommand", namespace = obj.namespace().unwrap_or_default(), object = obj.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(RETRY_AFTER)
 }
 
@@ -125,12 +125,10 @@ fn error_policy(obj: Arc<AsyncCommand>, error: &Error, _ctx: Arc<Context>) -> Ac
 pub async fn reconcile(obj: Arc<AsyncCommand>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let span = info_span!("reconcile", kind = "AsyncCommand", namespace = %ns, name = %name);
-    crate::metrics::measure(
-        "AsyncCommand",
-        reconcile_inner(ns, name, ctx).instrument(span),
-    )
-    .await
+    let span = info_span!("reconcile", kind = "AsyncCommand", namespace = %ns, object = %name);
+    crate::metrics::measure("AsyncCommand", reconcile_inner(ns, name, ctx))
+        .instrument(span)
+        .await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -71,7 +71,7 @@ pub async fn run(
 }
 
 fn error_policy(obj: Arc<Invoker>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(kind = "Invoker", namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), %error, "reconcile failed; retrying");
+    warn!(kind = "Invoker", namespace = obj.namespace().unwrap_or_default(), object = obj.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(RETRY_AFTER)
 }
 
@@ -79,8 +79,10 @@ fn error_policy(obj: Arc<Invoker>, error: &Error, _ctx: Arc<Context>) -> Action 
 pub async fn reconcile(obj: Arc<Invoker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let span = info_span!("reconcile", kind = "Invoker", namespace = %ns, name = %name);
-    crate::metrics::measure("Invoker", reconcile_inner(ns, name, ctx).instrument(span)).await
+    let span = info_span!("reconcile", kind = "Invoker", namespace = %ns, object = %name);
+    crate::metrics::measure("Invoker", reconcile_inner(ns, name, ctx))
+        .instrument(span)
+        .await
 }
 
 async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -88,15 +88,17 @@ pub async fn run(
 }
 
 fn error_policy(obj: Arc<NodeAgent>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(kind = "NodeAgent", name = obj.name_any(), %error, "reconcile failed; retrying");
+    warn!(kind = "NodeAgent", object = obj.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(RETRY_AFTER)
 }
 
 /// One reconcile of one NodeAgent.
 pub async fn reconcile(obj: Arc<NodeAgent>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = obj.name_any();
-    let span = info_span!("reconcile", kind = "NodeAgent", name = %name);
-    crate::metrics::measure("NodeAgent", reconcile_inner(obj, ctx).instrument(span)).await
+    let span = info_span!("reconcile", kind = "NodeAgent", object = %name);
+    crate::metrics::measure("NodeAgent", reconcile_inner(obj, ctx))
+        .instrument(span)
+        .await
 }
 
 async fn reconcile_inner(agent: Arc<NodeAgent>, ctx: Arc<Context>) -> Result<Action, Error> {
