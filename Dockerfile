@@ -23,7 +23,7 @@ COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
 	--mount=type=cache,target=/src/target \
 	target="$(uname -m)-unknown-linux-musl" \
-	&& env "CC_$(uname -m)_unknown_linux_musl=musl-gcc" \
+	&& env "CC_$(uname -m)_unknown_linux_musl=musl-gcc" CARGO_PROFILE_RELEASE_STRIP=symbols \
 		cargo build --release --locked --target "$target" --bin nodeops \
 	&& install -D -m 0755 "target/$target/release/nodeops" /out/nodeops
 
