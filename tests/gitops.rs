@@ -331,14 +331,22 @@ where
         .expect("name")
         .to_string();
     apply(api, manifest).await;
+    judged(api, &kind, &name).await
+}
+
+/// What `kind`'s check says of object `name` once it stops saying Progressing.
+async fn judged<K>(api: &Api<K>, kind: &str, name: &str) -> (String, String)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
     let script = checks()
         .into_iter()
-        .find(|(k, _)| *k == kind)
+        .find(|(k, _)| k == kind)
         .expect("check")
         .1;
     let mut last = (String::new(), String::new());
     for _ in 0..300 {
-        let object = api.get(&name).await.expect("get");
+        let object = api.get(name).await.expect("get");
         last = health(&script, serde_json::to_value(&object).expect("JSON"));
         if last.0 != "Progressing" {
             return last;
@@ -418,20 +426,7 @@ async fn checks_judge_what_the_controllers_really_write() {
         let got = settled(&invocations, manifest("AgentInvocation", name, spec)).await;
         verdicts.push(("AgentInvocation", name, want, got));
     }
-    let script = checks()
-        .into_iter()
-        .find(|(k, _)| k == "NodeAgent")
-        .expect("check")
-        .1;
-    let mut got = (String::new(), String::new());
-    for _ in 0..100 {
-        let a = agent.api().get(&agent.name).await.expect("agent");
-        got = health(&script, serde_json::to_value(&a).expect("JSON"));
-        if got.0 != "Progressing" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let got = judged(&agent.api(), "NodeAgent", &agent.name).await;
     verdicts.push(("NodeAgent", "installed", "Healthy", got));
     let jobs: Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> = ns.api();
     let spec = json!({"agent": agent.name, "targetVersion": "2.0.0", "simulated": true,
