@@ -1,7 +1,8 @@
 //! `nodeops-exec`: the runner nodeops puts on nodes. It runs `ARGV` (exec'd directly, no
-//! shell), on the host with `--host`, as `--user`, killed after `--timeout` seconds, and
-//! writes `{exitCode, output, truncated, timedOut}` to the termination-message file so the
-//! result arrives in the Pod status. It exits with the command's exit code.
+//! shell), on the host with `--host` (in the namespaces of `--host-process`, PID 1 unless
+//! told), as `--user`, killed after `--timeout` seconds, and writes `{exitCode, output,
+//! truncated, timedOut, signal}` to the termination-message file so the result arrives in
+//! the Pod status. It exits with the command's exit code.
 //!
 //! `nodeops-exec --install-to PATH` copies the runner to PATH (the init container of
 //! Container mode, which then runs it inside the user's image).
@@ -26,9 +27,15 @@ use nodeops::exec::{self, RunReport, RunSpec};
 )]
 #[command(group(ArgGroup::new("ssh_auth").args(["ssh_password_file", "ssh_key_file"])))]
 struct Args {
-    /// Join the host's namespaces (PID 1's) before running: needs a privileged hostPID pod.
+    /// Join the host's namespaces (those of --host-process) before running: needs a
+    /// privileged hostPID pod.
     #[arg(long)]
     host: bool,
+    /// With --host, the process whose namespaces are joined: a PID, or a name matched
+    /// exactly against /proc/PID/comm (the earliest started of several), e.g. kubelet
+    /// where PID 1's namespaces cannot be opened.
+    #[arg(long, value_name = "TARGET", default_value = "1", requires = "host")]
+    host_process: String,
     /// User to run as.
     #[arg(long)]
     user: Option<String>,
@@ -149,7 +156,9 @@ fn remote_spec(args: &Args) -> Option<Result<RemoteSpec, String>> {
 
 fn prepare_and_run(args: &Args) -> Result<RunReport, String> {
     if args.host {
-        exec::host::enter_namespaces_of(1).map_err(|e| e.to_string())?;
+        exec::host::resolve(&args.host_process)
+            .and_then(exec::host::enter_namespaces_of)
+            .map_err(|e| e.to_string())?;
     }
     let env = std::env::vars()
         .filter(|(k, _)| k.starts_with(&args.env_prefix))

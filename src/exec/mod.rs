@@ -1,9 +1,10 @@
 //! The node-side runner behind `nodeops-exec`: runs an argv (never through a shell it was
-//! not meant for), optionally on the host (entering PID 1's namespaces) and as a given
-//! user, enforces the timeout, keeps the tail of the combined output, and reports
-//! `{exitCode, output}` as the container's termination message, where the operator reads
-//! it from the Pod status without a log request per node. `remote` is the SSH mode: the
-//! same report for a script run on a host outside the cluster (agent RemoteInstall).
+//! not meant for), optionally on the host (entering the namespaces of a host process, PID
+//! 1 unless told otherwise) and as a given user, enforces the timeout, keeps the tail of
+//! the combined output, and reports `{exitCode, output, ...}` as the container's
+//! termination message, where the operator reads it from the Pod status without a log
+//! request per node. `remote` is the SSH mode: the same report for a script run on a host
+//! outside the cluster (agent RemoteInstall).
 
 pub mod host;
 pub mod remote;
@@ -62,6 +63,10 @@ pub struct RunReport {
     pub truncated: bool,
     #[serde(default)]
     pub timed_out: bool,
+    /// The signal that killed the command (not our timeout kill); `exit_code` is then
+    /// 128 + signal, as shells report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
     /// Why the command could not be run, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -76,6 +81,8 @@ pub enum Error {
     UnknownUser(String),
     #[error("looking up user {0:?}: {1}")]
     UserLookup(String, nix::Error),
+    #[error("looking up the groups of user {0:?}: {1}")]
+    GroupLookup(String, nix::Error),
     #[error("creating the output pipe: {0}")]
     Pipe(std::io::Error),
     #[error("starting {0:?}: {1}")]
@@ -139,15 +146,22 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
         if user.uid != nix::unistd::getuid() {
             let cname = std::ffi::CString::new(user.name.clone())
                 .map_err(|_| Error::UnknownUser(name.clone()))?;
-            let gid = user.gid;
-            // SAFETY: initgroups and the uid/gid switch that follows are async-signal-safe
-            // enough for the pre-exec window (no allocation: cname is built beforehand).
+            // What initgroups would set, looked up here: the group database read (NSS,
+            // malloc) stays out of the forked child.
+            let groups = nix::unistd::getgrouplist(&cname, user.gid)
+                .map_err(|e| Error::GroupLookup(name.clone(), e))?;
+            let (uid, gid) = (user.uid, user.gid);
+            // Not cmd.uid()/gid(): std switches those before running pre_exec closures, and
+            // setting the groups needs root. Groups, then gid, then uid, which drops root.
+            // SAFETY: three syscalls on data prepared beforehand; nothing allocates.
             unsafe {
                 cmd.pre_exec(move || {
-                    nix::unistd::initgroups(&cname, gid).map_err(std::io::Error::from)
+                    nix::unistd::setgroups(&groups)?;
+                    nix::unistd::setgid(gid)?;
+                    nix::unistd::setuid(uid)?;
+                    Ok(())
                 });
             }
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         }
     }
     let (mut reader, writer) = std::io::pipe().map_err(Error::Pipe)?;
@@ -198,12 +212,13 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
     let _ = killpg(pgid, Signal::SIGKILL);
     let status = status?;
     let tail = collector.join().unwrap_or_else(|_| TailBuffer::new(0));
+    let signal = if timed_out { None } else { status.signal() };
     let exit_code = if timed_out {
         TIMEOUT_EXIT_CODE
     } else {
         status
             .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
+            .or_else(|| signal.map(|s| 128 + s))
             .unwrap_or(1)
     };
     let (output, truncated) = tail.into_string();
@@ -212,6 +227,7 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
         output,
         truncated,
         timed_out,
+        signal,
         error: None,
     })
 }
@@ -277,6 +293,12 @@ mod tests {
     fn signal_death_is_128_plus_signal() {
         let r = run(&spec(&["sh", "-c", "kill -9 $$"])).expect("run");
         assert_eq!(r.exit_code, 128 + 9);
+        assert_eq!(r.signal, Some(9));
+        let json = r.to_termination_message();
+        assert!(json.contains("\"signal\":9"), "{json}");
+        let clean = run(&spec(&["true"])).expect("run");
+        assert_eq!(clean.signal, None);
+        assert!(!clean.to_termination_message().contains("signal"));
     }
 
     #[test]
@@ -297,6 +319,51 @@ mod tests {
         let mut s = spec(&["true"]);
         s.user = Some("no-such-user-nodeops".into());
         assert!(matches!(run(&s), Err(Error::UnknownUser(_))));
+    }
+
+    /// The switch to a non-root user: the command has exactly the user's uid, gid and
+    /// groups (as the group database lists them), and the user's HOME, USER, LOGNAME.
+    #[test]
+    fn runs_as_the_user_with_its_groups() {
+        // Switching users needs root: a non-root run must not pass silently.
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "runs_as_the_user_with_its_groups must run as root (it switches to nobody)"
+        );
+        let user = User::from_name("nobody")
+            .expect("passwd lookup")
+            .expect("user nobody exists");
+        let cname = std::ffi::CString::new(user.name.clone()).expect("name");
+        let groups = nix::unistd::getgrouplist(&cname, user.gid).expect("getgrouplist");
+        // `id -G` prints the gid first, then the other groups in the kernel's (sorted) order.
+        let mut others: Vec<u32> = groups
+            .iter()
+            .map(|g| g.as_raw())
+            .filter(|&g| g != user.gid.as_raw())
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        let id_groups: Vec<String> = std::iter::once(user.gid.as_raw())
+            .chain(others)
+            .map(|g| g.to_string())
+            .collect();
+        let mut s = spec(&[
+            "sh",
+            "-c",
+            "id -u; id -g; id -G; printf '%s %s %s\\n' \"$HOME\" \"$USER\" \"$LOGNAME\"",
+        ]);
+        s.user = Some("nobody".into());
+        let r = run(&s).expect("run as nobody");
+        let expected = format!(
+            "{}\n{}\n{}\n{} {} {}\n",
+            user.uid,
+            user.gid,
+            id_groups.join(" "),
+            user.dir.display(),
+            user.name,
+            user.name
+        );
+        assert_eq!((r.exit_code, r.output.as_str()), (0, expected.as_str()));
     }
 
     #[test]
