@@ -28,6 +28,15 @@ struct Args {
     /// Image that carries nodeops-exec.
     #[arg(long, env = "NODEOPS_RUNNER_IMAGE", default_value = concat!("ghcr.io/nodeops/nodeops-exec:v", env!("CARGO_PKG_VERSION")))]
     runner_image: String,
+    /// Host mode: the process whose namespaces the runner joins, a PID or a name as in
+    /// /proc/PID/comm (e.g. kubelet where PID 1's namespaces cannot be opened).
+    #[arg(long, env = "NODEOPS_HOST_PROCESS", value_name = "TARGET", default_value = nodeops::engine::job::DEFAULT_HOST_PROCESS)]
+    host_process: String,
+    /// imagePullPolicy of the node runs' containers (Always, IfNotPresent or Never; default:
+    /// the API server's, IfNotPresent for tagged images). Never suits nodes that get their
+    /// images some other way than from a registry.
+    #[arg(long, env = "NODEOPS_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    image_pull_policy: Option<String>,
     /// Image of Container-mode commands that name none.
     #[arg(long, env = "NODEOPS_DEFAULT_IMAGE", default_value = "busybox:1.36")]
     default_image: String,
@@ -193,6 +202,8 @@ async fn main() -> anyhow::Result<()> {
             .filter(|s| !s.is_empty())
             .collect::<BTreeSet<_>>(),
         runner_image: args.runner_image,
+        host_process: args.host_process,
+        image_pull_policy: args.image_pull_policy,
         default_image: args.default_image,
         leader_election: args.leader_election.then(|| {
             // The pod name is unique among replicas; the hostname and pid otherwise.

@@ -298,6 +298,7 @@ fn chart_lints_and_renders() {
             "logFormat=text",
             "logLevel=debug",
             "runnerImage.tag=v9",
+            "hostProcess=kubelet",
             "metrics.port=9090",
         ],
     );
@@ -308,6 +309,7 @@ fn chart_lints_and_renders() {
         "--log-format=text",
         "--log-filter=debug",
         "--runner-image=ghcr.io/nodeops/nodeops-exec:v9",
+        "--host-process=kubelet",
         "--metrics-addr=0.0.0.0:9090",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");

@@ -29,6 +29,10 @@ pub struct Config {
     pub host_mode_namespaces: BTreeSet<String>,
     /// Image that carries `nodeops-exec`.
     pub runner_image: String,
+    /// The host process Host-mode runners join the namespaces of: a PID or a process name.
+    pub host_process: String,
+    /// `imagePullPolicy` of node runs' containers (none: the API server's default).
+    pub image_pull_policy: Option<String>,
     /// Image of Container-mode commands that name none.
     pub default_image: String,
     /// Hold this Lease to reconcile (several replicas, one active); none: always active.

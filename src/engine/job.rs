@@ -15,6 +15,8 @@ use crate::api::common::ExecutionMode;
 
 /// Where the runner is copied in Container mode.
 const RUNNER_DIR: &str = "/nodeops";
+/// The host process Host-mode runners enter by default (the runner's own default too).
+pub const DEFAULT_HOST_PROCESS: &str = "1";
 /// Seconds a node run may spend before its command starts (scheduling, image pull) and
 /// after it ends, on top of its timeout, before the Job's deadline fails it.
 const DEADLINE_SLACK_SECONDS: i64 = 120;
@@ -37,6 +39,11 @@ pub struct RunTemplate {
     pub image: String,
     /// Image that carries `nodeops-exec`.
     pub runner_image: String,
+    /// Host mode: the process whose namespaces the runner joins (`--host-process`); empty
+    /// or [`DEFAULT_HOST_PROCESS`] leaves the runner's default.
+    pub host_process: String,
+    /// `imagePullPolicy` of every container (none: the API server's default).
+    pub image_pull_policy: Option<String>,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub username: Option<String>,
@@ -70,6 +77,13 @@ pub fn job_name(owner_name: &str, owner_uid: &str, node: &str) -> String {
     format!("{prefix}-{}", &id[..10])
 }
 
+/// `s` as a container argument or environment value that reaches the process unchanged:
+/// the kubelet expands `$(NAME)` in both and turns `$$` into `$`, so every `$` is doubled
+/// (a script's `$$` or a parameter's `$(id)` would otherwise be rewritten before it ran).
+pub fn kubelet_literal(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
 /// Labels that select every Job and Pod of one owner.
 pub fn owner_selector(owner_uid: &str) -> String {
     format!("{OWNER_UID_LABEL}={owner_uid}")
@@ -98,17 +112,23 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
     let env: Vec<_> = t
         .env
         .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
+        .map(|(k, v)| json!({"name": k, "value": kubelet_literal(v)}))
         .collect();
     let (pod_extra, containers, init_containers, volumes) = match t.mode {
         ExecutionMode::Host => {
             runner_args.insert(0, "--host".into());
+            // Only when not the default: default Jobs keep their args, and so still run with
+            // runner images older than the flag.
+            if !t.host_process.is_empty() && t.host_process != DEFAULT_HOST_PROCESS {
+                runner_args.splice(1..1, ["--host-process".into(), t.host_process.clone()]);
+            }
             runner_args.extend([
                 "--user".into(),
                 t.username.clone().unwrap_or_else(|| "root".into()),
             ]);
             runner_args.push("--".into());
             runner_args.extend(t.argv.iter().cloned());
+            let runner_args: Vec<String> = runner_args.iter().map(|a| kubelet_literal(a)).collect();
             let container = json!({
                 "name": MAIN_CONTAINER,
                 "image": t.runner_image,
@@ -128,6 +148,7 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
         ExecutionMode::Container => {
             runner_args.push("--".into());
             runner_args.extend(t.argv.iter().cloned());
+            let runner_args: Vec<String> = runner_args.iter().map(|a| kubelet_literal(a)).collect();
             let install = json!({
                 "name": "install-runner",
                 "image": t.runner_image,
@@ -153,6 +174,12 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
             )
         }
     };
+    let (mut containers, mut init_containers) = (containers, init_containers);
+    if let Some(policy) = &t.image_pull_policy {
+        for c in containers.iter_mut().chain(init_containers.iter_mut()) {
+            c["imagePullPolicy"] = json!(policy);
+        }
+    }
     let mut pod_spec = json!({
         "nodeName": node,
         "restartPolicy": "Never",
@@ -322,6 +349,39 @@ mod tests {
     }
 
     #[test]
+    fn host_mode_names_a_host_process_other_than_pid_1() {
+        let mut t = template(ExecutionMode::Host);
+        t.host_process = "kubelet".into();
+        let args = |t: &RunTemplate| {
+            let job = render(&owner(), "node-0002", t).expect("job");
+            let pod = job.spec.expect("spec").template.spec.expect("pod spec");
+            pod.containers[0].args.clone().expect("args")
+        };
+        assert_eq!(
+            args(&t),
+            [
+                "--host",
+                "--host-process",
+                "kubelet",
+                "--timeout",
+                "60",
+                "--user",
+                "root",
+                "--",
+                "ls",
+                "-l",
+                "/system"
+            ]
+        );
+        t.host_process = DEFAULT_HOST_PROCESS.into();
+        assert!(!args(&t).iter().any(|a| a == "--host-process"));
+        // Container mode never enters the host.
+        let mut c = template(ExecutionMode::Container);
+        c.host_process = "kubelet".into();
+        assert!(!args(&c).iter().any(|a| a == "--host-process"));
+    }
+
+    #[test]
     fn pod_annotations_and_parameters_reach_the_pod() {
         let mut t = template(ExecutionMode::Container);
         t.pod_annotations
@@ -341,5 +401,33 @@ mod tests {
             (env[0].name.as_str(), env[0].value.as_deref()),
             ("NODEOPS_PARAM_path", Some("/var"))
         );
+    }
+
+    #[test]
+    fn dollars_reach_the_runner_unexpanded_by_the_kubelet() {
+        // The kubelet turns `$$` into `$` and `$(NAME)` into NAME's value in args and env.
+        for mode in [ExecutionMode::Container, ExecutionMode::Host] {
+            let mut t = template(mode);
+            t.argv = vec!["sh".into(), "-c".into(), "kill -9 $$; echo $(HOME)".into()];
+            t.env = vec![("NODEOPS_PARAM_v".into(), "$(id) $$".into())];
+            let job = render(&owner(), "n", &t).expect("job");
+            let main = job
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("spec")
+                .containers[0]
+                .clone();
+            let args = main.args.expect("args");
+            assert_eq!(
+                args.last().map(String::as_str),
+                Some("kill -9 $$$$; echo $$(HOME)")
+            );
+            assert_eq!(
+                main.env.expect("env")[0].value.as_deref(),
+                Some("$$(id) $$$$")
+            );
+        }
     }
 }

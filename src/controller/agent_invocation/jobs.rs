@@ -14,7 +14,7 @@ use crate::api::agent_invocation::{
 use crate::api::command::Command;
 use crate::api::common::ExecutionMode;
 use crate::api::node_agent::NodeAgent;
-use crate::engine::job::{Owner, RunTemplate, render};
+use crate::engine::job::{Owner, RunTemplate, kubelet_literal, render};
 use crate::engine::script::{self, PARAM_ENV_PREFIX};
 use crate::engine::{
     JOB_ID_ANNOTATION, MAIN_CONTAINER, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL,
@@ -122,12 +122,13 @@ fn annotate(job: &mut Job, obj: &AgentInvocation, e: &InvocationResult) {
 /// The HostInstaller Job of node instance `e`: the installer Command's script on the
 /// node's host, in the agent's namespace, owned by the NodeAgent (an owner in another
 /// namespace than the invocation's is not allowed; the invocation deletes the Job once
-/// it recorded the result).
+/// it recorded the result). The runner enters the namespaces of `host_process`.
 pub fn installer_job(
     obj: &AgentInvocation,
     agent: &NodeAgent,
     command: &Command,
     e: &InvocationResult,
+    host_process: &str,
 ) -> Result<Job, String> {
     let installer = agent
         .spec
@@ -145,6 +146,7 @@ pub fn installer_job(
     let template = RunTemplate {
         mode: ExecutionMode::Host,
         runner_image: installer.image.clone(),
+        host_process: host_process.to_string(),
         argv,
         env,
         username: command.spec.username.clone(),
@@ -240,9 +242,9 @@ pub fn remote_job(
     ]);
     let p = params(e);
     let env = json!([
-        {"name": "NODEOPS_SCRIPT", "value": script},
+        {"name": "NODEOPS_SCRIPT", "value": kubelet_literal(&script)},
         {"name": format!("{PARAM_ENV_PREFIX}action"), "value": "install"},
-        {"name": format!("{PARAM_ENV_PREFIX}version"), "value": p["version"]},
+        {"name": format!("{PARAM_ENV_PREFIX}version"), "value": kubelet_literal(&p["version"])},
     ]);
     let owner = OwnerReference {
         api_version: "nodeops.io/v1alpha1".into(),
@@ -379,6 +381,7 @@ mod tests {
             &agent(),
             &command("install.sh", false),
             &entry(InstanceAction::Install),
+            "kubelet",
         )
         .expect("job");
         assert_eq!(job.metadata.namespace.as_deref(), Some("nodeops-agents"));
@@ -396,6 +399,8 @@ mod tests {
             pod.containers[0].image.as_deref(),
             Some("example/installer:1")
         );
+        let args = pod.containers[0].args.clone().expect("args");
+        assert_eq!(args[..3], ["--host", "--host-process", "kubelet"]);
     }
 
     #[test]
