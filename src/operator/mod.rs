@@ -291,13 +291,13 @@ fn trim_pod(p: &mut Pod) {
         node_name: s.node_name,
         ..Default::default()
     });
-    p.status = p.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        conditions: s.conditions,
-        container_statuses: s.container_statuses.map(|cs| {
+    let trim = |statuses: Option<Vec<ContainerStatus>>| {
+        statuses.map(|cs| {
             cs.into_iter()
                 .map(|c| ContainerStatus {
                     name: c.name,
+                    // Named in the message of an image the kubelet cannot get.
+                    image: c.image,
                     ready: c.ready,
                     restart_count: c.restart_count,
                     state: c.state,
@@ -305,7 +305,17 @@ fn trim_pod(p: &mut Pod) {
                     ..Default::default()
                 })
                 .collect()
-        }),
+        })
+    };
+    // Reason, message and the init containers' states are what the kubelet says about a
+    // Pod it rejected or an image it cannot get (`engine::outcome`).
+    p.status = p.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        reason: s.reason,
+        message: s.message,
+        conditions: s.conditions,
+        init_container_statuses: trim(s.init_container_statuses),
+        container_statuses: trim(s.container_statuses),
         ..Default::default()
     });
 }
@@ -352,5 +362,60 @@ async fn report_missing_crds(client: &Client) {
             }
             Err(e) => tracing::warn!(crd = %name, error = %e, "cannot read CRD"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::outcome::{RunState, observe, reason};
+    use k8s_openapi::api::batch::v1::Job;
+    use serde_json::json;
+
+    fn active_job() -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "j", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"active": 1}
+        }))
+        .expect("job")
+    }
+
+    fn trimmed(pod: serde_json::Value) -> Pod {
+        let mut pod: Pod = serde_json::from_value(pod).expect("pod");
+        trim_pod(&mut pod);
+        pod
+    }
+
+    /// The Pod cache keeps what `observe` reads the kubelet's verdicts from.
+    #[test]
+    fn the_trimmed_pod_still_shows_what_the_kubelet_said() {
+        let pulling = trimmed(json!({
+            "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:01Z",
+                "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "run", "image": "busybox"}]},
+            "status": {"phase": "Pending",
+                "initContainerStatuses": [{"name": "install-runner", "image": "exec:nope",
+                    "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}],
+                "containerStatuses": [{"name": "run", "image": "busybox", "imageID": "",
+                    "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "PodInitializing"}}}]}
+        }));
+        assert!(pulling.metadata.managed_fields.is_none());
+        let o = observe(&active_job(), &[&pulling], 100);
+        assert_eq!(
+            (o.state, o.reason.as_deref()),
+            (RunState::Failed, Some(reason::IMAGE_NOT_AVAILABLE))
+        );
+        assert!(o.message.expect("message").contains("exec:nope"));
+
+        let rejected = trimmed(json!({
+            "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:01Z"},
+            "status": {"phase": "Failed", "reason": "OutOfpods",
+                "message": "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 16, capacity: 16"}
+        }));
+        let o = observe(&active_job(), &[&rejected], 100);
+        assert_eq!(o.reason.as_deref(), Some(reason::NODE_REJECTED));
+        assert!(o.message.expect("message").contains("capacity: 16"));
     }
 }

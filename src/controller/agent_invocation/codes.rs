@@ -25,11 +25,13 @@ pub enum ErrorCode {
     SshFailed,
     RemoteScriptFailed,
     JobLost,
+    ImageNotAvailable,
+    NodeRejected,
 }
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::NodeNotFound,
         Self::NodeNotReady,
         Self::AgentNotInstalled,
@@ -50,6 +52,8 @@ impl ErrorCode {
         Self::SshFailed,
         Self::RemoteScriptFailed,
         Self::JobLost,
+        Self::ImageNotAvailable,
+        Self::NodeRejected,
     ];
 
     /// The seed-style code, `invocationmgr.NNNN`.
@@ -75,6 +79,8 @@ impl ErrorCode {
             Self::SshFailed => "invocationmgr.0104",
             Self::RemoteScriptFailed => "invocationmgr.0105",
             Self::JobLost => "invocationmgr.0106",
+            Self::ImageNotAvailable => "invocationmgr.0107",
+            Self::NodeRejected => "invocationmgr.0108",
         }
     }
 
@@ -101,6 +107,8 @@ impl ErrorCode {
             Self::SshFailed => "SshFailed",
             Self::RemoteScriptFailed => "RemoteScriptFailed",
             Self::JobLost => "JobLost",
+            Self::ImageNotAvailable => "ImageNotAvailable",
+            Self::NodeRejected => "NodeRejected",
         }
     }
 
@@ -147,7 +155,13 @@ impl ErrorCode {
             Self::SshFailed => "The SSH connection, host key check or login failed.",
             Self::RemoteScriptFailed => "The remote install script exited non-zero.",
             Self::JobLost => {
-                "The installer Job could not run (deleted, refused by admission, not started)."
+                "The installer Job could not run (deleted, refused by admission, its container could not be started)."
+            }
+            Self::ImageNotAvailable => {
+                "The kubelet cannot get the installer's (or the runner's) image; the Job was deleted at once."
+            }
+            Self::NodeRejected => {
+                "The node's kubelet rejected the installer pod (OutOfpods, OutOfcpu, NodeAffinity, ...); the Job was deleted."
             }
         }
     }

@@ -276,7 +276,8 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
                     let command = installer_cmd
                         .as_ref()
                         .ok_or_else(|| render("no installer Command".into()))?;
-                    jobs::installer_job(&obj, &agent, command, e).map_err(render)?
+                    jobs::installer_job(&obj, &agent, command, e, &base.config.host_process)
+                        .map_err(render)?
                 };
                 let job_ns = job.metadata.namespace.clone().unwrap_or_default();
                 let api: Api<Job> = Api::namespaced(base.client.clone(), &job_ns);

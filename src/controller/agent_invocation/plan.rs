@@ -32,8 +32,8 @@ use crate::api::node_agent::{AgentMode, NodeAgentSpec};
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING, STALLED};
 use crate::controller::Note;
 use crate::engine::outcome::{Observed, RunState, reason};
-use crate::exec::TIMEOUT_EXIT_CODE;
 use crate::exec::remote::SSH_FAILED_EXIT_CODE;
+use crate::exec::{START_FAILED_EXIT_CODE, TIMEOUT_EXIT_CODE};
 
 /// The seed's limit on an error message.
 pub const MESSAGE_LIMIT: usize = 128;
@@ -519,6 +519,14 @@ pub fn job_failure(observed: &Observed, remote: bool) -> (ErrorCode, String) {
         }
     };
     match (observed.exit_code, observed.reason.as_deref()) {
+        // What the kubelet said first: the installer never ran, whatever the exit code.
+        (_, Some(reason::IMAGE_NOT_AVAILABLE)) => (ErrorCode::ImageNotAvailable, detail.into()),
+        (_, Some(reason::NODE_REJECTED)) => (ErrorCode::NodeRejected, detail.into()),
+        // The runtime could not start the container (the runner's own start error is its
+        // exit code 127, an installer failure like any other).
+        (code, Some(reason::START_FAILED)) if code != Some(START_FAILED_EXIT_CODE) => {
+            (ErrorCode::JobLost, detail.into())
+        }
         (Some(TIMEOUT_EXIT_CODE), _) | (_, Some(reason::TIMEOUT)) => {
             (ErrorCode::InstallerTimeout, with("timed out".into()))
         }

@@ -153,8 +153,8 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
     let world = observe_world(&obj, &targets, &ctx, now).await?;
     let planned = plan::plan(&obj, &targets, &world);
 
-    // Apply: Jobs first, then the status that records them. A crash in between leaves Jobs
-    // that the next reconcile adopts by name; it never creates them twice.
+    // Apply: new Jobs first, then the status that records them. A crash in between leaves
+    // Jobs that the next reconcile adopts by name; it never creates them twice.
     let owner = owner_of(&obj);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let rendered = planned
@@ -185,29 +185,35 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    for node in &planned.delete {
-        let job_name = crate::engine::job::job_name(&name, &owner.uid, node);
-        match jobs.delete(&job_name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => {
-                return Err(Error::DeleteJob {
-                    node: node.clone(),
-                    source,
-                });
-            }
-        }
-    }
     if obj.status.as_ref() != Some(&planned.status) {
         super::apply_status(&api, &name, &planned.status)
             .await
             .map_err(Error::WriteStatus)?;
         count_outcomes(obj.status.as_ref(), &planned.status);
     }
+    // Deletions after the status that records why: a Job deleted first and a status write
+    // that then failed would read as JobLost. The plan asks again until the Job is gone,
+    // so a failed delete is retried (after the events of this status are sent).
+    let mut deleted = Ok(());
+    for node in &planned.delete {
+        let job_name = crate::engine::job::job_name(&name, &owner.uid, node);
+        match jobs.delete(&job_name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                deleted = Err(Error::DeleteJob {
+                    node: node.clone(),
+                    source,
+                });
+                break;
+            }
+        }
+    }
     for note in &planned.notes {
         ctx.event(&obj, note.warning, note.reason, note.message.clone())
             .await;
     }
+    deleted?;
     if planned.delete_self {
         api.delete(&name, &DeleteParams::background())
             .await
@@ -286,6 +292,8 @@ async fn resolve_template(
             .clone()
             .unwrap_or_else(|| ctx.config.default_image.clone()),
         runner_image: ctx.config.runner_image.clone(),
+        host_process: ctx.config.host_process.clone(),
+        image_pull_policy: ctx.config.image_pull_policy.clone(),
         username: spec.username.clone(),
         working_directory: spec.working_directory.clone(),
         timeout_seconds: spec.timeout_seconds,

@@ -99,7 +99,11 @@ pub struct World {
 pub struct Plan {
     /// Nodes whose Job to create now.
     pub start: Vec<String>,
-    /// Nodes whose Job to delete (refused by admission: it would retry for ever).
+    /// Nodes whose Job to delete: the node failed while its Job is still active (refused
+    /// by admission, which the Job would retry for ever, or a failure its Pods show, such
+    /// as an image that cannot be pulled, which would hold a pod slot until the deadline).
+    /// Applied after the status that records the failure, and planned again on every
+    /// reconcile until the Job is gone, so a failed delete is retried.
     pub delete: Vec<String>,
     pub status: AsyncCommandStatus,
     /// When to look again without an event.
@@ -161,7 +165,6 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
             if let Some(message) = world.refused.get(node) {
                 apply(&mut e, NodeEvent::JobFailed);
                 fail(&mut e, reason::ADMISSION_REFUSED, message, now);
-                delete.push(node.clone());
             } else if let Some(obs) = world.runs.get(node) {
                 let event = match obs.state {
                     RunState::Active { .. } => NodeEvent::JobActive,
@@ -169,7 +172,7 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
                     RunState::Failed => NodeEvent::JobFailed,
                 };
                 apply(&mut e, event);
-                record(&mut e, obs, &name, &uid);
+                record(&mut e, obs, &name, &uid, now);
             } else if e.phase == NodePhase::Running {
                 apply(&mut e, NodeEvent::JobVanished);
                 fail(
@@ -206,6 +209,14 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
                     Some(_) => candidates.push(entries.len()),
                 }
             }
+        }
+        let job_still_active = world.refused.contains_key(node)
+            || world
+                .runs
+                .get(node)
+                .is_some_and(|o| o.state == RunState::Failed && o.job_active);
+        if e.phase.is_final() && job_still_active {
+            delete.push(node.clone());
         }
         if e.phase == NodePhase::Failed && before != NodePhase::Failed {
             newly_failed.push(format!("{node}: {}", e.reason.clone().unwrap_or_default()));
@@ -357,7 +368,7 @@ fn fail(e: &mut CmdJob, why: &str, message: &str, now: Timestamp) {
 }
 
 /// Copies what the Job says into a non-final entry (the entry's phase was already moved).
-fn record(e: &mut CmdJob, obs: &Observed, owner: &str, uid: &str) {
+fn record(e: &mut CmdJob, obs: &Observed, owner: &str, uid: &str, now: Timestamp) {
     e.job_name = Some(job_name(owner, uid, &e.node_name));
     e.exit_code = obs.exit_code;
     e.output = obs.output.clone();
@@ -367,7 +378,11 @@ fn record(e: &mut CmdJob, obs: &Observed, owner: &str, uid: &str) {
     if e.start_time.is_none() {
         e.start_time = obs.start_time.clone();
     }
-    e.completion_time = obs.completion_time.clone();
+    // A run the Pods failed while its Job is active has no Job completion time: now.
+    e.completion_time = obs
+        .completion_time
+        .clone()
+        .or_else(|| (obs.state == RunState::Failed).then(|| time(now)));
 }
 
 fn summary_message(s: &AsyncCommandStatus) -> String {

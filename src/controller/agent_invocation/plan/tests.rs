@@ -1,6 +1,6 @@
 use super::*;
 use crate::api::agent_invocation::InvocationPhase as P;
-use crate::engine::outcome::Observed;
+use crate::engine::outcome::{Observed, reason};
 use serde_json::json;
 
 fn now() -> Timestamp {
@@ -219,6 +219,7 @@ fn host_installer_runs_a_job_then_labels_the_node() {
         message: None,
         start_time: None,
         completion_time: None,
+        job_active: true,
     };
     w.runs.insert(id.clone(), run.clone());
     let p3 = again(&obj, &p2.status, &w);
@@ -252,6 +253,7 @@ fn host_installer_failures_and_lost_jobs() {
         message: None,
         start_time: None,
         completion_time: None,
+        job_active: false,
     };
     w.runs.insert(id.clone(), failed);
     let p3 = again(&obj, &p2.status, &w);
@@ -524,6 +526,7 @@ fn remote_install_preconditions_and_outcomes() {
         message: Some("permission denied".into()),
         start_time: None,
         completion_time: None,
+        job_active: false,
     };
     w.runs.insert(ids[0].clone(), done(0));
     w.runs.insert(ids[1].clone(), done(255));
@@ -545,6 +548,7 @@ fn job_failures_map_to_codes() {
         message: None,
         start_time: None,
         completion_time: None,
+        job_active: false,
     };
     assert_eq!(
         job_failure(&o(Some(124), None), false).0,
@@ -569,6 +573,67 @@ fn job_failures_map_to_codes() {
     assert_eq!(
         job_failure(&o(None, Some("JobLost")), false).0,
         ErrorCode::JobLost
+    );
+    // What the kubelet said wins over exit codes.
+    assert_eq!(
+        job_failure(&o(None, Some(reason::IMAGE_NOT_AVAILABLE)), false).0,
+        ErrorCode::ImageNotAvailable
+    );
+    assert_eq!(
+        job_failure(&o(None, Some(reason::NODE_REJECTED)), true).0,
+        ErrorCode::NodeRejected
+    );
+    assert_eq!(
+        job_failure(&o(Some(128), Some(reason::START_FAILED)), false).0,
+        ErrorCode::JobLost
+    );
+    // The runner's own start error (unknown user) is the installer's failure.
+    assert_eq!(
+        job_failure(&o(Some(127), Some(reason::START_FAILED)), false).0,
+        ErrorCode::InstallerFailed
+    );
+}
+
+#[test]
+fn an_installer_image_that_cannot_be_pulled_fails_the_instance() {
+    let obj = invocation(json!({"invocationType": "Install", "nodeNames": ["n1"]}));
+    let mut w = world("HostInstaller");
+    let p2 = again(&obj, &plan(&obj, &w).status, &w);
+    let id = p2.status.invocations[0].invocation_id.clone();
+    // As `observe` reads an active Job whose Pod waits in ImagePullBackOff.
+    let failed = Observed {
+        state: RunState::Failed,
+        exit_code: None,
+        output: None,
+        truncated: false,
+        reason: Some(reason::IMAGE_NOT_AVAILABLE.into()),
+        message: Some(
+            "image \"registry.example/installer:9\" of container run is not available (ImagePullBackOff): Back-off pulling image".into(),
+        ),
+        start_time: None,
+        completion_time: None,
+        job_active: true,
+    };
+    w.runs.insert(id, failed);
+    let p3 = again(&obj, &p2.status, &w);
+    let e = &p3.status.invocations[0];
+    assert_eq!(
+        (e.phase, e.reason.as_deref(), e.error_code.as_deref()),
+        (
+            P::Failed,
+            Some("ImageNotAvailable"),
+            Some("invocationmgr.0107")
+        )
+    );
+    assert!(
+        e.error_message
+            .as_deref()
+            .expect("message")
+            .contains("registry.example/installer:9")
+    );
+    assert!(
+        p3.effects.is_empty(),
+        "no label for an installer that never ran"
     );
 }
 
@@ -628,6 +693,7 @@ fn state_machine_is_exhaustively_well_formed() {
                                         message: None,
                                         start_time: None,
                                         completion_time: None,
+                                        job_active: false,
                                     },
                                 );
                             }

@@ -27,6 +27,7 @@ fn ready(names: &[&str]) -> BTreeMap<String, NodeInfo> {
 
 fn observed(state: RunState, exit: Option<i32>) -> Observed {
     let failed = state == RunState::Failed;
+    let job_active = matches!(state, RunState::Active { .. });
     Observed {
         state,
         exit_code: exit,
@@ -36,6 +37,7 @@ fn observed(state: RunState, exit: Option<i32>) -> Observed {
         message: None,
         start_time: Some(Time(at(1))),
         completion_time: None,
+        job_active,
     }
 }
 
@@ -519,6 +521,68 @@ fn admission_refusal_fails_the_node_and_removes_its_job() {
             .as_deref()
             .expect("message")
             .contains("PodSecurity")
+    );
+}
+
+#[test]
+fn a_failure_the_pods_show_fails_the_node_and_deletes_its_active_job() {
+    let mut obj = command(json!({"command": "uptime", "nodeNames": ["a", "b"]}));
+    let targets = nodes(&["a", "b"]);
+    let world = World {
+        nodes: ready(&["a", "b"]),
+        now: at(0),
+        ..Default::default()
+    };
+    assert_eq!(step(&mut obj, &targets, &world).start, ["a", "b"]);
+    // a: the image cannot be pulled while its Job is active; b: its Job failed on its own.
+    let mut pulled = observed(RunState::Failed, None);
+    pulled.job_active = true;
+    pulled.reason = Some(reason::IMAGE_NOT_AVAILABLE.into());
+    pulled.message = Some("image \"x\" of container run is not available (ErrImagePull)".into());
+    let mut runs = BTreeMap::new();
+    runs.insert("a".to_string(), pulled);
+    runs.insert("b".to_string(), observed(RunState::Failed, Some(3)));
+    let world = World {
+        nodes: ready(&["a", "b"]),
+        runs,
+        now: at(4),
+        ..Default::default()
+    };
+    let p = step(&mut obj, &targets, &world);
+    assert_eq!(p.delete, ["a"], "only the Job still active is deleted");
+    let e = &p.status.cmd_jobs[0];
+    assert_eq!(
+        (e.phase, e.reason.as_deref()),
+        (NodePhase::Failed, Some(reason::IMAGE_NOT_AVAILABLE))
+    );
+    assert_eq!(e.completion_time, Some(Time(at(4))));
+    assert_eq!(p.status.phase, CommandPhase::Failed);
+    // The delete failed (or is not seen yet): asked again, the result unchanged.
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            now: at(9),
+            ..world.clone()
+        },
+    );
+    assert_eq!(p.delete, ["a"]);
+    assert_eq!(p.status.cmd_jobs[0].completion_time, Some(Time(at(4))));
+    // The Job is gone: nothing to delete, and the node stays ImageNotAvailable, not JobLost.
+    let mut world = world;
+    world.runs.remove("a");
+    let p = step(
+        &mut obj,
+        &targets,
+        &World {
+            now: at(12),
+            ..world
+        },
+    );
+    assert!(p.delete.is_empty());
+    assert_eq!(
+        p.status.cmd_jobs[0].reason.as_deref(),
+        Some(reason::IMAGE_NOT_AVAILABLE)
     );
 }
 
