@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a real local Kubernetes control plane on loopback: etcd, kube-apiserver (TLS,
 # client-certificate authentication, RBAC, service-account tokens), kube-controller-manager,
-# kube-scheduler and kwok simulating $NODES nodes. Writes the admin kubeconfig to
+# kube-scheduler, kwok simulating $NODES nodes and one real node (kubelet + containerd;
+# REAL_NODES=0 for none). Writes the admin kubeconfig to
 # $CLUSTER_DIR/kubeconfig. Idempotent: a cluster that is already up is left as it is (more
 # nodes are added when NODES grew).
 #
@@ -14,6 +15,8 @@ NODES="${NODES:-10}"
 NODE_PREFIX="${NODE_PREFIX:-node}"
 NODE_LABELS="${NODE_LABELS:-}"
 NODE_TAINTS="${NODE_TAINTS:-}"
+# One real node (kubelet + containerd, hack/real-node.sh) beside the simulated ones; 0: none.
+REAL_NODES="${REAL_NODES:-1}"
 ETCD_PORT="${ETCD_PORT:-23790}"
 ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
 APISERVER_PORT="${APISERVER_PORT:-16443}"
@@ -88,6 +91,8 @@ cert apiserver kube-apiserver "" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:ku
 cert admin admin system:masters
 cert kcm system:kube-controller-manager ""
 cert scheduler system:kube-scheduler ""
+# The API server's client identity towards kubelets (logs, exec).
+cert apiserver-kubelet kube-apiserver-kubelet-client system:masters
 [ -f pki/sa.key ] || {
 	openssl genrsa -out pki/sa.key 2048 2>/dev/null
 	openssl rsa -in pki/sa.key -pubout -out pki/sa.pub 2>/dev/null
@@ -139,6 +144,8 @@ start kube-apiserver kube-apiserver \
 	--service-account-key-file pki/sa.pub --service-account-signing-key-file pki/sa.key \
 	--service-cluster-ip-range 10.96.0.0/16 \
 	--allow-privileged=true \
+	--kubelet-client-certificate pki/apiserver-kubelet.crt --kubelet-client-key pki/apiserver-kubelet.key \
+	--kubelet-preferred-address-types Hostname,InternalIP \
 	--max-requests-inflight 800 --max-mutating-requests-inflight 400 \
 	--v=1
 wait_for kube-apiserver 240 kubectl --kubeconfig "$KC" get --raw /readyz
@@ -174,4 +181,13 @@ wait_for "default ServiceAccount" 120 kubectl --kubeconfig "$KC" -n default get 
 
 # --- simulated nodes
 "$ROOT/hack/nodes.sh" "$NODES"
+# --- the real node
+case "$REAL_NODES" in
+0) ;;
+1) CLUSTER_DIR="$CLUSTER_DIR" APISERVER_PORT="$APISERVER_PORT" "$ROOT/hack/real-node.sh" up ;;
+*)
+	log "REAL_NODES=$REAL_NODES: only 0 or 1 real node is supported on one machine"
+	exit 1
+	;;
+esac
 log "ready: $(kubectl --kubeconfig "$KC" get nodes --no-headers | wc -l) nodes; KUBECONFIG=$KC"

@@ -26,7 +26,10 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ target/debu
 	for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.2; done
 fi
 if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
-	setsid target/debug/nodeops >.local-cluster/logs/nodeops.log 2>&1 </dev/null &
+	# The real node's images, pull policy and host entry (hack/real-node.sh writes them).
+	node_env=()
+	[ -f .local-cluster/real-node/operator.env ] && mapfile -t node_env <.local-cluster/real-node/operator.env
+	env "${node_env[@]}" setsid target/debug/nodeops >.local-cluster/logs/nodeops.log 2>&1 </dev/null &
 	echo $! >"$pidfile"
 fi
 echo "nodeops running (pid $(cat "$pidfile")), log: .local-cluster/logs/nodeops.log"

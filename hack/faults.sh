@@ -17,6 +17,8 @@ export KCM_PORT="${FAULT_KCM_PORT:-11357}"
 export SCHEDULER_PORT="${FAULT_SCHEDULER_PORT:-11359}"
 export KWOK_PORT="${FAULT_KWOK_PORT:-11347}"
 export NODES="${FAULT_NODES:-100}"
+# The fault suite is about the operator and the control plane: simulated nodes only.
+export REAL_NODES=0
 if [ "$CLUSTER_DIR" = "$ROOT/.local-cluster" ]; then
 	echo "refusing to inject faults into the shared cluster in .local-cluster" >&2
 	exit 1

@@ -53,7 +53,7 @@ adopt_path() {
 
 build_kubernetes() {
 	local missing=() c
-	for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+	for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
 		adopt "$c" || adopt_path "$c" "$K8S_VERSION" || missing+=("$c")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
@@ -89,6 +89,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
 	(cd "$work" && go mod tidy >&2)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: formatting and lints, then every unit and end-to-end test. The end-to-end
 # tests share one local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok) that this script starts once and stops at the end, unless one was
-# already running (then it is reused and left running).
+# kube-scheduler, kwok, and one real node: kubelet + containerd) that this script starts
+# once and stops at the end, unless one was already running (then it is reused and left
+# running).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -50,7 +51,9 @@ NODEOPS_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" RUST_TEST_THREADS="${R
 	cargo test --lib --bins --tests --no-fail-fast
 if $started_here; then
 	# The fault suite loads both cores: the shared control plane must not compete with it.
-	step "stopping the local control plane"
+	# cluster-down fails when the real node left anything on the machine (processes,
+	# mounts, links, iptables chains, sysctls, cgroups, paths): that is checked here too.
+	step "stopping the local control plane, checking the machine is as before"
 	hack/cluster-down.sh
 	trap - EXIT
 else

@@ -77,6 +77,37 @@ pub fn kubeconfig_path() -> &'static Path {
     })
 }
 
+/// The real node's name (hack/real-node.sh, `REAL_NODE_NAME`, default `real-0001`).
+pub fn real_node_name() -> String {
+    std::env::var("REAL_NODE_NAME").unwrap_or_else(|_| "real-0001".into())
+}
+
+/// `KEY=VALUE` lines of a file the real node's script wrote under the cluster directory;
+/// empty when the cluster has no real node.
+fn real_node_env(file: &str) -> std::collections::BTreeMap<String, String> {
+    let dir = kubeconfig_path()
+        .parent()
+        .map(|d| d.join("real-node"))
+        .unwrap_or_default();
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The images built and imported for the real node (`RUNNER_IMAGE`, `TOOLBOX_IMAGE`,
+/// `PAUSE_IMAGE`).
+pub fn real_node_images() -> std::collections::BTreeMap<String, String> {
+    let images = real_node_env("images.env");
+    assert!(
+        images.contains_key("PAUSE_IMAGE"),
+        "no images.env of the real node: start the cluster with REAL_NODES=1 (the default)"
+    );
+    images
+}
+
 /// A client to the local control plane, for the calling test's runtime.
 pub async fn client() -> Client {
     let path = kubeconfig_path();
@@ -288,7 +319,11 @@ impl Operator {
         } else {
             &["--metrics-addr", "127.0.0.1:0"]
         };
+        // The settings the real node needs (its images, pull policy, how to enter the host),
+        // as the cluster scripts wrote them; arguments given by the test win.
+        let node_env = real_node_env("operator.env");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
+            .envs(&node_env)
             .arg("--namespace")
             .arg(&self.namespace)
             .args(metrics)

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Builds the images the real node runs, without a registry or a Docker engine, as OCI
+# image layouts written by umoci (Debian's package: it builds an image from a root
+# filesystem on disk, needs no daemon and writes the OCI format containerd imports):
+#
+#   nodeops.local/nodeops-exec:<sha>  the runner: the static musl `nodeops-exec`, built by the
+#                                     same cargo command as Dockerfile.exec's build step
+#   nodeops.local/toolbox:<sha>       Container mode's default image: Debian's static busybox
+#                                     with its applets, /etc/passwd and /tmp
+#   nodeops.local/pause:<k8s version> the pod sandbox: Kubernetes' own pause.c from the
+#                                     k8s.io/kubernetes module, compiled statically
+#
+# Tags are content hashes, so a rebuilt binary is a new image. Layouts are cached in
+# $NODEOPS_CACHE/images. Prints `NAME=REF` lines and `NAME_ARCHIVE=PATH` (an OCI archive).
+#   hack/images.sh            build what is missing, print the refs
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE="${NODEOPS_CACHE:-$HOME/.cache/nodeops}"
+K8S_VERSION="${K8S_VERSION:-v1.35.4}"
+OUT="$CACHE/images"
+ARCH=$(uname -m)
+MUSL_TARGET="$ARCH-unknown-linux-musl"
+mkdir -p "$OUT"
+
+log() { printf '[images] %s\n' "$*" >&2; }
+
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+need_pkgs() {
+	local missing=() p
+	for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	log "installing ${missing[*]} from Debian"
+	$sudo sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}" >&2
+}
+need_pkgs umoci busybox-static musl-tools gcc libc6-dev
+
+# image NAME TAG ROOTFS ENTRYPOINT...: an OCI archive of ROOTFS (one layer) with the
+# entrypoint, at $OUT/NAME-TAG.tar; nothing is done when it exists.
+image() {
+	local name=$1 tag=$2 rootfs=$3
+	shift 3
+	local archive="$OUT/$name-$tag.tar"
+	if [ ! -f "$archive" ]; then
+		local work
+		work=$(mktemp -d "$OUT/.build-XXXXXX")
+		umoci init --layout "$work/layout"
+		umoci new --image "$work/layout:$tag"
+		umoci unpack --image "$work/layout:$tag" "$work/bundle" >/dev/null
+		cp -a "$rootfs/." "$work/bundle/rootfs/"
+		umoci repack --image "$work/layout:$tag" "$work/bundle" >/dev/null
+		local ep=()
+		for e in "$@"; do ep+=(--config.entrypoint "$e"); done
+		umoci config --image "$work/layout:$tag" "${ep[@]}" \
+			--config.workingdir / --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+			--author nodeops --architecture "$(dpkg --print-architecture)" --os linux
+		umoci gc --layout "$work/layout"
+		tar -C "$work/layout" -cf "$archive.tmp" .
+		mv "$archive.tmp" "$archive"
+		rm -rf "$work"
+		log "built $name:$tag"
+	fi
+	echo "$archive"
+}
+
+# --- the runner: as Dockerfile.exec builds it (musl, release, symbols stripped).
+rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET" || rustup target add "$MUSL_TARGET" >&2
+(cd "$ROOT" && env "CC_${ARCH}_unknown_linux_musl=musl-gcc" CARGO_PROFILE_RELEASE_STRIP=symbols \
+	cargo build -q --release --locked --target "$MUSL_TARGET" --bin nodeops-exec >&2)
+runner_bin="$ROOT/target/$MUSL_TARGET/release/nodeops-exec"
+runner_tag="sha-$(sha256sum "$runner_bin" | cut -c1-12)"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/runner"
+install -m 0755 "$runner_bin" "$stage/runner/nodeops-exec"
+runner_archive=$(image nodeops-exec "$runner_tag" "$stage/runner" /nodeops-exec)
+
+# --- the toolbox: busybox and its applets, a passwd with root and nobody.
+bb=/bin/busybox
+toolbox_tag="sha-$(sha256sum "$bb" | cut -c1-12)"
+if [ ! -f "$OUT/toolbox-$toolbox_tag.tar" ]; then
+	t="$stage/toolbox"
+	mkdir -p "$t/bin" "$t/etc" "$t/root" "$t/tmp" "$t/usr/bin" "$t/usr/sbin" "$t/sbin"
+	chmod 1777 "$t/tmp"
+	install -m 0755 "$bb" "$t/bin/busybox"
+	for applet in $("$bb" --list); do
+		[ -e "$t/bin/$applet" ] || ln -s busybox "$t/bin/$applet"
+	done
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$t/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$t/etc/group"
+fi
+toolbox_archive=$(image toolbox "$toolbox_tag" "$stage/toolbox" /bin/sh)
+
+# --- pause: Kubernetes' own sandbox process, from the module the binaries are built from.
+pause_tag="$K8S_VERSION"
+if [ ! -f "$OUT/pause-$pause_tag.tar" ]; then
+	dir=$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+	src="$dir/build/pause/linux/pause.c"
+	[ -f "$src" ] || { log "no pause.c in k8s.io/kubernetes@$K8S_VERSION ($src)"; exit 1; }
+	mkdir -p "$stage/pause"
+	gcc -Os -static -Wall -Werror -DVERSION="$K8S_VERSION-nodeops" -o "$stage/pause/pause" "$src"
+	strip "$stage/pause/pause"
+fi
+pause_archive=$(image pause "$pause_tag" "$stage/pause" /pause)
+
+echo "RUNNER_IMAGE=nodeops.local/nodeops-exec:$runner_tag"
+echo "RUNNER_IMAGE_ARCHIVE=$runner_archive"
+echo "TOOLBOX_IMAGE=nodeops.local/toolbox:$toolbox_tag"
+echo "TOOLBOX_IMAGE_ARCHIVE=$toolbox_archive"
+echo "PAUSE_IMAGE=nodeops.local/pause:$pause_tag"
+echo "PAUSE_IMAGE_ARCHIVE=$pause_archive"
