@@ -289,6 +289,8 @@ stop_pid() {
 
 down() {
 	[ -d "$DIR" ] || return 0
+	# Every step runs even when one fails: the check at the end says what is left.
+	set +e
 	stop_pid kubelet
 	# Containers outlive containerd and their shims: end them through runc first.
 	local root="$DIR/containerd/runc/k8s.io" id
@@ -314,7 +316,7 @@ down() {
 	# In place: /etc/hosts may be a bind mount (containers), which a rename would not update.
 	if grep -q "$HOSTS_MARK\$" /etc/hosts; then
 		local hosts
-		hosts=$(grep -v "$HOSTS_MARK\$" /etc/hosts)
+		hosts=$(grep -v "$HOSTS_MARK\$" /etc/hosts || true)
 		printf '%s\n' "$hosts" >/etc/hosts
 	fi
 	# iptables chains the kubelet added (KUBE-*), in every table, both families.
@@ -326,7 +328,7 @@ down() {
 			for c in $($tool -t "$t" -S 2>/dev/null | awk '$1 == "-N" {print $2}'); do
 				grep -qx "$c" "$before" && continue
 				# Remove jumps to the chain, then the chain.
-				$tool -t "$t" -S 2>/dev/null | grep -E -- "-j $c( |$)" | sed 's/^-A/-D/' | while read -r rule; do
+				{ $tool -t "$t" -S 2>/dev/null | grep -E -- "-j $c( |$)" || true; } | sed 's/^-A/-D/' | while read -r rule; do
 					eval "$tool -t $t $rule" 2>/dev/null || true
 				done
 				$tool -t "$t" -F "$c" 2>/dev/null || true
