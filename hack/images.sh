@@ -66,7 +66,7 @@ image() {
 # --- the runner: as Dockerfile.exec builds it (musl, release, symbols stripped).
 rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET" || rustup target add "$MUSL_TARGET" >&2
 (cd "$ROOT" && env "CC_${ARCH}_unknown_linux_musl=musl-gcc" CARGO_PROFILE_RELEASE_STRIP=symbols \
-	cargo build -q --release --locked --target "$MUSL_TARGET" --bin nodeops-exec >&2)
+	cargo build -q --release --locked --target "$MUSL_TARGET" --no-default-features --bin nodeops-exec >&2)
 runner_bin="$ROOT/target/$MUSL_TARGET/release/nodeops-exec"
 runner_tag="sha-$(sha256sum "$runner_bin" | cut -c1-12)"
 stage=$(mktemp -d)

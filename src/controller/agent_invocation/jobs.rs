@@ -442,9 +442,10 @@ mod tests {
             Some("ssh-creds")
         );
         let env = c.env.clone().expect("env");
+        // `$$` is the kubelet's escape of `$`: the runner receives the script as written.
         assert_eq!(
             env[0].value.as_deref(),
-            Some("echo \"${NODEOPS_PARAM_version}\"")
+            Some("echo \"$${NODEOPS_PARAM_version}\"")
         );
         assert!(
             env.iter().all(|v| v.value_from.is_none()),
