@@ -24,16 +24,7 @@ mkdir -p "$OUT"
 
 log() { printf '[images] %s\n' "$*" >&2; }
 
-sudo=
-[ "$(id -u)" -eq 0 ] || sudo=sudo
-need_pkgs() {
-	local missing=() p
-	for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	log "installing ${missing[*]} from Debian"
-	$sudo sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}" >&2
-}
-need_pkgs umoci busybox-static musl-tools gcc libc6-dev
+"$ROOT/hack/need-pkgs.sh" umoci busybox-static musl-tools gcc libc6-dev
 
 # image NAME TAG ROOTFS ENTRYPOINT...: an OCI archive of ROOTFS (one layer) with the
 # entrypoint, at $OUT/NAME-TAG.tar; nothing is done when it exists.

@@ -28,8 +28,6 @@ HOSTS_MARK="# nodeops real node"
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward net.ipv4.conf.all.forwarding)
 
 log() { printf '[real-node] %s\n' "$*" >&2; }
-sudo=
-[ "$(id -u)" -eq 0 ] || sudo=sudo
 
 running() { [ -f "$DIR/run/$1.pid" ] && kill -0 "$(cat "$DIR/run/$1.pid")" 2>/dev/null; }
 
@@ -56,15 +54,13 @@ state() {
 }
 
 need_pkgs() {
-	local missing=() p
-	for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	log "installing ${missing[*]} from Debian"
-	$sudo sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing[*]}" >&2
-	# Debian's containerd starts a service where an init system runs one: this node runs its
-	# own, configured below.
-	if pgrep -x containerd >/dev/null && ! running containerd; then
-		$sudo systemctl stop containerd 2>/dev/null || $sudo service containerd stop 2>/dev/null || true
+	local fresh=false
+	dpkg -s containerd >/dev/null 2>&1 || fresh=true
+	"$ROOT/hack/need-pkgs.sh" "$@"
+	# Debian's containerd starts its service where an init system runs one: this node runs
+	# its own, configured below. Only a service this script just installed is stopped.
+	if $fresh && pgrep -x containerd >/dev/null; then
+		systemctl stop containerd 2>/dev/null || service containerd stop 2>/dev/null || true
 	fi
 }
 
@@ -92,6 +88,10 @@ start() {
 }
 
 up() {
+	if [ "$(id -u)" -ne 0 ]; then
+		log "a real node (kubelet, containerd, mounts, cgroups) needs root; REAL_NODES=0 starts none"
+		exit 1
+	fi
 	need_pkgs containerd runc containernetworking-plugins iptables iproute2
 	local bin
 	bin=$("$ROOT/hack/k8s-binaries.sh" dir)

@@ -39,11 +39,8 @@ step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 
-if [ ! -x /usr/sbin/sshd ]; then
-	step "installing openssh-server (tests/remote_install.rs runs a real sshd)"
-	sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client'
-fi
+# tests/remote_install.rs runs a real sshd.
+hack/need-pkgs.sh openssh-server openssh-client
 
 step "tests (unit and end-to-end against the local control plane)"
 # End-to-end tests mostly wait on the cluster, so more of them run at once than cores.

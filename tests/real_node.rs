@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{LimitRange, Node, Pod};
-use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use nodeops::api::async_command::{AsyncCommand, CmdJob, NodePhase};
 use nodeops::api::invoker::Invoker;
 use serde_json::{Value, json};
@@ -445,24 +445,39 @@ async fn a_node_at_its_pod_capacity_rejects_the_run() {
         .0
         .parse()
         .expect("pods");
-    // Fill the node with pause pods (host network: no CNI needed), as many as it has room for.
+    // Pods of earlier tests may still be terminating (a Job deleted for an image that is
+    // not there): wait until the node runs nothing, so the fillers below are exactly its
+    // capacity. Tests of this file are the only ones that use the real node.
     let all_pods: Api<Pod> = Api::all(ns.client.clone());
-    let on_node = all_pods
-        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .filter(|p| {
-            !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        })
-        .count();
+    let mut busy = Vec::new();
+    for _ in 0..240 {
+        busy = all_pods
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await
+            .expect("pods")
+            .items
+            .into_iter()
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+            .collect::<Vec<_>>();
+        if busy.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        busy,
+        Vec::<String>::new(),
+        "pods still active on the real node"
+    );
     let pause = support::real_node_images()["PAUSE_IMAGE"].clone();
     let pods: Api<Pod> = ns.api();
-    for i in on_node..capacity {
+    for i in 0..capacity {
         let pod = json!({"metadata": {"name": format!("filler-{i}"), "labels": {"role": "filler"}},
             "spec": {"nodeName": node, "hostNetwork": true, "tolerations": [{"operator": "Exists"}],
                      "terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false,
@@ -474,7 +489,7 @@ async fn a_node_at_its_pod_capacity_rejects_the_run() {
         .await
         .expect("create filler pod");
     }
-    for i in on_node..capacity {
+    for i in 0..capacity {
         wait_for(
             &pods,
             &format!("filler-{i}"),

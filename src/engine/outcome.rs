@@ -204,33 +204,27 @@ fn container_failure(c: &ContainerStatus) -> Option<(&'static str, String)> {
             ));
         }
         if START_WAITING_REASONS.contains(&why) {
-            return Some((
-                reason::START_FAILED,
-                format!(
-                    "container {} could not be started ({why}): {detail}",
-                    c.name
-                )
-                .trim_end_matches(": ")
-                .to_string(),
-            ));
+            return Some(start_failed(&c.name, why, detail));
         }
     }
     if let Some(t) = &state.terminated {
         let why = t.reason.as_deref().unwrap_or_default();
         if START_TERMINATED_REASONS.contains(&why) {
             let detail = t.message.as_deref().unwrap_or_default();
-            return Some((
-                reason::START_FAILED,
-                format!(
-                    "container {} could not be started ({why}): {detail}",
-                    c.name
-                )
-                .trim_end_matches(": ")
-                .to_string(),
-            ));
+            return Some(start_failed(&c.name, why, detail));
         }
     }
     None
+}
+
+/// A container the runtime could not create or start.
+fn start_failed(container: &str, why: &str, detail: &str) -> (&'static str, String) {
+    (
+        reason::START_FAILED,
+        format!("container {container} could not be started ({why}): {detail}")
+            .trim_end_matches(": ")
+            .to_string(),
+    )
 }
 
 /// `SIGKILL (9)`, or the bare number of a signal this platform does not name.
