@@ -5,6 +5,7 @@
 # defaults, installs the CRDs, runs the scenarios one at a time, and stops it on exit.
 #
 #   FAULT_SEED=0x2545F4914F6CDD1D make faults   # another sequence of operator kill points
+#   hack/faults.sh conflicting                   # only the scenarios whose name has "conflicting"
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -68,5 +69,5 @@ start=$(date +%s)
 # `cargo test` never injects faults into whatever cluster it is pointed at).
 NODEOPS_TEST_KUBECONFIG="$CLUSTER_DIR/kubeconfig" NODEOPS_FAULT_CLUSTER_DIR="$CLUSTER_DIR" \
 	NODEOPS_FAULT_ETCD_URL="http://127.0.0.1:$ETCD_PORT" NODEOPS_FAULT_SEED="${FAULT_SEED:-${NODEOPS_FAULT_SEED:-}}" \
-	cargo test --test faults -- --test-threads=1 --nocapture
+	cargo test --test faults -- --test-threads=1 --nocapture "$@"
 echo "scenarios took $(($(date +%s) - start))s; the whole suite $(($(date +%s) - suite_start))s"

@@ -9,8 +9,11 @@
 #                                     with its applets, /etc/passwd and /tmp
 #   nodeops.local/pause:<k8s version> the pod sandbox: Kubernetes' own pause.c from the
 #                                     k8s.io/kubernetes module, compiled statically
+#   nodeops.local/sample-agent:<ver>  the sample node agent (images/sample-agent/agent) on the
+#                                     toolbox, versions 1.0.0 1.1.0 2.0.0, 9.0.0 (fails to
+#                                     start) and 9.1.0 (crashes after 3 s)
 #
-# Tags are content hashes, so a rebuilt binary is a new image. Layouts are cached in
+# Tags are content hashes (the agent's are its versions), so a rebuilt binary is a new image. Layouts are cached in
 # $NODEOPS_CACHE/images. Prints `NAME=REF` lines and `NAME_ARCHIVE=PATH` (an OCI archive).
 #   hack/images.sh            build what is missing, print the refs
 set -euo pipefail
@@ -27,11 +30,14 @@ log() { printf '[images] %s\n' "$*" >&2; }
 "$ROOT/hack/need-pkgs.sh" umoci busybox-static musl-tools gcc libc6-dev
 
 # image NAME TAG ROOTFS ENTRYPOINT...: an OCI archive of ROOTFS (one layer) with the
-# entrypoint, at $OUT/NAME-TAG.tar; nothing is done when it exists.
+# entrypoint and the variables in IMAGE_ENV, at $OUT/NAME-TAG[-IMAGE_KEY].tar; nothing is
+# done when it exists.
+IMAGE_ENV=()
+IMAGE_KEY=
 image() {
 	local name=$1 tag=$2 rootfs=$3
 	shift 3
-	local archive="$OUT/$name-$tag.tar"
+	local archive="$OUT/$name-$tag${IMAGE_KEY:+-$IMAGE_KEY}.tar"
 	if [ ! -f "$archive" ]; then
 		local work
 		work=$(mktemp -d "$OUT/.build-XXXXXX")
@@ -40,8 +46,9 @@ image() {
 		umoci unpack --image "$work/layout:$tag" "$work/bundle" >/dev/null
 		cp -a "$rootfs/." "$work/bundle/rootfs/"
 		umoci repack --image "$work/layout:$tag" "$work/bundle" >/dev/null
-		local ep=()
+		local ep=() e
 		for e in "$@"; do ep+=(--config.entrypoint "$e"); done
+		for e in "${IMAGE_ENV[@]}"; do ep+=(--config.env "$e"); done
 		umoci config --image "$work/layout:$tag" "${ep[@]}" \
 			--config.workingdir / --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 			--author nodeops --architecture "$(dpkg --print-architecture)" --os linux
@@ -69,8 +76,8 @@ runner_archive=$(image nodeops-exec "$runner_tag" "$stage/runner" /nodeops-exec)
 # --- the toolbox: busybox and its applets, a passwd with root and nobody.
 bb=/bin/busybox
 toolbox_tag="sha-$(sha256sum "$bb" | cut -c1-12)"
-if [ ! -f "$OUT/toolbox-$toolbox_tag.tar" ]; then
-	t="$stage/toolbox"
+t="$stage/toolbox"
+{
 	mkdir -p "$t/bin" "$t/etc" "$t/root" "$t/tmp" "$t/usr/bin" "$t/usr/sbin" "$t/sbin"
 	chmod 1777 "$t/tmp"
 	install -m 0755 "$bb" "$t/bin/busybox"
@@ -79,7 +86,7 @@ if [ ! -f "$OUT/toolbox-$toolbox_tag.tar" ]; then
 	done
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$t/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$t/etc/group"
-fi
+}
 toolbox_archive=$(image toolbox "$toolbox_tag" "$stage/toolbox" /bin/sh)
 
 # --- pause: Kubernetes' own sandbox process, from the module the binaries are built from.
@@ -94,9 +101,27 @@ if [ ! -f "$OUT/pause-$pause_tag.tar" ]; then
 fi
 pause_archive=$(image pause "$pause_tag" "$stage/pause" /pause)
 
+# --- the sample agent (images/sample-agent/agent) on the toolbox, one image per version;
+# AGENT_BEHAVIOUR makes 9.0.0 fail to start and 9.1.0 crash, for failed rollouts.
+agent_src="$ROOT/images/sample-agent/agent"
+mkdir -p "$stage/agent"
+cp -a "$t/." "$stage/agent/"
+install -m 0755 "$agent_src" "$stage/agent/agent"
+IMAGE_KEY="$(cat "$agent_src" "$bb" | sha256sum | cut -c1-12)"
+agent_archives=()
+for spec in 1.0.0:run 1.1.0:run 2.0.0:run 9.0.0:fail-start 9.1.0:crash; do
+	v=${spec%%:*}
+	IMAGE_ENV=(AGENT_NAME=sample-agent "AGENT_VERSION=$v" "AGENT_BEHAVIOUR=${spec#*:}")
+	agent_archives+=("$(image sample-agent "$v" "$stage/agent" /agent)")
+done
+IMAGE_ENV=()
+IMAGE_KEY=
+
 echo "RUNNER_IMAGE=nodeops.local/nodeops-exec:$runner_tag"
 echo "RUNNER_IMAGE_ARCHIVE=$runner_archive"
 echo "TOOLBOX_IMAGE=nodeops.local/toolbox:$toolbox_tag"
 echo "TOOLBOX_IMAGE_ARCHIVE=$toolbox_archive"
 echo "PAUSE_IMAGE=nodeops.local/pause:$pause_tag"
 echo "PAUSE_IMAGE_ARCHIVE=$pause_archive"
+echo "SAMPLE_AGENT_IMAGE=nodeops.local/sample-agent"
+echo "SAMPLE_AGENT_ARCHIVES=${agent_archives[*]}"

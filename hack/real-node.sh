@@ -161,16 +161,17 @@ oom_score = 0
 EOF
 	start containerd containerd --config "$DIR/containerd/config.toml"
 	wait_for containerd 60 containerd ctr --address "$SOCK" version
-	local v
-	for v in RUNNER TOOLBOX PAUSE; do
-		local ref archive
-		ref=$(eval echo "\$${v}_IMAGE")
-		archive=$(eval echo "\$${v}_IMAGE_ARCHIVE")
-		if ! ctr --address "$SOCK" -n k8s.io images ls -q | grep -qx "$ref"; then
-			ctr --address "$SOCK" -n k8s.io images import --base-name "${ref%:*}" --digests "$archive" >/dev/null
-			log "imported $ref"
-		fi
-	done
+	# import BASE ARCHIVE: the image of ARCHIVE (an OCI archive whose tag is its ref name) as
+	# BASE:<tag>, unless it is there with that digest.
+	import() {
+		ctr --address "$SOCK" -n k8s.io images import --base-name "$1" --digests "$2" >/dev/null
+	}
+	import "${RUNNER_IMAGE%:*}" "$RUNNER_IMAGE_ARCHIVE"
+	import "${TOOLBOX_IMAGE%:*}" "$TOOLBOX_IMAGE_ARCHIVE"
+	import "${PAUSE_IMAGE%:*}" "$PAUSE_IMAGE_ARCHIVE"
+	local a
+	for a in $SAMPLE_AGENT_ARCHIVES; do import "$SAMPLE_AGENT_IMAGE" "$a"; done
+	log "imported $RUNNER_IMAGE $TOOLBOX_IMAGE $PAUSE_IMAGE $SAMPLE_AGENT_IMAGE:*"
 
 	# --- the kubelet's identity: system:node:<name> in system:nodes, bound to system:node.
 	local kc="$CLUSTER_DIR/kubeconfig" ca="$CLUSTER_DIR/pki/ca.crt"

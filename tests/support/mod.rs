@@ -142,6 +142,19 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create test namespace");
+        // Pods (and so Jobs) cannot be created before the namespace's default
+        // ServiceAccount exists; after an API server restart the controller manager can be
+        // minutes late with it, and the Job controller backs off meanwhile.
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for(
+            &accounts,
+            "default",
+            Duration::from_secs(120),
+            "the namespace's default ServiceAccount",
+            |_| true,
+        )
+        .await;
         Self { name, client }
     }
 
