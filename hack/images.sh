@@ -124,4 +124,5 @@ echo "TOOLBOX_IMAGE_ARCHIVE=$toolbox_archive"
 echo "PAUSE_IMAGE=nodeops.local/pause:$pause_tag"
 echo "PAUSE_IMAGE_ARCHIVE=$pause_archive"
 echo "SAMPLE_AGENT_IMAGE=nodeops.local/sample-agent"
-echo "SAMPLE_AGENT_ARCHIVES=${agent_archives[*]}"
+# Colon-separated: the file is sourced by hack/real-node.sh.
+(IFS=:; echo "SAMPLE_AGENT_ARCHIVES=${agent_archives[*]}")

@@ -170,7 +170,9 @@ EOF
 	import "${TOOLBOX_IMAGE%:*}" "$TOOLBOX_IMAGE_ARCHIVE"
 	import "${PAUSE_IMAGE%:*}" "$PAUSE_IMAGE_ARCHIVE"
 	local a
-	for a in $SAMPLE_AGENT_ARCHIVES; do import "$SAMPLE_AGENT_IMAGE" "$a"; done
+	local archives
+	IFS=: read -ra archives <<<"$SAMPLE_AGENT_ARCHIVES"
+	for a in "${archives[@]}"; do import "$SAMPLE_AGENT_IMAGE" "$a"; done
 	log "imported $RUNNER_IMAGE $TOOLBOX_IMAGE $PAUSE_IMAGE $SAMPLE_AGENT_IMAGE:*"
 
 	# --- the kubelet's identity: system:node:<name> in system:nodes, bound to system:node.
