@@ -168,7 +168,8 @@ fn chart_lints_and_renders() {
         "leaderElection.enabled=false,replicaCount=1",
         "watchNamespace=team-a,hostModeNamespaces={nodeops-agents,ops}",
         "defaultAgent.enabled=false,metrics.service.enabled=false",
-        "defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=install-telescope,defaultAgent.installer.image=registry.example.com/telescope-installer:1,hostModeNamespaces={nodeops-agents}",
+        "defaultAgent.enabled=true",
+        "defaultAgent.enabled=true,defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=install-telescope,defaultAgent.installer.image=registry.example.com/telescope-installer:1,hostModeNamespaces={nodeops-agents}",
     ] {
         helm(&["lint", "--strict", CHART, "--set", values]);
     }
@@ -181,7 +182,10 @@ fn chart_lints_and_renders() {
         "Chart.yaml appVersion is the crate's version (the images' default tag)"
     );
 
-    let docs = render("demo", "ops", &[]);
+    // No NodeAgent unless asked for: its image must exist where the nodes pull from.
+    let plain = render("demo", "ops", &[]);
+    assert!(plain.iter().all(|d| d["kind"] != "NodeAgent"), "{plain:?}");
+    let docs = render("demo", "ops", &["defaultAgent.enabled=true"]);
     assert_eq!(
         kinds(&docs),
         [
@@ -276,8 +280,8 @@ fn chart_lints_and_renders() {
     assert_eq!(
         agent["spec"],
         json!({"namespace": "nodeops-agents", "mode": "DaemonSet",
-               "image": "registry.example.com/cloudeye/telescope",
-               "basicVersion": "3.2.1", "advanceVersion": "3.3.0", "readyTimeoutSeconds": 300})
+               "image": "nodeops.local/sample-agent",
+               "basicVersion": "1.0.0", "advanceVersion": "1.1.0", "readyTimeoutSeconds": 300})
     );
     assert_eq!(
         agent["metadata"]["annotations"]["helm.sh/resource-policy"],
@@ -342,7 +346,8 @@ fn chart_lints_and_renders() {
     );
 
     // The agent's namespace is not created twice when it is the release's.
-    let docs = render("demo", "nodeops-agents", &[]);
+    let docs = render("demo", "nodeops-agents", &["defaultAgent.enabled=true"]);
+    assert!(docs.iter().any(|d| d["kind"] == "NodeAgent"));
     assert!(docs.iter().all(|d| d["kind"] != "Namespace"));
 
     // Values that cannot work are refused at render time.
@@ -352,11 +357,11 @@ fn chart_lints_and_renders() {
             "replicaCount > 1 needs leaderElection.enabled",
         ),
         (
-            "defaultAgent.mode=HostInstaller",
+            "defaultAgent.enabled=true,defaultAgent.mode=HostInstaller",
             "defaultAgent.installer ({commandRef, image}) is required",
         ),
         (
-            "defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=i,defaultAgent.installer.image=i",
+            "defaultAgent.enabled=true,defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=i,defaultAgent.installer.image=i",
             "to hostModeNamespaces",
         ),
         ("logFormat=xml", "logFormat must be json or text"),
@@ -512,6 +517,8 @@ async fn chart_installs_upgrades_and_uninstalls() {
         "--wait",
         "--timeout",
         "120s",
+        "--set",
+        "defaultAgent.enabled=true",
         "--set",
         &agent_name,
         "--set",
