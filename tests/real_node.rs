@@ -86,14 +86,10 @@ fn host_dir(ns: &TestNamespace) -> std::path::PathBuf {
 
 /// Host processes whose command line is exactly `argv`.
 fn host_processes(argv: &[&str]) -> Vec<u32> {
-    let want: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+    support::host_processes()
+        .into_iter()
+        .filter(|p| p.argv == argv)
+        .map(|p| p.pid)
         .collect()
 }
 

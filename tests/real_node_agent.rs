@@ -17,23 +17,12 @@ use support::{Operator, TestNamespace, apply, install_crds, wait_for};
 
 const FINISH: Duration = Duration::from_secs(180);
 
-/// `KEY=VALUE` environment of every host process whose environment has
-/// `HOSTNAME=<pod_prefix>...` (the pods of the agent's DaemonSets are named after it) and
-/// `AGENT_NAME=sample-agent`.
+/// The environment of every host process whose environment has `AGENT_NAME=sample-agent`
+/// and `HOSTNAME=<pod_prefix>...` (the pods of the agent's DaemonSets are named after it).
 fn agent_processes(pod_prefix: &str) -> Vec<BTreeMap<String, String>> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
-        .map(|env| {
-            env.split(|b| *b == 0)
-                .filter_map(|kv| {
-                    let kv = String::from_utf8_lossy(kv);
-                    let (k, v) = kv.split_once('=')?;
-                    Some((k.to_string(), v.to_string()))
-                })
-                .collect::<BTreeMap<_, _>>()
-        })
+    support::host_processes()
+        .into_iter()
+        .map(|p| p.env)
         .filter(|env| {
             env.get("AGENT_NAME").map(String::as_str) == Some("sample-agent")
                 && env

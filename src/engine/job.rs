@@ -105,10 +105,28 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
     let mut pod_annotations = t.pod_annotations.clone();
     pod_annotations.extend(annotations.clone());
 
-    let mut runner_args = vec!["--timeout".to_string(), t.timeout_seconds.to_string()];
+    let mut runner_args = Vec::new();
+    if t.mode == ExecutionMode::Host {
+        runner_args.push("--host".to_string());
+        // Only when not the default: default Jobs keep their args, and so still run with
+        // runner images older than the flag.
+        if !t.host_process.is_empty() && t.host_process != DEFAULT_HOST_PROCESS {
+            runner_args.extend(["--host-process".into(), t.host_process.clone()]);
+        }
+    }
+    runner_args.extend(["--timeout".to_string(), t.timeout_seconds.to_string()]);
     if let Some(dir) = &t.working_directory {
         runner_args.extend(["--workdir".into(), dir.clone()]);
     }
+    if t.mode == ExecutionMode::Host {
+        runner_args.extend([
+            "--user".into(),
+            t.username.clone().unwrap_or_else(|| "root".into()),
+        ]);
+    }
+    runner_args.push("--".into());
+    runner_args.extend(t.argv.iter().cloned());
+    let runner_args: Vec<String> = runner_args.iter().map(|a| kubelet_literal(a)).collect();
     let env: Vec<_> = t
         .env
         .iter()
@@ -116,19 +134,6 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
         .collect();
     let (pod_extra, containers, init_containers, volumes) = match t.mode {
         ExecutionMode::Host => {
-            runner_args.insert(0, "--host".into());
-            // Only when not the default: default Jobs keep their args, and so still run with
-            // runner images older than the flag.
-            if !t.host_process.is_empty() && t.host_process != DEFAULT_HOST_PROCESS {
-                runner_args.splice(1..1, ["--host-process".into(), t.host_process.clone()]);
-            }
-            runner_args.extend([
-                "--user".into(),
-                t.username.clone().unwrap_or_else(|| "root".into()),
-            ]);
-            runner_args.push("--".into());
-            runner_args.extend(t.argv.iter().cloned());
-            let runner_args: Vec<String> = runner_args.iter().map(|a| kubelet_literal(a)).collect();
             let container = json!({
                 "name": MAIN_CONTAINER,
                 "image": t.runner_image,
@@ -146,9 +151,6 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
             )
         }
         ExecutionMode::Container => {
-            runner_args.push("--".into());
-            runner_args.extend(t.argv.iter().cloned());
-            let runner_args: Vec<String> = runner_args.iter().map(|a| kubelet_literal(a)).collect();
             let install = json!({
                 "name": "install-runner",
                 "image": t.runner_image,

@@ -6,7 +6,6 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde::Deserialize;
 
 use super::MAIN_CONTAINER;
 use crate::exec::RunReport;
@@ -360,27 +359,16 @@ struct Report {
 }
 
 fn parse_report(message: &str) -> Report {
-    let parsed = serde_json::from_str::<serde_json::Value>(message)
-        .ok()
-        .and_then(|value| {
-            // `signal` is read by name, so reports with and without it parse alike,
-            // whatever version of `RunReport` this is built with.
-            let signal = value
-                .get("signal")
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|s| i32::try_from(s).ok());
-            RunReport::deserialize(value).ok().map(|r| (r, signal))
-        });
-    match parsed {
-        Some((r, signal)) => Report {
+    match serde_json::from_str::<RunReport>(message) {
+        Ok(r) => Report {
             exit_code: Some(r.exit_code),
             output: Some(r.output),
             truncated: r.truncated,
             timed_out: r.timed_out,
             error: r.error,
-            signal,
+            signal: r.signal,
         },
-        None => Report {
+        Err(_) => Report {
             output: (!message.is_empty()).then(|| message.to_string()),
             ..Default::default()
         },

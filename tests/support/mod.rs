@@ -108,6 +108,40 @@ pub fn real_node_images() -> std::collections::BTreeMap<String, String> {
     images
 }
 
+/// A process of this machine (the real node's host), as `/proc` shows it.
+pub struct HostProcess {
+    pub pid: u32,
+    pub argv: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// Every process of this machine with its command line and environment; processes that
+/// exit while it is read are left out.
+pub fn host_processes() -> Vec<HostProcess> {
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect()
+    };
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let argv = split(std::fs::read(format!("/proc/{pid}/cmdline")).ok()?);
+            let env = split(std::fs::read(format!("/proc/{pid}/environ")).ok()?)
+                .into_iter()
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_string(), v.to_string()))
+                })
+                .collect();
+            Some(HostProcess { pid, argv, env })
+        })
+        .collect()
+}
+
 /// A client to the local control plane, for the calling test's runtime.
 pub async fn client() -> Client {
     let path = kubeconfig_path();
