@@ -310,7 +310,8 @@ async fn host_installer_runs_installer_jobs_with_scripted_failures() {
         "only successful installs are labelled"
     );
 
-    // The installer Jobs ran on the hosts, and are gone once recorded.
+    // kwok "ran" the installer Jobs (their outcomes are scripted by annotation; the real
+    // installer runs in tests/real_node_agent.rs), and they are gone once recorded.
     let jobs: Api<Job> = ns.api();
     let uid = install.uid().expect("uid");
     let selector = format!("nodeops.io/owner-uid={uid}");

@@ -66,3 +66,57 @@ fn a_program_that_does_not_exist_is_reported() {
     assert_eq!(code, 127);
     assert!(report.error.expect("error").contains("/no/such/program"));
 }
+
+#[test]
+fn a_staged_payload_is_the_command_s_directory_and_is_removed_after() {
+    let dir = std::env::temp_dir().join(format!("nodeops-exec-stage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let payload = dir.join("payload");
+    std::fs::create_dir_all(&payload).expect("payload dir");
+    std::fs::write(payload.join("install.sh"), "echo installing $1\n").expect("write");
+    let staged = dir.join("staging/job-1");
+    // Entering the namespaces of this very process: the host is where the test runs.
+    let me = std::process::id().to_string();
+    let (code, report) = run(&[
+        "--host",
+        "--host-process",
+        &me,
+        "--stage-payload",
+        staged.to_str().expect("utf-8"),
+        "--payload",
+        payload.to_str().expect("utf-8"),
+        "--",
+        "sh",
+        "-c",
+        "sh \"$NODEOPS_PAYLOAD/install.sh\" 1.0.0 && pwd",
+    ]);
+    assert_eq!(code, 0, "{report:?}");
+    assert_eq!(
+        report.output,
+        format!("installing 1.0.0\n{}\n", staged.display())
+    );
+    assert!(!staged.exists(), "the staged payload is removed");
+    assert!(payload.join("install.sh").exists(), "the source is kept");
+
+    // No payload in the image: a start failure that names the directory.
+    let (code, report) = run(&[
+        "--host",
+        "--host-process",
+        &me,
+        "--stage-payload",
+        staged.to_str().expect("utf-8"),
+        "--payload",
+        dir.join("missing").to_str().expect("utf-8"),
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, nodeops::exec::START_FAILED_EXIT_CODE);
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no payload directory")),
+        "{report:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

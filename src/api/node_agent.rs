@@ -108,12 +108,15 @@ pub enum AgentMode {
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct InstallerSpec {
-    /// Image that carries the installer and `nodeops-exec`.
+    /// Installer image: its `/payload` directory is staged on the host, where the Command
+    /// finds it as `$NODEOPS_PAYLOAD` (docs/installers.md). It needs no shell and no
+    /// runner: the Job copies the runner in.
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// Name of a `Command` (in the agent's namespace) whose script installs, updates or
-    /// rolls back the agent. It receives the parameters `action`, `version` and
-    /// `previousVersion` as environment variables.
+    /// rolls back the agent, run on the host. It receives the parameters `action`,
+    /// `version` and `previousVersion` as environment variables (`NODEOPS_PARAM_<name>`)
+    /// and the staged payload as `$NODEOPS_PAYLOAD`.
     #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub command_ref: String,
 }

@@ -4,6 +4,11 @@
 //! truncated, timedOut, signal}` to the termination-message file so the result arrives in
 //! the Pod status. It exits with the command's exit code.
 //!
+//! `--stage-payload DIR` (with `--host`; the installer Jobs of HostInstaller agents) first
+//! copies the image's `--payload` directory to DIR, a host directory mounted at the same
+//! path, so the command finds it on the host as `$NODEOPS_PAYLOAD` (also its working
+//! directory unless `--workdir`); DIR is removed after the command, however it ended.
+//!
 //! `nodeops-exec --install-to PATH` copies the runner to PATH (the init container of
 //! Container mode, which then runs it inside the user's image).
 //!
@@ -19,6 +24,9 @@ use std::time::Duration;
 use clap::{ArgGroup, Parser};
 use nodeops::exec::remote::{self, Credentials, RemoteSpec};
 use nodeops::exec::{self, RunReport, RunSpec};
+
+/// The variable naming the staged payload on the host.
+const PAYLOAD_ENV: &str = "NODEOPS_PAYLOAD";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +44,19 @@ struct Args {
     /// where PID 1's namespaces cannot be opened.
     #[arg(long, value_name = "TARGET", default_value = "1", requires = "host")]
     host_process: String,
+    /// With --host, copy the --payload directory to this host directory (mounted at the
+    /// same path in the container) before entering the host; the command gets it as
+    /// $NODEOPS_PAYLOAD and as its working directory; removed afterwards.
+    #[arg(long, value_name = "DIR", requires = "host")]
+    stage_payload: Option<PathBuf>,
+    /// The directory of the image that --stage-payload copies.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/payload",
+        requires = "stage_payload"
+    )]
+    payload: PathBuf,
     /// User to run as.
     #[arg(long)]
     user: Option<String>,
@@ -155,19 +176,36 @@ fn remote_spec(args: &Args) -> Option<Result<RemoteSpec, String>> {
 }
 
 fn prepare_and_run(args: &Args) -> Result<RunReport, String> {
+    let Some(staged) = &args.stage_payload else {
+        return host_and_run(args, None);
+    };
+    // Copied while the image's files are still visible: the host's mount namespace hides
+    // them. The same path names the copy on the host (a hostPath mounted there).
+    exec::stage::stage(&args.payload, staged).map_err(|e| e.to_string())?;
+    let result = host_and_run(args, Some(staged));
+    if let Err(e) = exec::stage::remove(staged) {
+        eprintln!("nodeops-exec: {e}");
+    }
+    result
+}
+
+fn host_and_run(args: &Args, staged: Option<&PathBuf>) -> Result<RunReport, String> {
     if args.host {
         exec::host::resolve(&args.host_process)
             .and_then(exec::host::enter_namespaces_of)
             .map_err(|e| e.to_string())?;
     }
-    let env = std::env::vars()
+    let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with(&args.env_prefix))
         .collect();
+    if let Some(dir) = staged {
+        env.push((PAYLOAD_ENV.into(), dir.display().to_string()));
+    }
     let spec = RunSpec {
         argv: args.argv.clone(),
         user: args.user.clone(),
         timeout: Duration::from_secs(args.timeout),
-        workdir: args.workdir.clone(),
+        workdir: args.workdir.clone().or_else(|| staged.cloned()),
         output_limit: args.output_limit,
         env,
         echo: true,

@@ -15,6 +15,9 @@ use crate::api::common::ExecutionMode;
 
 /// Where the runner is copied in Container mode.
 const RUNNER_DIR: &str = "/nodeops";
+/// Host directory under which installer Jobs stage their image's payload, one
+/// subdirectory per node run (its job id), removed when the run ends.
+pub const STAGING_DIR: &str = "/var/lib/nodeops/staging";
 /// The host process Host-mode runners enter by default (the runner's own default too).
 pub const DEFAULT_HOST_PROCESS: &str = "1";
 /// Seconds a node run may spend before its command starts (scheduling, image pull) and
@@ -39,6 +42,10 @@ pub struct RunTemplate {
     pub image: String,
     /// Image that carries `nodeops-exec`.
     pub runner_image: String,
+    /// Host mode only: an installer image whose `/payload` is staged on the host (under
+    /// [`STAGING_DIR`]) before the runner enters it. The container runs this image with
+    /// the runner copied in, as Container mode does; the image needs nothing else.
+    pub payload_image: Option<String>,
     /// Host mode: the process whose namespaces the runner joins (`--host-process`); empty
     /// or [`DEFAULT_HOST_PROCESS`] leaves the runner's default.
     pub host_process: String,
@@ -114,6 +121,16 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
             runner_args.extend(["--host-process".into(), t.host_process.clone()]);
         }
     }
+    let payload_image = t
+        .payload_image
+        .as_ref()
+        .filter(|_| t.mode == ExecutionMode::Host);
+    if payload_image.is_some() {
+        runner_args.extend([
+            "--stage-payload".into(),
+            format!("{STAGING_DIR}/{}", job_id(&owner.uid, node)),
+        ]);
+    }
     runner_args.extend(["--timeout".to_string(), t.timeout_seconds.to_string()]);
     if let Some(dir) = &t.working_directory {
         runner_args.extend(["--workdir".into(), dir.clone()]);
@@ -132,32 +149,58 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
         .iter()
         .map(|(k, v)| json!({"name": k, "value": kubelet_literal(v)}))
         .collect();
+    let install_runner = json!({
+        "name": "install-runner",
+        "image": t.runner_image,
+        "command": ["/nodeops-exec", "--install-to", format!("{RUNNER_DIR}/nodeops-exec")],
+        "volumeMounts": [{"name": "nodeops-runner", "mountPath": RUNNER_DIR}],
+        "securityContext": {"allowPrivilegeEscalation": false},
+    });
+    let runner_volume = json!({"name": "nodeops-runner", "emptyDir": {}});
     let (pod_extra, containers, init_containers, volumes) = match t.mode {
         ExecutionMode::Host => {
-            let container = json!({
-                "name": MAIN_CONTAINER,
-                "image": t.runner_image,
-                "command": ["/nodeops-exec"],
-                "args": runner_args,
-                "env": env,
-                "securityContext": {"privileged": true},
-                "terminationMessagePolicy": "File",
-            });
-            (
-                json!({"hostPID": true, "hostNetwork": true, "hostIPC": true}),
-                vec![container],
-                vec![],
-                vec![],
-            )
+            let host_pod = json!({"hostPID": true, "hostNetwork": true, "hostIPC": true});
+            match payload_image {
+                None => {
+                    let container = json!({
+                        "name": MAIN_CONTAINER,
+                        "image": t.runner_image,
+                        "command": ["/nodeops-exec"],
+                        "args": runner_args,
+                        "env": env,
+                        "securityContext": {"privileged": true},
+                        "terminationMessagePolicy": "File",
+                    });
+                    (host_pod, vec![container], vec![], vec![])
+                }
+                // The installer image with the runner copied in; the staging directory is
+                // mounted where it is on the host, so one path names it on both sides.
+                Some(image) => {
+                    let container = json!({
+                        "name": MAIN_CONTAINER,
+                        "image": image,
+                        "command": [format!("{RUNNER_DIR}/nodeops-exec")],
+                        "args": runner_args,
+                        "env": env,
+                        "volumeMounts": [
+                            {"name": "nodeops-runner", "mountPath": RUNNER_DIR, "readOnly": true},
+                            {"name": "nodeops-staging", "mountPath": STAGING_DIR},
+                        ],
+                        "securityContext": {"privileged": true},
+                        "terminationMessagePolicy": "File",
+                    });
+                    let staging = json!({"name": "nodeops-staging",
+                        "hostPath": {"path": STAGING_DIR, "type": "DirectoryOrCreate"}});
+                    (
+                        host_pod,
+                        vec![container],
+                        vec![install_runner],
+                        vec![runner_volume, staging],
+                    )
+                }
+            }
         }
         ExecutionMode::Container => {
-            let install = json!({
-                "name": "install-runner",
-                "image": t.runner_image,
-                "command": ["/nodeops-exec", "--install-to", format!("{RUNNER_DIR}/nodeops-exec")],
-                "volumeMounts": [{"name": "nodeops-runner", "mountPath": RUNNER_DIR}],
-                "securityContext": {"allowPrivilegeEscalation": false},
-            });
             let container = json!({
                 "name": MAIN_CONTAINER,
                 "image": t.image,
@@ -171,8 +214,8 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
             (
                 json!({}),
                 vec![container],
-                vec![install],
-                vec![json!({"name": "nodeops-runner", "emptyDir": {}})],
+                vec![install_runner],
+                vec![runner_volume],
             )
         }
     };
@@ -381,6 +424,69 @@ mod tests {
         let mut c = template(ExecutionMode::Container);
         c.host_process = "kubelet".into();
         assert!(!args(&c).iter().any(|a| a == "--host-process"));
+    }
+
+    #[test]
+    fn an_installer_image_is_staged_by_the_runner_copied_into_it() {
+        let mut t = template(ExecutionMode::Host);
+        t.payload_image = Some("example/installer:2".into());
+        t.host_process = "kubelet".into();
+        let job = render(&owner(), "node-0004", &t).expect("job");
+        let pod = job.spec.expect("spec").template.spec.expect("pod spec");
+        assert_eq!(pod.host_pid, Some(true));
+        let init = &pod.init_containers.expect("init")[0];
+        assert_eq!(
+            init.image.as_deref(),
+            Some("ghcr.io/nodeops/nodeops-exec:v0.1.0")
+        );
+        let main = &pod.containers[0];
+        assert_eq!(main.image.as_deref(), Some("example/installer:2"));
+        assert_eq!(
+            main.command.as_deref(),
+            Some(&["/nodeops/nodeops-exec".to_string()][..])
+        );
+        let stage = format!("{STAGING_DIR}/{}", job_id(&owner().uid, "node-0004"));
+        let args = main.args.clone().expect("args");
+        assert_eq!(
+            args[..6],
+            [
+                "--host",
+                "--host-process",
+                "kubelet",
+                "--stage-payload",
+                stage.as_str(),
+                "--timeout"
+            ]
+        );
+        assert_eq!(
+            main.security_context.as_ref().and_then(|s| s.privileged),
+            Some(true)
+        );
+        let mounts = main.volume_mounts.clone().expect("mounts");
+        assert_eq!(mounts[1].mount_path, STAGING_DIR);
+        let volumes = pod.volumes.expect("volumes");
+        let host_path = volumes[1].host_path.as_ref().expect("hostPath");
+        assert_eq!(host_path.path, STAGING_DIR);
+        // Container mode ignores it: nothing is staged where nothing enters the host.
+        let mut c = template(ExecutionMode::Container);
+        c.payload_image = Some("example/installer:2".into());
+        let job = render(&owner(), "node-0004", &c).expect("job");
+        let main = job
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("spec")
+            .containers[0]
+            .clone();
+        assert_eq!(main.image.as_deref(), Some("busybox:1.36"));
+        assert!(
+            !main
+                .args
+                .expect("args")
+                .iter()
+                .any(|a| a == "--stage-payload")
+        );
     }
 
     #[test]

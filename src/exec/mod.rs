@@ -4,10 +4,12 @@
 //! the combined output, and reports `{exitCode, output, ...}` as the container's
 //! termination message, where the operator reads it from the Pod status without a log
 //! request per node. `remote` is the SSH mode: the same report for a script run on a host
-//! outside the cluster (agent RemoteInstall).
+//! outside the cluster (agent RemoteInstall). `stage` copies an installer image's payload
+//! to the host before the runner enters it (HostInstaller agents).
 
 pub mod host;
 pub mod remote;
+pub mod stage;
 pub mod tail;
 
 use std::io::{Read, Write};

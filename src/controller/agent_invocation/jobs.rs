@@ -119,16 +119,26 @@ fn annotate(job: &mut Job, obj: &AgentInvocation, e: &InvocationResult) {
     }
 }
 
-/// The HostInstaller Job of node instance `e`: the installer Command's script on the
-/// node's host, in the agent's namespace, owned by the NodeAgent (an owner in another
-/// namespace than the invocation's is not allowed; the invocation deletes the Job once
-/// it recorded the result). The runner enters the namespaces of `host_process`.
+/// How the operator runs its runner: image, host process, pull policy.
+#[derive(Clone, Debug, Default)]
+pub struct Runner {
+    pub image: String,
+    pub host_process: String,
+    pub image_pull_policy: Option<String>,
+}
+
+/// The HostInstaller Job of node instance `e`: the installer image with the runner copied
+/// in; the runner stages the image's `/payload` on the host, enters the host (the
+/// namespaces of `runner.host_process`) and runs the installer Command's script there
+/// (docs/installers.md). It lives in the agent's namespace, owned by the NodeAgent (an
+/// owner in another namespace than the invocation's is not allowed; the invocation
+/// deletes the Job once it recorded the result).
 pub fn installer_job(
     obj: &AgentInvocation,
     agent: &NodeAgent,
     command: &Command,
     e: &InvocationResult,
-    host_process: &str,
+    runner: &Runner,
 ) -> Result<Job, String> {
     let installer = agent
         .spec
@@ -145,8 +155,10 @@ pub fn installer_job(
     };
     let template = RunTemplate {
         mode: ExecutionMode::Host,
-        runner_image: installer.image.clone(),
-        host_process: host_process.to_string(),
+        runner_image: runner.image.clone(),
+        payload_image: Some(installer.image.clone()),
+        host_process: runner.host_process.clone(),
+        image_pull_policy: runner.image_pull_policy.clone(),
         argv,
         env,
         username: command.spec.username.clone(),
@@ -381,7 +393,11 @@ mod tests {
             &agent(),
             &command("install.sh", false),
             &entry(InstanceAction::Install),
-            "kubelet",
+            &Runner {
+                image: "example/runner:1".into(),
+                host_process: "kubelet".into(),
+                image_pull_policy: Some("Never".into()),
+            },
         )
         .expect("job");
         assert_eq!(job.metadata.namespace.as_deref(), Some("nodeops-agents"));
@@ -395,12 +411,19 @@ mod tests {
         let pod = job.spec.expect("spec").template.spec.expect("pod");
         assert_eq!(pod.host_pid, Some(true));
         assert_eq!(pod.node_name.as_deref(), Some("node-0001"));
+        // The installer image runs, with the runner copied in from the runner image.
         assert_eq!(
             pod.containers[0].image.as_deref(),
             Some("example/installer:1")
         );
+        let init = &pod.init_containers.as_ref().expect("init")[0];
+        assert_eq!(init.image.as_deref(), Some("example/runner:1"));
+        assert_eq!(init.image_pull_policy.as_deref(), Some("Never"));
         let args = pod.containers[0].args.clone().expect("args");
-        assert_eq!(args[..3], ["--host", "--host-process", "kubelet"]);
+        assert_eq!(
+            args[..4],
+            ["--host", "--host-process", "kubelet", "--stage-payload"]
+        );
     }
 
     #[test]

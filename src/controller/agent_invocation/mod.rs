@@ -276,8 +276,12 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
                     let command = installer_cmd
                         .as_ref()
                         .ok_or_else(|| render("no installer Command".into()))?;
-                    jobs::installer_job(&obj, &agent, command, e, &base.config.host_process)
-                        .map_err(render)?
+                    let runner = jobs::Runner {
+                        image: base.config.runner_image.clone(),
+                        host_process: base.config.host_process.clone(),
+                        image_pull_policy: base.config.image_pull_policy.clone(),
+                    };
+                    jobs::installer_job(&obj, &agent, command, e, &runner).map_err(render)?
                 };
                 let job_ns = job.metadata.namespace.clone().unwrap_or_default();
                 let api: Api<Job> = Api::namespaced(base.client.clone(), &job_ns);

@@ -533,18 +533,32 @@ pub fn job_failure(observed: &Observed, remote: bool) -> (ErrorCode, String) {
         (Some(SSH_FAILED_EXIT_CODE), _) if remote => {
             (ErrorCode::SshFailed, with("SSH failed".into()))
         }
+        // A script that failed says why in its last words, not in the runner's exit message.
         (Some(code), _) if remote => (
             ErrorCode::RemoteScriptFailed,
-            with(format!("remote script exited {code}")),
+            last_words(observed, format!("remote script exited {code}")),
         ),
         (Some(code), _) => (
             ErrorCode::InstallerFailed,
-            with(format!("installer exited {code}")),
+            last_words(observed, format!("installer exited {code}")),
         ),
         (None, r) => (
             ErrorCode::JobLost,
             with(format!("the Job failed ({})", r.unwrap_or("no exit code"))),
         ),
+    }
+}
+
+/// `what`, then the last line the script printed, or the runner's message when it printed
+/// nothing.
+fn last_words(observed: &Observed, what: String) -> String {
+    let line = observed
+        .output
+        .as_deref()
+        .and_then(|o| o.lines().rev().map(str::trim).find(|l| !l.is_empty()));
+    match line.or(observed.message.as_deref().map(str::trim)) {
+        Some(detail) if !detail.is_empty() => format!("{what}: {detail}"),
+        _ => what,
     }
 }
 

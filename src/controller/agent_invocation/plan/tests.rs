@@ -592,6 +592,19 @@ fn job_failures_map_to_codes() {
         job_failure(&o(Some(127), Some(reason::START_FAILED)), false).0,
         ErrorCode::InstallerFailed
     );
+    // A failed script is described by its last line, else by the runner's message.
+    let mut said = o(Some(1), None);
+    said.output = Some("installing 9.0.0\nupdate to 9.0.0 failed; 1.0.0 runs again\n\n".into());
+    said.message = Some("the command exited with code 1".into());
+    assert_eq!(
+        job_failure(&said, false).1,
+        "installer exited 1: update to 9.0.0 failed; 1.0.0 runs again"
+    );
+    said.output = None;
+    assert_eq!(
+        job_failure(&said, true).1,
+        "remote script exited 1: the command exited with code 1"
+    );
 }
 
 #[test]
