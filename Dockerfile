@@ -2,7 +2,7 @@
 # The operator image: the static `nodeops` binary on distroless/static (CA certificates,
 # tzdata, /etc/passwd with the nonroot user 65532; no shell, no package manager).
 #
-#   docker build -t ghcr.io/nodeops/nodeops:v0.1.0 .
+#   docker build -t nodeops.local/nodeops:v0.1.0 .
 #
 # The builder runs on the target platform (buildx --platform linux/arm64 builds natively
 # under emulation), so the musl target is the builder's own architecture.

@@ -47,7 +47,9 @@ state() {
 	for s in "${SYSCTLS[@]}"; do echo "sysctl $s = $(sysctl -n "$s" 2>/dev/null)"; done
 	find /sys/fs/cgroup -maxdepth 2 -name "$CGROUP_ROOT" 2>/dev/null | sed 's/^/cgroup: /' | sort
 	echo "/etc/hosts lines of the node: $(grep -c "$HOSTS_MARK\$" /etc/hosts)"
-	for p in /var/lib/cni /run/netns /run/containerd /var/lib/kubelet /etc/cni/net.d; do
+	# Host-installed sample agents (HostInstaller tests) must be gone with their tests.
+	echo "sample agents on the host: $(grep -lzx AGENT_NAME=sample-agent /proc/[0-9]*/environ 2>/dev/null | wc -l)"
+	for p in /var/lib/cni /run/netns /run/containerd /var/lib/kubelet /etc/cni/net.d /var/lib/nodeops; do
 		[ -e "$p" ] && echo "path: $p"
 	done
 	true
@@ -167,13 +169,21 @@ EOF
 		ctr --address "$SOCK" -n k8s.io images import --base-name "$1" --digests "$2" >/dev/null
 	}
 	import "${RUNNER_IMAGE%:*}" "$RUNNER_IMAGE_ARCHIVE"
+	import "${OPERATOR_IMAGE%:*}" "$OPERATOR_IMAGE_ARCHIVE"
+	# The release tag too (v<Cargo package version>), which the chart's and config/manager's
+	# default image names carry: installed with their defaults, they run these builds.
+	local version
+	version="v$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)"
+	ctr --address "$SOCK" -n k8s.io images tag --force "$RUNNER_IMAGE" "${RUNNER_IMAGE%:*}:$version" >/dev/null
+	ctr --address "$SOCK" -n k8s.io images tag --force "$OPERATOR_IMAGE" "${OPERATOR_IMAGE%:*}:$version" >/dev/null
 	import "${TOOLBOX_IMAGE%:*}" "$TOOLBOX_IMAGE_ARCHIVE"
 	import "${PAUSE_IMAGE%:*}" "$PAUSE_IMAGE_ARCHIVE"
 	local a
 	local archives
 	IFS=: read -ra archives <<<"$SAMPLE_AGENT_ARCHIVES"
 	for a in "${archives[@]}"; do import "$SAMPLE_AGENT_IMAGE" "$a"; done
-	log "imported $RUNNER_IMAGE $TOOLBOX_IMAGE $PAUSE_IMAGE $SAMPLE_AGENT_IMAGE:*"
+	import "${SAMPLE_AGENT_INSTALLER_IMAGE%:*}" "$SAMPLE_AGENT_INSTALLER_IMAGE_ARCHIVE"
+	log "imported $RUNNER_IMAGE $OPERATOR_IMAGE (both also as $version) $TOOLBOX_IMAGE $PAUSE_IMAGE $SAMPLE_AGENT_IMAGE:*"
 
 	# --- the kubelet's identity: system:node:<name> in system:nodes, bound to system:node.
 	local kc="$CLUSTER_DIR/kubeconfig" ca="$CLUSTER_DIR/pki/ca.crt"
@@ -349,7 +359,7 @@ down() {
 	find /sys/fs/cgroup -depth -type d -path "*/$CGROUP_ROOT*" -exec rmdir {} \; 2>/dev/null || true
 	# Paths the node created outside its directory (only when they were not there before).
 	local p
-	for p in /var/lib/cni /run/netns /run/containerd /var/lib/kubelet /etc/cni/net.d; do
+	for p in /var/lib/cni /run/netns /run/containerd /var/lib/kubelet /etc/cni/net.d /var/lib/nodeops; do
 		if [ -e "$p" ] && ! grep -qx "path: $p" "$DIR/state.before" 2>/dev/null; then
 			rm -rf "$p"
 		fi

@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, env = "NODEOPS_HOST_MODE_NAMESPACES", value_delimiter = ',')]
     host_mode_namespaces: Vec<String>,
     /// Image that carries nodeops-exec.
-    #[arg(long, env = "NODEOPS_RUNNER_IMAGE", default_value = concat!("ghcr.io/nodeops/nodeops-exec:v", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "NODEOPS_RUNNER_IMAGE", default_value = concat!("nodeops.local/nodeops-exec:v", env!("CARGO_PKG_VERSION")))]
     runner_image: String,
     /// Host mode: the process whose namespaces the runner joins, a PID or a name as in
     /// /proc/PID/comm (e.g. kubelet where PID 1's namespaces cannot be opened).

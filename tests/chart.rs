@@ -7,9 +7,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command as Process;
-use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
@@ -19,9 +16,9 @@ use kube::api::{Patch, PatchParams};
 use nodeops::api::NodeAgent;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::helm::{CHART, Release, helm, helm_bin, run};
 use support::{TestNamespace, install_crds, kubeconfig_path, kubectl, repo_root};
 
-const CHART: &str = "charts/nodeops";
 const LABELS: [&str; 5] = [
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -29,61 +26,6 @@ const LABELS: [&str; 5] = [
     "app.kubernetes.io/managed-by",
     "app.kubernetes.io/part-of",
 ];
-
-/// helm, built once by `hack/helm.sh` (under a lock, so parallel test binaries build it
-/// once); panics with the script's output when it cannot be built.
-fn helm_bin() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let root = repo_root();
-        std::fs::create_dir_all(root.join("target")).expect("target/");
-        let out = Process::new("flock")
-            .arg(root.join("target/.helm.lock"))
-            .arg(root.join("hack/helm.sh"))
-            .current_dir(&root)
-            .output()
-            .expect("run hack/helm.sh (needs flock from util-linux)");
-        assert!(
-            out.status.success(),
-            "hack/helm.sh could not build helm, which the chart tests need:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "hack/helm.sh printed {path:?}, not a file");
-        path
-    })
-}
-
-/// What a command printed.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(program: &Path, args: &[&str]) -> Run {
-    let out = Process::new(program)
-        .args(args)
-        .current_dir(repo_root())
-        // helm's repository cache and config stay out of $HOME.
-        .env("HELM_CACHE_HOME", repo_root().join("target/helm/cache"))
-        .env("HELM_CONFIG_HOME", repo_root().join("target/helm/config"))
-        .env("HELM_DATA_HOME", repo_root().join("target/helm/data"))
-        .output()
-        .unwrap_or_else(|e| panic!("run {program:?}: {e}"));
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// helm, which must succeed.
-fn helm(args: &[&str]) -> Run {
-    let r = run(helm_bin(), args);
-    assert!(r.ok, "helm {}:\n{}{}", args.join(" "), r.stdout, r.stderr);
-    r
-}
 
 /// The documents of a YAML stream, empty ones left out.
 fn documents(text: &str) -> Vec<Value> {
@@ -169,6 +111,7 @@ fn chart_lints_and_renders() {
         "watchNamespace=team-a,hostModeNamespaces={nodeops-agents,ops}",
         "defaultAgent.enabled=false,metrics.service.enabled=false",
         "defaultAgent.enabled=true",
+        "hostNetwork=true,apiServer.host=127.0.0.1,apiServer.port=16443,runnerImage.pullPolicy=Never,tests.address=127.0.0.1:9090",
         "defaultAgent.enabled=true,defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=install-telescope,defaultAgent.installer.image=registry.example.com/telescope-installer:1,hostModeNamespaces={nodeops-agents}",
     ] {
         helm(&["lint", "--strict", CHART, "--set", values]);
@@ -194,6 +137,7 @@ fn chart_lints_and_renders() {
             "Deployment",
             "Namespace",
             "NodeAgent",
+            "Pod",
             "Role",
             "RoleBinding",
             "Service",
@@ -216,13 +160,13 @@ fn chart_lints_and_renders() {
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
-    assert_eq!(container["image"], "ghcr.io/nodeops/nodeops:v0.1.0");
+    assert_eq!(container["image"], "nodeops.local/nodeops:v0.1.0");
     assert_eq!(
         args_of(deployment),
         [
             "--log-format=json",
             "--log-filter=info,kube=warn",
-            "--runner-image=ghcr.io/nodeops/nodeops-exec:v0.1.0",
+            "--runner-image=nodeops.local/nodeops-exec:v0.1.0",
             "--default-image=busybox:1.36",
             "--leader-election",
             "--leader-election-namespace=$(POD_NAMESPACE)",
@@ -275,6 +219,33 @@ fn chart_lints_and_renders() {
         deployment["spec"]["selector"]["matchLabels"]
     );
 
+    // The helm test pod: a hook, never selected by the operator's Deployment (its
+    // ReplicaSet would adopt it), asking the metrics Service; not in the node's network.
+    let test_pod = only(&docs, "Pod");
+    assert_eq!(test_pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    let selector = deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector");
+    assert!(
+        !selector
+            .iter()
+            .all(|(k, v)| test_pod["metadata"]["labels"][k] == *v),
+        "the Deployment's selector {selector:?} selects the test pod"
+    );
+    let test_container = &test_pod["spec"]["containers"][0];
+    assert_eq!(test_container["image"], "busybox:1.36");
+    assert_eq!(
+        test_container["env"],
+        json!([{"name": "ADDRESS", "value": "demo-nodeops-metrics.ops.svc:8080"}])
+    );
+    assert_eq!(test_pod["spec"]["securityContext"], pod["securityContext"]);
+    assert_eq!(
+        test_container["securityContext"],
+        container["securityContext"]
+    );
+    assert_eq!(test_pod["spec"]["nodeSelector"], pod["nodeSelector"]);
+    assert!(pod["hostNetwork"].is_null() && test_pod["spec"]["hostNetwork"].is_null());
+
     let agent = only(&docs, "NodeAgent");
     assert_eq!(agent["metadata"]["name"], "telescope");
     assert_eq!(
@@ -312,12 +283,77 @@ fn chart_lints_and_renders() {
         "--host-mode-namespaces=nodeops-agents,ops",
         "--log-format=text",
         "--log-filter=debug",
-        "--runner-image=ghcr.io/nodeops/nodeops-exec:v9",
+        "--runner-image=nodeops.local/nodeops-exec:v9",
         "--host-process=kubelet",
         "--metrics-addr=0.0.0.0:9090",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
     }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--image-pull-policy")),
+        "{args:?}"
+    );
+
+    // In the node's network, against an API server of its own address, pulling nothing:
+    // the operator on the local cluster's real node (tests/in_cluster.rs).
+    let docs = render(
+        "demo",
+        "ops",
+        &[
+            "hostNetwork=true",
+            "apiServer.host=127.0.0.1",
+            "apiServer.port=16443",
+            "runnerImage.pullPolicy=Never",
+            "tests.image=registry.example.com/toolbox:1",
+            "tests.address=127.0.0.1:9090",
+            "nodeSelector.type=real",
+            "tolerations[0].key=nodeops.io/real-node,tolerations[0].operator=Exists",
+        ],
+    );
+    let deployment = only(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "nodeops.io/real-node", "operator": "Exists"}])
+    );
+    assert_eq!(
+        pod["containers"][0]["env"],
+        json!([
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": "16443"},
+        ])
+    );
+    assert!(
+        args_of(deployment)
+            .iter()
+            .any(|a| a == "--image-pull-policy=Never")
+    );
+    let test_pod = &only(&docs, "Pod")["spec"];
+    assert_eq!(test_pod["hostNetwork"], true);
+    assert_eq!(test_pod["nodeSelector"], pod["nodeSelector"]);
+    assert_eq!(test_pod["tolerations"], pod["tolerations"]);
+    assert_eq!(
+        test_pod["containers"][0]["image"],
+        "registry.example.com/toolbox:1"
+    );
+    assert_eq!(
+        test_pod["containers"][0]["env"],
+        json!([{"name": "ADDRESS", "value": "127.0.0.1:9090"}])
+    );
+    // The port defaults to 443 (the API server's in-cluster port).
+    let docs = render("demo", "ops", &["apiServer.host=10.0.0.1"]);
+    let env = &only(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env[3],
+        json!({"name": "KUBERNETES_SERVICE_PORT", "value": "443"})
+    );
+    // No metrics Service and no address: nothing for a test pod to ask.
+    let docs = render("demo", "ops", &["metrics.service.enabled=false"]);
+    assert!(docs.iter().all(|d| d["kind"] != "Pod"), "{docs:?}");
 
     // Without leader election: no Lease, no Role; one replica.
     let docs = render(
@@ -335,6 +371,7 @@ fn chart_lints_and_renders() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "Pod",
             "Service",
             "ServiceAccount"
         ]
@@ -365,6 +402,11 @@ fn chart_lints_and_renders() {
             "to hostModeNamespaces",
         ),
         ("logFormat=xml", "logFormat must be json or text"),
+        (
+            "runnerImage.pullPolicy=Sometimes",
+            "runnerImage.pullPolicy must be Always, IfNotPresent or Never",
+        ),
+        ("apiServer.port=6443", "apiServer.port needs apiServer.host"),
     ] {
         let r = run(helm_bin(), &["template", "demo", CHART, "--set", sets]);
         assert!(!r.ok, "helm template --set {sets} should fail");
@@ -430,50 +472,6 @@ fn chart_rbac_is_config_rbac() {
     assert_eq!(binding["roleRef"]["kind"], "Role");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(binding["subjects"], subject);
-}
-
-/// Uninstalls the release when dropped (also after a panic), before its test namespace goes.
-struct Release {
-    name: String,
-    namespace: String,
-    installed: bool,
-}
-
-impl Release {
-    fn uninstall(&mut self) {
-        if std::mem::take(&mut self.installed) {
-            helm(&[
-                "uninstall",
-                &self.name,
-                "--namespace",
-                &self.namespace,
-                "--kubeconfig",
-                &kubeconfig_path().to_string_lossy(),
-                "--wait",
-                "--timeout",
-                "60s",
-            ]);
-        }
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if self.installed {
-            self.installed = false;
-            let _ = run(
-                helm_bin(),
-                &[
-                    "uninstall",
-                    &self.name,
-                    "--namespace",
-                    &self.namespace,
-                    "--kubeconfig",
-                    &kubeconfig_path().to_string_lossy(),
-                ],
-            );
-        }
-    }
 }
 
 #[tokio::test]

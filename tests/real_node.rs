@@ -5,8 +5,9 @@
 //! data, and the true reason of each real failure. Host-side facts (files, processes) are
 //! read on this machine, which is the node.
 //!
-//! The tests share one node with a small pod capacity: each holds `NODE` for reading
-//! (several at once), the pod-capacity test holds it for writing (alone).
+//! The tests share one node with a small pod capacity: each holds it shared
+//! (`support::real_node_shared`, several at once, other test binaries' too), the
+//! pod-capacity test holds it alone (`support::real_node_alone`).
 
 mod support;
 
@@ -20,10 +21,7 @@ use nodeops::api::async_command::{AsyncCommand, CmdJob, NodePhase};
 use nodeops::api::invoker::Invoker;
 use serde_json::{Value, json};
 use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
-use tokio::sync::RwLock;
 
-/// Node capacity is shared: the pod-capacity test fills the node and must be alone.
-static NODE: RwLock<()> = RwLock::const_new(());
 const FINISH: Duration = Duration::from_secs(120);
 
 /// The real node, which must exist and be Ready: these tests are never skipped.
@@ -95,7 +93,7 @@ fn host_processes(argv: &[&str]) -> Vec<u32> {
 
 #[tokio::test]
 async fn container_mode_reports_real_output_exactly() {
-    let _shared = NODE.read().await;
+    let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-output").await;
     install_crds(&ns.client).await;
     let node = real_node(&ns).await;
@@ -175,7 +173,7 @@ async fn container_mode_reports_real_output_exactly() {
 
 #[tokio::test]
 async fn a_timeout_kills_the_whole_process_group_on_the_node() {
-    let _shared = NODE.read().await;
+    let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-timeout").await;
     install_crds(&ns.client).await;
     let node = real_node(&ns).await;
@@ -224,7 +222,7 @@ async fn a_timeout_kills_the_whole_process_group_on_the_node() {
 
 #[tokio::test]
 async fn host_mode_runs_on_the_host_as_root_and_as_another_user() {
-    let _shared = NODE.read().await;
+    let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-host").await;
     install_crds(&ns.client).await;
     let node = real_node(&ns).await;
@@ -293,7 +291,7 @@ async fn host_mode_runs_on_the_host_as_root_and_as_another_user() {
 
 #[tokio::test]
 async fn a_once_invoker_delivers_a_hostile_parameter_as_data() {
-    let _shared = NODE.read().await;
+    let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-invoker").await;
     install_crds(&ns.client).await;
     let node = real_node(&ns).await;
@@ -333,7 +331,7 @@ async fn a_once_invoker_delivers_a_hostile_parameter_as_data() {
 
 #[tokio::test]
 async fn real_failures_get_their_true_reasons() {
-    let _shared = NODE.read().await;
+    let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-fail").await;
     install_crds(&ns.client).await;
     let node = real_node(&ns).await;
@@ -425,7 +423,7 @@ async fn real_failures_get_their_true_reasons() {
 
 #[tokio::test]
 async fn a_node_at_its_pod_capacity_rejects_the_run() {
-    let _alone = NODE.write().await;
+    let _alone = support::real_node_alone().await;
     let ns = TestNamespace::new("real-maxpods").await;
     install_crds(&ns.client).await;
     let node = real_node(&ns).await;
@@ -443,7 +441,7 @@ async fn a_node_at_its_pod_capacity_rejects_the_run() {
         .expect("pods");
     // Pods of earlier tests may still be terminating (a Job deleted for an image that is
     // not there): wait until the node runs nothing, so the fillers below are exactly its
-    // capacity. Tests of this file are the only ones that use the real node.
+    // capacity. Every test that runs pods there holds the node shared, so none starts now.
     let all_pods: Api<Pod> = Api::all(ns.client.clone());
     let mut busy = Vec::new();
     for _ in 0..240 {
@@ -517,7 +515,7 @@ async fn a_node_at_its_pod_capacity_rejects_the_run() {
 
 #[tokio::test]
 async fn the_real_node_and_simulated_nodes_are_reported_alike() {
-    let _shared = NODE.read().await;
+    let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-mixed").await;
     install_crds(&ns.client).await;
     let node = real_node(&ns).await;

@@ -63,6 +63,7 @@ async fn running_version(agent: &Agent, version: &str) {
 
 #[tokio::test]
 async fn the_sample_agent_is_installed_updated_rolled_back_and_upgraded_on_the_real_node() {
+    let _node = support::real_node_shared().await;
     let ns = TestNamespace::new("real-agent").await;
     install_crds(&ns.client).await;
     let real = support::real_node_name();
@@ -293,6 +294,7 @@ async fn jobs_gone(ns: &TestNamespace, inv: &nodeops::api::agent_invocation::Age
 
 #[tokio::test]
 async fn a_host_installer_installs_updates_rolls_back_and_undoes_on_the_real_node() {
+    let _node = support::real_node_shared().await;
     let ns = TestNamespace::new("real-inst").await;
     install_crds(&ns.client).await;
     let real = support::real_node_name();

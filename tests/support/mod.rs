@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod helm;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -82,9 +83,44 @@ pub fn real_node_name() -> String {
     std::env::var("REAL_NODE_NAME").unwrap_or_else(|_| "real-0001".into())
 }
 
+/// A hold on the real node's pod capacity (16 pods), released when dropped. Tests that run
+/// pods there hold it shared, several at once; a test that needs the node to itself (one
+/// that fills its capacity) holds it alone. A file lock (`target/.real-node.lock`), so it
+/// also holds between test binaries that run at the same time.
+pub struct RealNodeHold {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Waits for a shared hold on the real node.
+pub async fn real_node_shared() -> RealNodeHold {
+    real_node_hold(nix::fcntl::FlockArg::LockShared).await
+}
+
+/// Waits until no other test holds the real node, and holds it alone.
+pub async fn real_node_alone() -> RealNodeHold {
+    real_node_hold(nix::fcntl::FlockArg::LockExclusive).await
+}
+
+async fn real_node_hold(arg: nix::fcntl::FlockArg) -> RealNodeHold {
+    let path = repo_root().join("target/.real-node.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // flock blocks: off the runtime's threads. Each open file is a lock of its own, so the
+    // tests of one binary exclude each other too.
+    let lock = tokio::task::spawn_blocking(move || nix::fcntl::Flock::lock(file, arg))
+        .await
+        .expect("lock task")
+        .unwrap_or_else(|(_, e)| panic!("flock {}: {e}", path.display()));
+    RealNodeHold { _lock: lock }
+}
+
 /// `KEY=VALUE` lines of a file the real node's script wrote under the cluster directory;
 /// empty when the cluster has no real node.
-fn real_node_env(file: &str) -> std::collections::BTreeMap<String, String> {
+pub fn real_node_env(file: &str) -> std::collections::BTreeMap<String, String> {
     let dir = kubeconfig_path()
         .parent()
         .map(|d| d.join("real-node"))
@@ -97,8 +133,8 @@ fn real_node_env(file: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// The images built and imported for the real node (`RUNNER_IMAGE`, `TOOLBOX_IMAGE`,
-/// `PAUSE_IMAGE`).
+/// The images built and imported for the real node (`RUNNER_IMAGE`, `OPERATOR_IMAGE`,
+/// `TOOLBOX_IMAGE`, `PAUSE_IMAGE`, ...: hack/images.sh's lines).
 pub fn real_node_images() -> std::collections::BTreeMap<String, String> {
     let images = real_node_env("images.env");
     assert!(

@@ -60,6 +60,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.runnerImage.repository (default (printf "v%s" .Chart.AppVersion) .Values.runnerImage.tag) }}
 {{- end }}
 
+{{/* host:port of the operator's metrics endpoint for the helm test pod; empty when there is none. */}}
+{{- define "nodeops.testAddress" -}}
+{{- if .Values.tests.address }}
+{{- .Values.tests.address }}
+{{- else if .Values.metrics.service.enabled }}
+{{- printf "%s-metrics.%s.svc:%v" (include "nodeops.fullname" .) .Release.Namespace .Values.metrics.service.port }}
+{{- end }}
+{{- end }}
+
 {{/* The leader-election Lease. */}}
 {{- define "nodeops.leaseName" -}}
 {{- default (include "nodeops.fullname" .) .Values.leaderElection.leaseName }}
@@ -69,6 +78,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "nodeops.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: replicas without leader election would reconcile the same objects at once" }}
+{{- end }}
+{{- with .Values.runnerImage.pullPolicy }}
+{{- if not (has . (list "Always" "IfNotPresent" "Never")) }}
+{{- fail (printf "runnerImage.pullPolicy must be Always, IfNotPresent or Never, not %q" .) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.apiServer.port (not .Values.apiServer.host) }}
+{{- fail "apiServer.port needs apiServer.host" }}
 {{- end }}
 {{- if not (has .Values.logFormat (list "json" "text")) }}
 {{- fail (printf "logFormat must be json or text, not %q" .Values.logFormat) }}
