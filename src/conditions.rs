@@ -103,6 +103,31 @@ pub fn stall(
     );
 }
 
+/// Stalled for a run that ended in failure (`Some((reason, message))`), absent otherwise.
+/// kstatus (Flux, kpt, cli-utils) reads Stalled=True as Failed, a terminal state; a finished
+/// failure with only Ready=False and Failed=True reads as InProgress for ever, and a Flux
+/// Kustomization with `wait: true` would wait for its timeout.
+pub fn stalled_if_failed(
+    conditions: &mut Vec<Condition>,
+    failure: Option<(&str, &str)>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    match failure {
+        Some((reason, message)) => {
+            set(
+                conditions,
+                Desired::new(STALLED, true, reason, message),
+                generation,
+                now,
+            );
+        }
+        None => {
+            remove(conditions, STALLED);
+        }
+    }
+}
+
 /// Whether the condition is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions

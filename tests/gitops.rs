@@ -1,10 +1,14 @@
 //! The Argo CD health checks of docs/gitops.md, run (Lua 5.1, as Argo runs them) against
 //! objects in each state the controllers write, and against the objects the running
 //! controllers produce on the local control plane: a check that does not parse, or calls a
-//! state healthy that is not, fails here.
+//! state healthy that is not, fails here. The same objects are judged by kstatus, the
+//! sigs.k8s.io/cli-utils library Flux and kpt use (`hack/kstatus`, built from the Go module
+//! proxy): a finished failure must be `Failed` there, a success `Current`.
 
 mod support;
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use kube::Api;
@@ -319,9 +323,64 @@ fn a_status_of_an_older_generation_is_progressing_for_every_kind() {
     }
 }
 
+/// The kstatus program, built once by `hack/kstatus.sh` (under a lock: test binaries run
+/// in parallel).
+fn kstatus_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = support::repo_root();
+        std::fs::create_dir_all(root.join("target")).expect("target/");
+        let out = std::process::Command::new("flock")
+            .arg(root.join("target/.kstatus.lock"))
+            .arg(root.join("hack/kstatus.sh"))
+            .output()
+            .expect("run hack/kstatus.sh (needs flock from util-linux)");
+        assert!(
+            out.status.success(),
+            "hack/kstatus.sh could not build the kstatus program:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// What kstatus says of each object: (status, message).
+fn kstatus(objects: &[Value]) -> Vec<(String, String)> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(kstatus_bin())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kstatus");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for o in objects {
+        writeln!(stdin, "{o}").expect("write an object");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("kstatus output");
+    assert!(
+        out.status.success(),
+        "kstatus: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdicts: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            (
+                v["status"].as_str().expect("status").to_string(),
+                v["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(verdicts.len(), objects.len(), "one verdict per object");
+    verdicts
+}
+
 /// Applies `manifest` and waits until its check stops saying Progressing; returns what it
-/// says then.
-async fn settled<K>(api: &Api<K>, manifest: Value) -> (String, String)
+/// says then, and the object it judged.
+async fn settled<K>(api: &Api<K>, manifest: Value) -> ((String, String), Value)
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
 {
@@ -334,8 +393,9 @@ where
     judged(api, &kind, &name).await
 }
 
-/// What `kind`'s check says of object `name` once it stops saying Progressing.
-async fn judged<K>(api: &Api<K>, kind: &str, name: &str) -> (String, String)
+/// What `kind`'s check says of object `name` once it stops saying Progressing, and the
+/// object it judged.
+async fn judged<K>(api: &Api<K>, kind: &str, name: &str) -> ((String, String), Value)
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
 {
@@ -346,10 +406,10 @@ where
         .1;
     let mut last = (String::new(), String::new());
     for _ in 0..300 {
-        let object = api.get(name).await.expect("get");
-        last = health(&script, serde_json::to_value(&object).expect("JSON"));
+        let object = serde_json::to_value(api.get(name).await.expect("get")).expect("JSON");
+        last = health(&script, object.clone());
         if last.0 != "Progressing" {
-            return last;
+            return (last, object);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -363,6 +423,7 @@ async fn checks_judge_what_the_controllers_really_write() {
     let _op = Operator::start(&ns.name, &[]);
     let manifest = |kind: &str, name: &str, spec: Value| json!({"apiVersion": "nodeops.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
     let mut verdicts = Vec::new();
+    let mut objects = Vec::new();
 
     let commands: Api<nodeops::api::Command> = ns.api();
     for (name, spec, want) in [
@@ -374,7 +435,8 @@ async fn checks_judge_what_the_controllers_really_write() {
         ),
     ] {
         let got = settled(&commands, manifest("Command", name, spec)).await;
-        verdicts.push(("Command", name, want, got));
+        verdicts.push(("Command", name, want, got.0));
+        objects.push(got.1);
     }
     let runs: Api<nodeops::api::AsyncCommand> = ns.api();
     for (name, spec, want) in [
@@ -396,7 +458,8 @@ async fn checks_judge_what_the_controllers_really_write() {
         ),
     ] {
         let got = settled(&runs, manifest("AsyncCommand", name, spec)).await;
-        verdicts.push(("AsyncCommand", name, want, got));
+        verdicts.push(("AsyncCommand", name, want, got.0));
+        objects.push(got.1);
     }
     let invokers: Api<nodeops::api::Invoker> = ns.api();
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1))
@@ -409,7 +472,8 @@ async fn checks_judge_what_the_controllers_really_write() {
         let spec = json!({"commandRef": "uptime", "nodeNames": ["node-0001"],
                           "scheduleSettings": {"policy": "Once", "invokeTime": time}});
         let got = settled(&invokers, manifest("Invoker", name, spec)).await;
-        verdicts.push(("Invoker", name, want, got));
+        verdicts.push(("Invoker", name, want, got.0));
+        objects.push(got.1);
     }
 
     let agent = Agent::create(
@@ -424,15 +488,63 @@ async fn checks_judge_what_the_controllers_really_write() {
     ] {
         let spec = json!({"invocationType": "Install", "invocationTarget": target, "nodeNames": ["node-0030"]});
         let got = settled(&invocations, manifest("AgentInvocation", name, spec)).await;
-        verdicts.push(("AgentInvocation", name, want, got));
+        verdicts.push(("AgentInvocation", name, want, got.0));
+        objects.push(got.1);
     }
     let got = judged(&agent.api(), "NodeAgent", &agent.name).await;
-    verdicts.push(("NodeAgent", "installed", "Healthy", got));
+    verdicts.push(("NodeAgent", "installed", "Healthy", got.0));
+    objects.push(got.1);
     let jobs: Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> = ns.api();
     let spec = json!({"agent": agent.name, "targetVersion": "2.0.0", "simulated": true,
                       "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}});
     let got = settled(&jobs, manifest("AgentUpgradeJob", "plan", spec)).await;
-    verdicts.push(("AgentUpgradeJob", "plan", "Healthy", got));
+    verdicts.push(("AgentUpgradeJob", "plan", "Healthy", got.0));
+    objects.push(got.1);
+
+    // Runs that end in failure: an agent whose 2.0.0 never becomes Ready on node-0031 and
+    // whose 1.0.0 never does on node-0032.
+    let sick = Agent::create(
+        &ns,
+        json!({"mode": "DaemonSet", "image": "registry.example.com/telescope", "basicVersion": "1.0.0",
+               "readyTimeoutSeconds": 10,
+               "podAnnotations": {"sim.nodeops.io/unready-node-0031-2.0.0": "true",
+                                  "sim.nodeops.io/unready-node-0032-1.0.0": "true"}}),
+    )
+    .await;
+    for (name, node, want) in [
+        ("sick-install", "node-0031", "Healthy"),
+        ("sick-install-fails", "node-0032", "Degraded"),
+    ] {
+        let spec = json!({"invocationType": "Install", "invocationTarget": sick.name, "nodeNames": [node]});
+        let got = settled(&invocations, manifest("AgentInvocation", name, spec)).await;
+        verdicts.push(("AgentInvocation", name, want, got.0));
+        objects.push(got.1);
+    }
+    let spec = json!({"agent": sick.name, "targetVersion": "2.0.0",
+                      "nodeSelector": {"matchExpressions": [{"key": sick.label(), "operator": "Exists"}]}});
+    let got = settled(&jobs, manifest("AgentUpgradeJob", "upgrade-fails", spec)).await;
+    verdicts.push(("AgentUpgradeJob", "upgrade-fails", "Degraded", got.0));
+    objects.push(got.1);
+
+    // kstatus judges the same objects: Argo's Healthy is its Current, Degraded its Failed.
+    let judged = kstatus(&objects);
+    let kstatus_wrong: Vec<_> = verdicts
+        .iter()
+        .zip(&judged)
+        .filter(|((_, _, want, _), got)| {
+            let expected = if *want == "Healthy" {
+                "Current"
+            } else {
+                "Failed"
+            };
+            got.0 != expected
+        })
+        .map(|((kind, name, want, _), got)| (kind, name, want, got))
+        .collect();
+    assert!(
+        kstatus_wrong.is_empty(),
+        "kind, name, Argo verdict, kstatus said: {kstatus_wrong:#?}"
+    );
 
     let wrong: Vec<_> = verdicts
         .iter()

@@ -29,7 +29,7 @@ use crate::api::agent_invocation::{
     InvocationResult, InvocationType, RemoteInstallHost, RetStatus,
 };
 use crate::api::node_agent::{AgentMode, NodeAgentSpec};
-use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING, STALLED};
+use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
 use crate::controller::Note;
 use crate::engine::outcome::{Observed, RunState, reason};
 use crate::exec::remote::SSH_FAILED_EXIT_CODE;
@@ -795,10 +795,10 @@ pub fn plan(obj: &AgentInvocation, world: &World) -> Plan {
     };
     let now_t = Time(world.now);
     let conds = &mut status.conditions;
-    conditions::remove(conds, STALLED);
+    let ok = failed == 0;
+    let failure = (all_final && !ok).then(|| ("InstancesFailed", summary.clone()));
     let desired = if all_final {
         conditions::remove(conds, RECONCILING);
-        let ok = failed == 0;
         vec![
             Desired::new(COMPLETE, true, "AllInstancesFinished", summary.clone()),
             Desired::new(
@@ -835,6 +835,8 @@ pub fn plan(obj: &AgentInvocation, world: &World) -> Plan {
         let transitioned = conditions::set(conds, d, generation, &now_t);
         completed_now |= is_complete && transitioned;
     }
+    let failure = failure.as_ref().map(|(r, m)| (*r, m.as_str()));
+    conditions::stalled_if_failed(conds, failure, generation, &now_t);
     let mut notes = Vec::new();
     if prev.invocations.is_empty() && total > 0 {
         notes.push(Note {

@@ -28,7 +28,7 @@ use crate::api::agent_upgrade_job::{
     AgentUpgrade, AgentUpgradeJob, AgentUpgradeJobStatus, AgentUpgradeState as S, UpgradeJobState,
 };
 use crate::api::common::scaled_limit;
-use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING, STALLED};
+use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
 use crate::controller::Note;
 
 /// Condition type while `spec.paused` holds the rollout.
@@ -420,18 +420,18 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
     }
     let now_t = Time(now);
     let conds = &mut status.conditions;
-    conditions::remove(conds, STALLED);
     let ok = state == UpgradeJobState::Success;
+    let failed_reason = if stopped {
+        "MaxFailuresExceeded"
+    } else if ok {
+        "NoAgentFailed"
+    } else {
+        "AgentsNotUpgraded"
+    };
+    let failure = (done && !ok).then(|| (failed_reason, summary.clone()));
     let desired = if done {
         conditions::remove(conds, RECONCILING);
         conditions::remove(conds, PAUSED);
-        let failed_reason = if stopped {
-            "MaxFailuresExceeded"
-        } else if ok {
-            "NoAgentFailed"
-        } else {
-            "AgentsNotUpgraded"
-        };
         vec![
             Desired::new(
                 COMPLETE,
@@ -472,6 +472,8 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
         let complete = d.type_ == COMPLETE && d.status;
         completed_now |= conditions::set(conds, d, generation, &now_t) && complete;
     }
+    let failure = failure.as_ref().map(|(r, m)| (*r, m.as_str()));
+    conditions::stalled_if_failed(conds, failure, generation, &now_t);
     if !done {
         let paused_changed = conditions::set(
             conds,

@@ -12,7 +12,7 @@ use crate::api::async_command::{
     AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, NodePhase,
 };
 use crate::api::common::scaled_limit;
-use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING, STALLED};
+use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
 pub use crate::controller::Note;
 use crate::engine::job::{job_id, job_name};
 use crate::engine::outcome::{Observed, RunState, reason};
@@ -453,10 +453,10 @@ fn summarize(
     let now_t = time(now);
     let s = summary_message(&status);
     let conds = &mut status.conditions;
-    conditions::remove(conds, STALLED);
+    let ok = phase == CommandPhase::Succeeded;
+    let failure = (all_final && !ok).then(|| ("NodesFailed", s.clone()));
     let desired = if all_final {
         conditions::remove(conds, RECONCILING);
-        let ok = phase == CommandPhase::Succeeded;
         let (failed_reason, ready_reason) = if ok {
             ("NoNodeFailed", "Succeeded")
         } else {
@@ -481,6 +481,8 @@ fn summarize(
     for d in desired {
         conditions::set(conds, d, generation, &now_t);
     }
+    let failure = failure.as_ref().map(|(r, m)| (*r, m.as_str()));
+    conditions::stalled_if_failed(conds, failure, generation, &now_t);
     status
 }
 

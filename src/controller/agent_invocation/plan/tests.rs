@@ -1,5 +1,6 @@
 use super::*;
 use crate::api::agent_invocation::InvocationPhase as P;
+use crate::conditions::STALLED;
 use crate::engine::outcome::{Observed, reason};
 use serde_json::json;
 
@@ -190,6 +191,12 @@ fn daemonset_timeout_restores_the_previous_label() {
     assert!(e.error_message.as_deref().expect("message").len() <= MESSAGE_LIMIT);
     assert_eq!(p2.status.phase, AgentInvocationPhase::Failed);
     assert!(p2.notes.iter().any(|n| n.warning && n.reason == "Failed"));
+    let stalled = p2.status.conditions.iter().find(|c| c.type_ == STALLED);
+    assert_eq!(
+        stalled.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "InstancesFailed")),
+        "a failure is terminal for kstatus"
+    );
 }
 
 #[test]

@@ -108,6 +108,10 @@ fn simulation_reports_the_whole_plan_and_changes_nothing() {
     assert!(p.status.simulated && p.status.completed_at.is_some());
     assert_eq!(p.notes[0].reason, "Simulated");
     assert!(conditions::is_true(&p.status.conditions, COMPLETE));
+    assert!(!conditions::is_true(
+        &p.status.conditions,
+        crate::conditions::STALLED
+    ));
 }
 
 #[test]
@@ -236,6 +240,10 @@ fn failures_past_max_failures_stop_the_rollout() {
     let p4 = again(&j, &p3.status, &w);
     assert_eq!(p4.status.status, UpgradeJobState::Failed);
     assert!(p4.status.completed_at.is_some());
+    assert!(
+        conditions::is_true(&p4.status.conditions, crate::conditions::STALLED),
+        "a failure is terminal for kstatus"
+    );
     let failed = p4
         .status
         .conditions

@@ -1,5 +1,6 @@
 use super::*;
 use crate::api::async_command::AsyncCommandSpec;
+use crate::conditions::STALLED;
 use serde_json::json;
 
 fn at(s: i64) -> Timestamp {
@@ -343,6 +344,12 @@ fn max_errors_cancels_the_nodes_never_started() {
         (p.status.succeeded, p.status.failed, p.status.cancelled),
         (1, 1, 2)
     );
+    // A failure is terminal for kstatus: Stalled with the failure's reason.
+    let stalled = p.status.conditions.iter().find(|c| c.type_ == STALLED);
+    assert_eq!(
+        stalled.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "NodesFailed"))
+    );
     assert!(p.notes.iter().any(|n| n.reason == "Failed" && n.warning));
 }
 
@@ -408,6 +415,7 @@ fn completion_conditions_and_ttl() {
     assert!(conditions::is_true(&p.status.conditions, COMPLETE));
     assert!(!conditions::is_true(&p.status.conditions, FAILED));
     assert!(p.status.conditions.iter().all(|c| c.type_ != RECONCILING));
+    assert!(p.status.conditions.iter().all(|c| c.type_ != STALLED));
     assert_eq!(p.status.completion_time, Some(Time(at(10))));
     assert_eq!(p.status.progress.as_deref(), Some("1/1"));
     assert!(
