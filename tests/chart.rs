@@ -401,10 +401,35 @@ fn chart_lints_and_renders() {
             "defaultAgent.enabled=true,defaultAgent.mode=HostInstaller,defaultAgent.installer.commandRef=i,defaultAgent.installer.image=i",
             "to hostModeNamespaces",
         ),
-        ("logFormat=xml", "logFormat must be json or text"),
+        // values.schema.json: a wrong value, a wrong type, a misspelt key, top-level or
+        // nested, are refused before anything renders.
+        (
+            "logFormat=xml",
+            "at '/logFormat': value must be one of 'json', 'text'",
+        ),
         (
             "runnerImage.pullPolicy=Sometimes",
-            "runnerImage.pullPolicy must be Always, IfNotPresent or Never",
+            "at '/runnerImage/pullPolicy': value must be one of",
+        ),
+        (
+            "replicaCount=two",
+            "at '/replicaCount': got string, want integer",
+        ),
+        (
+            "hostNetwork=yes please",
+            "at '/hostNetwork': got string, want boolean",
+        ),
+        (
+            "replicaCont=2",
+            "additional properties 'replicaCont' not allowed",
+        ),
+        (
+            "metrics.service.prot=80",
+            "additional properties 'prot' not allowed",
+        ),
+        (
+            "defaultAgent.readyTimeoutSeconds=5",
+            "at '/defaultAgent/readyTimeoutSeconds': minimum",
         ),
         ("apiServer.port=6443", "apiServer.port needs apiServer.host"),
     ] {
@@ -412,6 +437,40 @@ fn chart_lints_and_renders() {
         assert!(!r.ok, "helm template --set {sets} should fail");
         assert!(r.stderr.contains(why), "{sets}: {}", r.stderr);
     }
+}
+
+/// `helm package` makes an archive that installs the same chart, schema included.
+#[test]
+fn the_packaged_chart_renders_and_keeps_its_schema() {
+    let out = repo_root().join("target/helm/package");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("package dir");
+    let dir = out.to_str().expect("utf-8");
+    helm(&["package", CHART, "--destination", dir]);
+    let archive = out.join("nodeops-0.1.0.tgz");
+    assert!(
+        archive.is_file(),
+        "helm package wrote no {}",
+        archive.display()
+    );
+    let archive = archive.to_str().expect("utf-8");
+    let from_dir = helm(&["template", "demo", CHART]).stdout;
+    let from_archive = helm(&["template", "demo", archive]).stdout;
+    assert_eq!(
+        from_archive, from_dir,
+        "the archive renders what the directory does"
+    );
+    let r = run(
+        helm_bin(),
+        &["template", "demo", archive, "--set", "replicaCont=2"],
+    );
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("additional properties 'replicaCont' not allowed"),
+        "the archive's schema refuses unknown keys: {}",
+        r.stderr
+    );
 }
 
 #[test]
