@@ -70,6 +70,42 @@ fn uuid_v5(namespace: &str, name: &str) -> String {
     Uuid::new_v5(&ns, name.as_bytes()).to_string()
 }
 
+/// Orders two agent versions: dot-, dash- or underscore-separated parts, numeric parts as
+/// numbers (1.10.0 > 1.9.0), others as text, a number below text; a version with a
+/// pre-release suffix (`2.0.0-rc1`, after the first `-`) is below the same version
+/// without one, as semantic versioning has it.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn parts(s: &str) -> Vec<&str> {
+        s.split(['.', '_', '-']).collect()
+    }
+    fn part(a: &str, b: &str) -> Ordering {
+        match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            (Ok(_), Err(_)) => Ordering::Less,
+            (Err(_), Ok(_)) => Ordering::Greater,
+            (Err(_), Err(_)) => a.cmp(b),
+        }
+    }
+    fn list(a: &[&str], b: &[&str]) -> Ordering {
+        for (x, y) in a.iter().zip(b) {
+            let o = part(x, y);
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+    let (core_a, pre_a) = a.split_once('-').map_or((a, None), |(c, p)| (c, Some(p)));
+    let (core_b, pre_b) = b.split_once('-').map_or((b, None), |(c, p)| (c, Some(p)));
+    list(&parts(core_a), &parts(core_b)).then_with(|| match (pre_a, pre_b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => list(&parts(x), &parts(y)),
+    })
+}
+
 /// The stable id of an agent on a node: a version-5 UUID of the NodeAgent's and the node's
 /// uids.
 pub fn agent_uuid(agent_uid: &str, node_uid: &str) -> String {
@@ -113,6 +149,26 @@ pub fn daemonset_name(agent: &str, version: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions_order_as_people_read_them() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        for (a, b, want) in [
+            ("1.10.0", "1.9.0", Greater),
+            ("3.2.1", "1.5.0", Less.reverse()),
+            ("1.5.0", "3.2.1", Less),
+            ("2.0.0", "2.0.0", Equal),
+            ("2.0", "2.0.0", Less),
+            ("2.0.0-rc1", "2.0.0", Less),
+            ("2.0.0-rc.2", "2.0.0-rc.10", Less),
+            ("1.0.0", "1.0.0-rc1", Greater),
+            ("v2", "10", Greater),
+            ("2024_05_01", "2024_04_30", Greater),
+        ] {
+            assert_eq!(compare_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
     use super::*;
 
     fn spec(advance: Option<&str>) -> NodeAgentSpec {

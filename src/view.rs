@@ -187,7 +187,7 @@ pub fn agent_upgrade_job(obj: &AgentUpgradeJob) -> String {
             vec![
                 dash(a.node_name.as_deref()),
                 a.agent_uuid.clone(),
-                format!("{:?}", a.status),
+                agent_state(a),
                 format!(
                     "{} -> {}",
                     dash(a.old_version.as_deref()),
@@ -202,6 +202,15 @@ pub fn agent_upgrade_job(obj: &AgentUpgradeJob) -> String {
         &rows,
     ));
     out
+}
+
+/// An agent's state, with the direction when its version moves down.
+fn agent_state(a: &crate::api::agent_upgrade_job::AgentUpgrade) -> String {
+    use crate::api::agent_upgrade_job::Direction;
+    match a.direction {
+        Some(Direction::Downgrade) => format!("{:?} (downgrade)", a.status),
+        _ => format!("{:?}", a.status),
+    }
 }
 
 /// The per-node table of a NodeAgent: each node's version and agent UUID.
@@ -433,9 +442,9 @@ impl Follow for AgentUpgradeJob {
             .filter(|a| !matches!(a.status, S::Pending | S::Running) || self.spec.simulated)
             .map(|a| {
                 let line = format!(
-                    "{}  {:?}  {} -> {}  {}",
+                    "{}  {}  {} -> {}  {}",
                     a.node_name.as_deref().unwrap_or(&a.agent_uuid),
-                    a.status,
+                    agent_state(a),
                     a.old_version.as_deref().unwrap_or("-"),
                     a.new_version.as_deref().unwrap_or("-"),
                     a.error.as_deref().unwrap_or("")

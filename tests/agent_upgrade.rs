@@ -16,7 +16,9 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use nodeops::api::agent_invocation::AgentInvocation;
-use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
+use nodeops::api::agent_upgrade_job::{
+    AgentUpgradeJob, AgentUpgradeState, Direction, UpgradeJobState,
+};
 use serde_json::json;
 use support::agents::{Agent, ok, results};
 use support::{Operator, TestNamespace, apply, install_crds, wait_for};
@@ -138,7 +140,7 @@ async fn a_simulated_upgrade_reports_the_plan_and_changes_nothing() {
     let job = wait_for(&api, "upgrade", FINISH, "the simulation", done).await;
     let s = job.status.expect("status");
     assert!(s.simulated);
-    assert_eq!(s.status, UpgradeJobState::Success);
+    assert_eq!(s.status, UpgradeJobState::Planned, "a plan, not a success");
     assert_eq!(s.agents.len(), 9);
     assert_eq!(
         s.agents[0].node_name.as_deref(),
@@ -152,6 +154,48 @@ async fn a_simulated_upgrade_reports_the_plan_and_changes_nothing() {
             "{a:?}"
         );
         assert_eq!(a.agent_uuid.len(), 36);
+        assert_eq!(a.direction, Some(Direction::Upgrade), "{a:?}");
+    }
+    // A target below the running version is a downgrade: refused per agent unless the job
+    // allows it, and the plan says which way each agent would go.
+    for (name, allow) in [("down", false), ("down-allowed", true)] {
+        apply(
+            &api,
+            json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": name},
+                   "spec": {"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "0.9.0",
+                            "simulated": true, "allowDowngrade": allow}}),
+        )
+        .await;
+        let s = wait_for(&api, name, FINISH, "the simulation", done)
+            .await
+            .status
+            .expect("status");
+        assert_eq!(s.status, UpgradeJobState::Planned);
+        for a in &s.agents {
+            if allow {
+                assert_eq!(
+                    (a.status, a.direction, a.new_version.as_deref()),
+                    (
+                        AgentUpgradeState::Pending,
+                        Some(Direction::Downgrade),
+                        Some("0.9.0")
+                    ),
+                    "{a:?}"
+                );
+            } else {
+                assert_eq!(
+                    (a.status, a.direction),
+                    (AgentUpgradeState::Skipped, None),
+                    "{a:?}"
+                );
+                assert!(
+                    a.error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("DowngradeNotAllowed")),
+                    "{a:?}"
+                );
+            }
+        }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(agent.versions().await, before_labels, "no label changed");

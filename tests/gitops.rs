@@ -265,6 +265,14 @@ fn checks_read_the_states_the_controllers_write() {
         (
             "AgentUpgradeJob",
             obj(
+                json!({"simulated": true}),
+                json!({"status": "planned", "simulated": true, "conditions": [cond("Complete", "True", "Simulated"), cond("Ready", "True", "Succeeded")]}),
+            ),
+            "Healthy",
+        ),
+        (
+            "AgentUpgradeJob",
+            obj(
                 json!({}),
                 json!({"status": "failed", "conditions": [cond("Complete", "True", "AllAgentsFinished"), cond("Failed", "True", "MaxFailuresExceeded")]}),
             ),

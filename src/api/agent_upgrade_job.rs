@@ -96,6 +96,12 @@ pub struct AgentUpgradeJobSpec {
     /// Roll a node whose upgrade failed back to its previous version.
     #[serde(default)]
     pub rollback_on_failure: bool,
+
+    /// Let agents above `targetVersion` be moved down to it. Without it they are skipped
+    /// with `DowngradeNotAllowed`: a target below the running version is taken for a
+    /// mistake, not an intent.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 fn default_agent() -> String {
@@ -115,6 +121,8 @@ pub enum UpgradeJobState {
     Running,
     Success,
     Failed,
+    /// A simulated job: the plan is in `agents`; nothing changed.
+    Planned,
 }
 
 /// One agent's upgrade status: the seed's success and failed, plus the states before and
@@ -139,6 +147,13 @@ pub enum AgentUpgradeState {
     RolledBack,
 }
 
+/// Which way an agent's version moves.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Upgrade,
+    Downgrade,
+}
+
 /// One agent's upgrade (the seed's agents[] entry).
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -156,6 +171,10 @@ pub struct AgentUpgrade {
     pub new_version: Option<String>,
     /// pending, running, success, failed, current, skipped or rolledBack.
     pub status: AgentUpgradeState,
+    /// Whether the change is an upgrade or a downgrade (set when the agent's version is to
+    /// change; in a simulated job, what would happen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
     /// Why it failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -81,7 +81,10 @@ fn error_policy(obj: Arc<AgentUpgradeJob>, error: &Error, _ctx: Arc<Context>) ->
 fn is_final(job: &AgentUpgradeJob) -> bool {
     job.status.as_ref().is_some_and(|s| {
         s.completed_at.is_some()
-            && matches!(s.status, UpgradeJobState::Success | UpgradeJobState::Failed)
+            && matches!(
+                s.status,
+                UpgradeJobState::Success | UpgradeJobState::Failed | UpgradeJobState::Planned
+            )
     })
 }
 

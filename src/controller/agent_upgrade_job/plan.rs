@@ -25,7 +25,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::agent::is_label_value;
 use crate::api::agent_invocation::{InvocationPhase, InvocationResult};
 use crate::api::agent_upgrade_job::{
-    AgentUpgrade, AgentUpgradeJob, AgentUpgradeJobStatus, AgentUpgradeState as S, UpgradeJobState,
+    AgentUpgrade, AgentUpgradeJob, AgentUpgradeJobStatus, AgentUpgradeState as S, Direction,
+    UpgradeJobState,
 };
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
@@ -124,8 +125,21 @@ pub fn agents(job: &AgentUpgradeJob, world: &World) -> Vec<AgentUpgrade> {
             }
             return a;
         }
+        let direction = n.version.as_deref().map(|v| {
+            if crate::agent::compare_versions(target, v).is_lt() {
+                Direction::Downgrade
+            } else {
+                Direction::Upgrade
+            }
+        });
         if n.version.as_deref() == Some(target.as_str()) {
             a.status = S::Current;
+        } else if direction == Some(Direction::Downgrade) && !spec.allow_downgrade {
+            a.status = S::Skipped;
+            a.error = Some(format!(
+                "DowngradeNotAllowed: the agent runs {}, above the target {target}; set allowDowngrade to move it down",
+                n.version.as_deref().unwrap_or_default()
+            ));
         } else if !n.ready {
             a.status = S::Skipped;
             a.error = Some("NodeNotReady: the node is not Ready".into());
@@ -135,7 +149,9 @@ pub fn agents(job: &AgentUpgradeJob, world: &World) -> Vec<AgentUpgrade> {
                 "InvalidVersion: {target:?} cannot be a node label value"
             ));
         }
-        if a.status != S::Pending {
+        if a.status == S::Pending {
+            a.direction = direction.or(Some(Direction::Upgrade));
+        } else {
             a.new_version = n.version.clone();
         }
         a
@@ -363,7 +379,7 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
     let good = count(&agents, &[S::Success, S::Current]);
     let bad = total - good - running - pending;
     let state = if spec.simulated {
-        UpgradeJobState::Success
+        UpgradeJobState::Planned
     } else if done {
         if bad == 0 && total > 0 {
             UpgradeJobState::Success
@@ -376,8 +392,13 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
         UpgradeJobState::Running
     };
     let summary = if spec.simulated {
+        let downgrades = agents
+            .iter()
+            .filter(|a| a.status == S::Pending && a.direction == Some(Direction::Downgrade))
+            .count();
         format!(
-            "simulated: {pending} would be upgraded to {}, {} current, {} cannot be upgraded; nothing changed",
+            "simulated: {} would be upgraded and {downgrades} downgraded to {}, {} current, {} cannot be changed; nothing changed",
+            pending - downgrades,
             spec.target_version,
             count(&agents, &[S::Current]),
             count(&agents, &[S::Skipped])
@@ -420,7 +441,7 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
     }
     let now_t = Time(now);
     let conds = &mut status.conditions;
-    let ok = state == UpgradeJobState::Success;
+    let ok = matches!(state, UpgradeJobState::Success | UpgradeJobState::Planned);
     let failed_reason = if stopped {
         "MaxFailuresExceeded"
     } else if ok {

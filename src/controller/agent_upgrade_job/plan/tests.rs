@@ -79,6 +79,71 @@ fn again(j: &AgentUpgradeJob, status: &AgentUpgradeJobStatus, w: &World) -> Plan
 }
 
 #[test]
+fn a_target_below_an_agent_is_a_downgrade_skipped_unless_allowed() {
+    use crate::api::agent_upgrade_job::Direction;
+    let mut w = world();
+    w.nodes.get_mut("n1").expect("n1").version = Some("3.2.1".into());
+    // The seed's sample: 3.2.1 -> 1.5.0 (n2 at 1.0.0 goes up to it).
+    let at = |allow: bool| {
+        let mut j = job(json!({"nodeSelector": {}, "simulated": true, "allowDowngrade": allow}));
+        j.spec.target_version = "1.5.0".into();
+        plan(&j, &w).status
+    };
+    let refused = at(false);
+    let n1 = &refused.agents[0];
+    assert_eq!(
+        (n1.node_name.as_deref(), n1.status, n1.direction),
+        (Some("n1"), S::Skipped, None)
+    );
+    assert!(
+        n1.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("DowngradeNotAllowed: the agent runs 3.2.1")),
+        "{n1:?}"
+    );
+    assert_eq!(
+        n1.new_version.as_deref(),
+        Some("3.2.1"),
+        "it keeps its version"
+    );
+    let n2 = &refused.agents[1];
+    assert_eq!(
+        (n2.status, n2.direction),
+        (S::Pending, Some(Direction::Upgrade))
+    );
+    let summary = refused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == COMPLETE)
+        .map(|c| c.message.clone())
+        .expect("Complete");
+    assert!(
+        summary.starts_with(
+            "simulated: 4 would be upgraded and 0 downgraded to 1.5.0, 0 current, 3 cannot be changed"
+        ),
+        "{summary}"
+    );
+
+    let allowed = at(true);
+    let n1 = &allowed.agents[0];
+    assert_eq!(
+        (n1.status, n1.direction, n1.new_version.as_deref()),
+        (S::Pending, Some(Direction::Downgrade), Some("1.5.0"))
+    );
+    let summary = allowed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == COMPLETE)
+        .map(|c| c.message.clone())
+        .expect("Complete");
+    // n1 (3.2.1) and n7 (2.0.0) go down; n3 is not Ready.
+    assert!(
+        summary.starts_with("simulated: 4 would be upgraded and 2 downgraded to 1.5.0, 0 current, 1 cannot be changed"),
+        "{summary}"
+    );
+}
+
+#[test]
 fn simulation_reports_the_whole_plan_and_changes_nothing() {
     let j = job(json!({"nodeSelector": {}, "simulated": true, "canaryNodes": ["n5"]}));
     let p = plan(&j, &world());
@@ -104,7 +169,15 @@ fn simulation_reports_the_whole_plan_and_changes_nothing() {
     );
     assert_eq!(p.status.agents[0].old_version.as_deref(), Some("1.0.0"));
     assert_eq!(p.status.agents[0].new_version.as_deref(), Some("2.0.0"));
-    assert_eq!(p.status.status, UpgradeJobState::Success);
+    assert_eq!(
+        p.status.status,
+        UpgradeJobState::Planned,
+        "a plan, not a success"
+    );
+    assert_eq!(
+        p.status.agents[0].direction,
+        Some(crate::api::agent_upgrade_job::Direction::Upgrade)
+    );
     assert!(p.status.simulated && p.status.completed_at.is_some());
     assert_eq!(p.notes[0].reason, "Simulated");
     assert!(conditions::is_true(&p.status.conditions, COMPLETE));
