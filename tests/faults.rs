@@ -9,7 +9,8 @@
 //!
 //! They need a control plane of their own (components are restarted): `make faults`
 //! (hack/faults.sh) starts one and sets `NODEOPS_FAULT_CLUSTER_DIR`; without it every
-//! scenario is skipped, so a plain `cargo test` never injects faults into a shared cluster.
+//! scenario fails at once (it never injects faults into a shared cluster, and never passes
+//! without having run). Cargo.toml keeps the suite out of a plain `cargo test`.
 //! `NODEOPS_FAULT_SEED` replays or varies the operator kill points. See docs/reliability.md.
 
 mod support;
@@ -51,8 +52,8 @@ const DEFAULT_SEED: u64 = 0x5EED_FA17_C0DE_0001;
 // ---------------------------------------------------------------------------------------
 // The fault cluster and its components.
 
-/// The control plane hack/faults.sh started for this suite, or None (the scenario is
-/// skipped): faults are only ever injected into a cluster made for them.
+/// The control plane hack/faults.sh started for this suite, or None (the scenario then
+/// fails): faults are only ever injected into a cluster made for them.
 fn fault_cluster() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("NODEOPS_FAULT_CLUSTER_DIR")?);
     let kubeconfig = std::env::var_os("NODEOPS_TEST_KUBECONFIG").map(PathBuf::from);
@@ -64,17 +65,13 @@ fn fault_cluster() -> Option<PathBuf> {
     Some(dir)
 }
 
-macro_rules! fault_cluster_or_skip {
+/// The fault cluster, or a failed test: a scenario whose environment is missing proves
+/// nothing and must not pass.
+macro_rules! required_fault_cluster {
     () => {
-        match fault_cluster() {
-            Some(dir) => dir,
-            None => {
-                eprintln!(
-                    "skipped: the fault scenarios run on a control plane of their own (make faults)"
-                );
-                return;
-            }
-        }
+        fault_cluster().expect(
+            "NODEOPS_FAULT_CLUSTER_DIR is not set: the fault scenarios run only on a control plane of their own, through `make faults` (hack/faults.sh)",
+        )
     };
 }
 
@@ -931,7 +928,7 @@ fn to_next_minute() -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_killed_at_seeded_points_runs_nothing_twice_and_loses_nothing() {
-    let _cluster = fault_cluster_or_skip!();
+    let _cluster = required_fault_cluster!();
     let (seed, mut rng) = XorShift64::from_env();
     println!("seed {seed:#018x} (NODEOPS_FAULT_SEED replays or varies it)");
     let ns = TestNamespace::new("fault-kill").await;
@@ -1218,7 +1215,7 @@ enum ControlPlaneFault {
 }
 
 async fn fan_out_through(fault: ControlPlaneFault, prefix: &str) {
-    let cluster = fault_cluster_or_skip!();
+    let cluster = required_fault_cluster!();
     let ns = TestNamespace::new(prefix).await;
     install_crds(&ns.client).await;
     // kube-runtime's backoff decisions in the log: how long each controller waits before
@@ -1405,7 +1402,7 @@ async fn compacted_history_410_gone_watches_resume_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_status_writers_leave_a_complete_and_correct_status() {
-    let _cluster = fault_cluster_or_skip!();
+    let _cluster = required_fault_cluster!();
     let ns = TestNamespace::new("fault-writers").await;
     install_crds(&ns.client).await;
     let op = Operator::start(&ns.name, &[]);
@@ -1635,7 +1632,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_status_events_or_logs() {
-    let _cluster = fault_cluster_or_skip!();
+    let _cluster = required_fault_cluster!();
     let ns = TestNamespace::new("fault-secrets").await;
     install_crds(&ns.client).await;
     // The most a troubleshooter would turn on: every crate at debug, as JSON (the chart's

@@ -88,10 +88,33 @@ proptest! {
         }
     }
 
-    /// Any cron text: parsed or refused with a reason, never a panic.
+    /// Any cron text is either refused as InvalidCronExpression, or accepted with a next
+    /// slot (when it has one: `0 0 31 2 *` never comes) that is in the future and matches
+    /// the expression.
     #[test]
-    fn cron_parsing_never_panics(expr in "[0-9*/,\\- A-Za-z?#LW]{0,40}") {
-        let _ = schedule::parse_cron(&expr);
+    fn cron_text_is_refused_by_reason_or_has_a_future_matching_slot(
+        expr in prop_oneof![
+            "[0-9*/,\\- A-Za-z?#LW]{0,40}",
+            // Five cron-shaped fields, in range or not: both branches are exercised.
+            "(\\*|[0-9]{1,2})(/[0-9])? (\\*|[0-9]{1,2}) (\\*|[0-9]{1,2}) (\\*|[0-9]{1,2}) (\\*|[0-9])",
+        ],
+    ) {
+        let t: Timestamp = "2026-03-29T00:30:00Z".parse().expect("ts");
+        match schedule::parse_cron(&expr) {
+            Err(e) => prop_assert_eq!(e.reason(), "InvalidCronExpression"),
+            Ok(cron) => {
+                let check = cron.clone();
+                let utc = jiff::tz::TimeZone::UTC;
+                let s = schedule::Schedule::Recurrence { cron: Box::new(cron), tz: utc.clone() };
+                if let Some(next) = s.next_after(t) {
+                    prop_assert!(next > t, "{expr:?}: next {next} is not after {t}");
+                    prop_assert!(
+                        check.is_time_matching(&next.to_zoned(utc)).unwrap_or(false),
+                        "{expr:?}: next {next} does not match it"
+                    );
+                }
+            }
+        }
     }
 
     /// For schedules that parse, the slot to fire is never in the future, never before the
@@ -105,7 +128,10 @@ proptest! {
         elapsed in 0i64..5_000_000,
     ) {
         let expr = format!("{minute} {hour} * * *");
-        let Ok(cron) = schedule::parse_cron(&expr) else { return Ok(()); };
+        // Every expression the strategy makes is valid: one that did not parse would test
+        // nothing, so it fails.
+        let cron = schedule::parse_cron(&expr)
+            .map_err(|e| TestCaseError::fail(format!("{expr:?} does not parse: {e}")))?;
         let s = schedule::Schedule::Recurrence { cron: Box::new(cron), tz: jiff::tz::TimeZone::UTC };
         let since: Timestamp = "2026-01-01T00:00:00Z".parse().expect("ts");
         let last = since + SignedDuration::from_secs(last_offset);
