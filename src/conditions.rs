@@ -109,7 +109,7 @@ pub fn stall(
 /// Kustomization with `wait: true` would wait for its timeout.
 pub fn stalled_if_failed(
     conditions: &mut Vec<Condition>,
-    failure: Option<(&str, &str)>,
+    failure: Option<(&str, String)>,
     generation: Option<i64>,
     now: &Time,
 ) {

@@ -557,32 +557,24 @@ async fn chart_installs_upgrades_and_uninstalls() {
     let kubeconfig = kubeconfig_path().to_string_lossy().into_owned();
     let agent_name = format!("defaultAgent.name={agent}");
     let agent_ns = format!("defaultAgent.namespace={}", ns.name);
-    let mut release = Release {
-        name: release_name.clone(),
-        namespace: ns.name.clone(),
-        installed: true,
-    };
-    let install = helm(&[
-        "install",
+    let (mut release, install) = Release::install(
         &release_name,
-        CHART,
-        "--namespace",
         &ns.name,
-        "--kubeconfig",
-        &kubeconfig,
-        // kwok marks the operator's pods Running and Ready.
-        "--wait",
-        "--timeout",
-        "120s",
-        "--set",
-        "defaultAgent.enabled=true",
-        "--set",
-        &agent_name,
-        "--set",
-        &agent_ns,
-        "--set",
-        "defaultAgent.keepOnUninstall=false",
-    ]);
+        &[
+            // kwok marks the operator's pods Running and Ready.
+            "--wait",
+            "--timeout",
+            "120s",
+            "--set",
+            "defaultAgent.enabled=true",
+            "--set",
+            &agent_name,
+            "--set",
+            &agent_ns,
+            "--set",
+            "defaultAgent.keepOnUninstall=false",
+        ],
+    );
     assert!(
         !install.stderr.contains("PodSecurity"),
         "the operator's pods violate the restricted Pod Security Standard:\n{}",

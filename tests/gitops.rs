@@ -335,21 +335,7 @@ fn a_status_of_an_older_generation_is_progressing_for_every_kind() {
 /// in parallel).
 fn kstatus_bin() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = support::repo_root();
-        std::fs::create_dir_all(root.join("target")).expect("target/");
-        let out = std::process::Command::new("flock")
-            .arg(root.join("target/.kstatus.lock"))
-            .arg(root.join("hack/kstatus.sh"))
-            .output()
-            .expect("run hack/kstatus.sh (needs flock from util-linux)");
-        assert!(
-            out.status.success(),
-            "hack/kstatus.sh could not build the kstatus program:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
+    BIN.get_or_init(|| support::built_by("kstatus.sh"))
 }
 
 /// What kstatus says of each object: (status, message).

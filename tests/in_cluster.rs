@@ -34,20 +34,6 @@ const FINISH: Duration = Duration::from_secs(120);
 /// The operator pods' label (the chart's and config/manager's).
 const OPERATOR_PODS: &str = "app.kubernetes.io/component=operator";
 
-/// The real node, which must exist and be Ready: these tests are never skipped.
-async fn real_node(client: &Client) -> String {
-    let name = support::real_node_name();
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let node = nodes.get_opt(&name).await.expect("get node").unwrap_or_else(|| {
-        panic!("the real node {name} does not exist: start the cluster with REAL_NODES=1 (the default)")
-    });
-    assert!(
-        support::node_ready(&node),
-        "the real node {name} is not Ready"
-    );
-    name
-}
-
 /// The API server's host and port, as the admin kubeconfig names it (loopback): with
 /// hostNetwork, the operator's in-cluster client reaches it there.
 fn api_server() -> (String, u16) {
@@ -339,7 +325,7 @@ async fn the_chart_runs_the_operator_on_the_real_node() {
     let cmds = TestNamespace::new("inc-helm-cmds").await;
     let client = ns.client.clone();
     install_crds(&client).await;
-    let node = real_node(&client).await;
+    let node = support::ready_real_node(&client).await;
     let settings = node_settings();
     let images = support::real_node_images();
     let (api_host, api_port) = api_server();
@@ -372,22 +358,7 @@ async fn the_chart_runs_the_operator_on_the_real_node() {
 
     let release_name = ns.name.clone();
     let full = format!("{release_name}-nodeops");
-    let mut release = Release {
-        name: release_name.clone(),
-        namespace: ns.name.clone(),
-        installed: true,
-    };
-    let install = helm(&[
-        "install",
-        &release_name,
-        CHART,
-        "--namespace",
-        &ns.name,
-        "--kubeconfig",
-        &kubeconfig,
-        "-f",
-        &values_file,
-    ]);
+    let (mut release, install) = Release::install(&release_name, &ns.name, &["-f", &values_file]);
     assert!(
         install.stdout.contains("STATUS: deployed"),
         "{}",
@@ -529,7 +500,7 @@ async fn kubectl_apply_k_config_default_runs_the_operator_on_the_real_node() {
     let cmds = TestNamespace::new("inc-kust-cmds").await;
     let client = ns.client.clone();
     install_crds(&client).await;
-    let node = real_node(&client).await;
+    let node = support::ready_real_node(&client).await;
     let settings = node_settings();
     let images = support::real_node_images();
     let (api_host, api_port) = api_server();

@@ -24,20 +24,6 @@ use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
 
 const FINISH: Duration = Duration::from_secs(120);
 
-/// The real node, which must exist and be Ready: these tests are never skipped.
-async fn real_node(ns: &TestNamespace) -> String {
-    let name = support::real_node_name();
-    let nodes: Api<Node> = Api::all(ns.client.clone());
-    let node = nodes.get_opt(&name).await.expect("get node").unwrap_or_else(|| {
-        panic!("the real node {name} does not exist: start the cluster with REAL_NODES=1 (the default)")
-    });
-    assert!(
-        support::node_ready(&node),
-        "the real node {name} is not Ready"
-    );
-    name
-}
-
 /// An operator for `ns` with the flags the real node needs (its images, how to enter the
 /// host), Host mode allowed in `ns`.
 fn operator(ns: &TestNamespace) -> Operator {
@@ -96,7 +82,7 @@ async fn container_mode_reports_real_output_exactly() {
     let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-output").await;
     install_crds(&ns.client).await;
-    let node = real_node(&ns).await;
+    let node = support::ready_real_node(&ns.client).await;
     let _op = operator(&ns);
 
     let done = run(
@@ -176,7 +162,7 @@ async fn a_timeout_kills_the_whole_process_group_on_the_node() {
     let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-timeout").await;
     install_crds(&ns.client).await;
-    let node = real_node(&ns).await;
+    let node = support::ready_real_node(&ns.client).await;
     let _op = operator(&ns);
     // A number no other process uses, so the host's process table can be searched for it.
     let secs = 100_000 + (std::process::id() % 50_000);
@@ -225,7 +211,7 @@ async fn host_mode_runs_on_the_host_as_root_and_as_another_user() {
     let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-host").await;
     install_crds(&ns.client).await;
-    let node = real_node(&ns).await;
+    let node = support::ready_real_node(&ns.client).await;
     let _op = operator(&ns);
     let dir = host_dir(&ns);
     let token = format!("written by the test for {}", ns.name);
@@ -294,7 +280,7 @@ async fn a_once_invoker_delivers_a_hostile_parameter_as_data() {
     let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-invoker").await;
     install_crds(&ns.client).await;
-    let node = real_node(&ns).await;
+    let node = support::ready_real_node(&ns.client).await;
     let _op = operator(&ns);
     command(
         &ns,
@@ -334,7 +320,7 @@ async fn real_failures_get_their_true_reasons() {
     let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-fail").await;
     install_crds(&ns.client).await;
-    let node = real_node(&ns).await;
+    let node = support::ready_real_node(&ns.client).await;
     let _op = operator(&ns);
 
     // An image that is not on the node (the local cluster pulls nothing): reported as soon
@@ -426,7 +412,7 @@ async fn a_node_at_its_pod_capacity_rejects_the_run() {
     let _alone = support::real_node_alone().await;
     let ns = TestNamespace::new("real-maxpods").await;
     install_crds(&ns.client).await;
-    let node = real_node(&ns).await;
+    let node = support::ready_real_node(&ns.client).await;
     let nodes: Api<Node> = Api::all(ns.client.clone());
     let capacity: usize = nodes
         .get(&node)
@@ -518,7 +504,7 @@ async fn the_real_node_and_simulated_nodes_are_reported_alike() {
     let _shared = support::real_node_shared().await;
     let ns = TestNamespace::new("real-mixed").await;
     install_crds(&ns.client).await;
-    let node = real_node(&ns).await;
+    let node = support::ready_real_node(&ns.client).await;
     let _op = operator(&ns);
     // The simulated kubelet writes, as termination message, what the runner writes on the
     // real one for `echo same`.

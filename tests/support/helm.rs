@@ -14,24 +14,7 @@ pub const CHART: &str = "charts/nodeops";
 /// once); panics with the script's output when it cannot be built.
 pub fn helm_bin() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let root = repo_root();
-        std::fs::create_dir_all(root.join("target")).expect("target/");
-        let out = Process::new("flock")
-            .arg(root.join("target/.helm.lock"))
-            .arg(root.join("hack/helm.sh"))
-            .current_dir(&root)
-            .output()
-            .expect("run hack/helm.sh (needs flock from util-linux)");
-        assert!(
-            out.status.success(),
-            "hack/helm.sh could not build helm, which the chart tests need:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "hack/helm.sh printed {path:?}, not a file");
-        path
-    })
+    HELM.get_or_init(|| super::built_by("helm.sh"))
 }
 
 /// What a command printed.
@@ -75,39 +58,62 @@ pub struct Release {
 }
 
 impl Release {
+    /// `helm install NAME charts/nodeops --namespace NAMESPACE` on the local control plane,
+    /// with `extra` arguments, which must succeed; what it printed. The release counts as
+    /// installed before helm runs, so a half-done install is uninstalled too.
+    pub fn install(name: &str, namespace: &str, extra: &[&str]) -> (Self, Run) {
+        let release = Self {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            installed: true,
+        };
+        let kubeconfig = kubeconfig_path().to_string_lossy();
+        let mut args = vec![
+            "install",
+            name,
+            CHART,
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            &kubeconfig,
+        ];
+        args.extend_from_slice(extra);
+        let out = helm(&args);
+        (release, out)
+    }
+
+    /// `helm uninstall` of this release, with `extra` arguments.
+    fn uninstall_with(&self, extra: &[&str]) -> Run {
+        let kubeconfig = kubeconfig_path().to_string_lossy();
+        let mut args = vec![
+            "uninstall",
+            &self.name,
+            "--namespace",
+            &self.namespace,
+            "--kubeconfig",
+            &kubeconfig,
+        ];
+        args.extend_from_slice(extra);
+        run(helm_bin(), &args)
+    }
+
     /// `helm uninstall --wait`, which must succeed.
     pub fn uninstall(&mut self) {
         if std::mem::take(&mut self.installed) {
-            helm(&[
-                "uninstall",
-                &self.name,
-                "--namespace",
-                &self.namespace,
-                "--kubeconfig",
-                &kubeconfig_path().to_string_lossy(),
-                "--wait",
-                "--timeout",
-                "60s",
-            ]);
+            let r = self.uninstall_with(&["--wait", "--timeout", "60s"]);
+            assert!(
+                r.ok,
+                "helm uninstall {}:\n{}{}",
+                self.name, r.stdout, r.stderr
+            );
         }
     }
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
-        if self.installed {
-            self.installed = false;
-            let _ = run(
-                helm_bin(),
-                &[
-                    "uninstall",
-                    &self.name,
-                    "--namespace",
-                    &self.namespace,
-                    "--kubeconfig",
-                    &kubeconfig_path().to_string_lossy(),
-                ],
-            );
+        if std::mem::take(&mut self.installed) {
+            let _ = self.uninstall_with(&[]);
         }
     }
 }

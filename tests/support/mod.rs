@@ -20,6 +20,28 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The path a build script prints, `hack/<script>` run once per test binary, under
+/// `flock target/.<script>.lock` so parallel test binaries build it once; panics with the
+/// script's output when it fails (the tests that need the tool fail, never skip).
+pub fn built_by(script: &str) -> PathBuf {
+    let root = repo_root();
+    std::fs::create_dir_all(root.join("target")).expect("target/");
+    let out = std::process::Command::new("flock")
+        .arg(root.join(format!("target/.{script}.lock")))
+        .arg(root.join("hack").join(script))
+        .current_dir(&root)
+        .output()
+        .unwrap_or_else(|e| panic!("run hack/{script} (needs flock from util-linux): {e}"));
+    assert!(
+        out.status.success(),
+        "hack/{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.is_file(), "hack/{script} printed {path:?}, not a file");
+    path
+}
+
 /// The kubectl that hack/k8s-binaries.sh built (the control plane's own version).
 pub fn kubectl_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -81,6 +103,18 @@ pub fn kubeconfig_path() -> &'static Path {
 /// The real node's name (hack/real-node.sh, `REAL_NODE_NAME`, default `real-0001`).
 pub fn real_node_name() -> String {
     std::env::var("REAL_NODE_NAME").unwrap_or_else(|_| "real-0001".into())
+}
+
+/// The real node's name, after checking it exists and is Ready: the real-node tests are
+/// never skipped.
+pub async fn ready_real_node(client: &Client) -> String {
+    let name = real_node_name();
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let node = nodes.get_opt(&name).await.expect("get node").unwrap_or_else(|| {
+        panic!("the real node {name} does not exist: start the cluster with REAL_NODES=1 (the default)")
+    });
+    assert!(node_ready(&node), "the real node {name} is not Ready");
+    name
 }
 
 /// A hold on the real node's pod capacity (16 pods), released when dropped. Tests that run

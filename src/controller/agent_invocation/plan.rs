@@ -835,7 +835,6 @@ pub fn plan(obj: &AgentInvocation, world: &World) -> Plan {
         let transitioned = conditions::set(conds, d, generation, &now_t);
         completed_now |= is_complete && transitioned;
     }
-    let failure = failure.as_ref().map(|(r, m)| (*r, m.as_str()));
     conditions::stalled_if_failed(conds, failure, generation, &now_t);
     let mut notes = Vec::new();
     if prev.invocations.is_empty() && total > 0 {

@@ -493,7 +493,6 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
         let complete = d.type_ == COMPLETE && d.status;
         completed_now |= conditions::set(conds, d, generation, &now_t) && complete;
     }
-    let failure = failure.as_ref().map(|(r, m)| (*r, m.as_str()));
     conditions::stalled_if_failed(conds, failure, generation, &now_t);
     if !done {
         let paused_changed = conditions::set(

@@ -481,7 +481,6 @@ fn summarize(
     for d in desired {
         conditions::set(conds, d, generation, &now_t);
     }
-    let failure = failure.as_ref().map(|(r, m)| (*r, m.as_str()));
     conditions::stalled_if_failed(conds, failure, generation, &now_t);
     status
 }

@@ -78,6 +78,16 @@ fn again(j: &AgentUpgradeJob, status: &AgentUpgradeJobStatus, w: &World) -> Plan
     plan(&next, w)
 }
 
+/// The message of the Complete condition: the job's summary.
+fn complete_message(status: &AgentUpgradeJobStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == COMPLETE)
+        .map(|c| c.message.clone())
+        .expect("Complete")
+}
+
 #[test]
 fn a_target_below_an_agent_is_a_downgrade_skipped_unless_allowed() {
     use crate::api::agent_upgrade_job::Direction;
@@ -111,12 +121,7 @@ fn a_target_below_an_agent_is_a_downgrade_skipped_unless_allowed() {
         (n2.status, n2.direction),
         (S::Pending, Some(Direction::Upgrade))
     );
-    let summary = refused
-        .conditions
-        .iter()
-        .find(|c| c.type_ == COMPLETE)
-        .map(|c| c.message.clone())
-        .expect("Complete");
+    let summary = complete_message(&refused);
     assert!(
         summary.starts_with(
             "simulated: 4 would be upgraded and 0 downgraded to 1.5.0, 0 current, 3 cannot be changed"
@@ -130,12 +135,7 @@ fn a_target_below_an_agent_is_a_downgrade_skipped_unless_allowed() {
         (n1.status, n1.direction, n1.new_version.as_deref()),
         (S::Pending, Some(Direction::Downgrade), Some("1.5.0"))
     );
-    let summary = allowed
-        .conditions
-        .iter()
-        .find(|c| c.type_ == COMPLETE)
-        .map(|c| c.message.clone())
-        .expect("Complete");
+    let summary = complete_message(&allowed);
     // n1 (3.2.1) and n7 (2.0.0) go down; n3 is not Ready.
     assert!(
         summary.starts_with("simulated: 4 would be upgraded and 2 downgraded to 1.5.0, 0 current, 1 cannot be changed"),
