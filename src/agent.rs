@@ -6,22 +6,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::api::agent_invocation::VersionType;
-use crate::api::node_agent::{AGENT_LABEL_PREFIX, NodeAgentSpec};
-
-/// Label on an agent's DaemonSets and pods: the NodeAgent's name.
-pub const AGENT_LABEL: &str = "nodeops.io/agent";
-/// Label on an agent's DaemonSets and pods: the version they run.
-pub const AGENT_VERSION_LABEL: &str = "nodeops.io/agent-version";
-/// `app.kubernetes.io/component` of agent pods.
-pub const AGENT_COMPONENT: &str = "node-agent";
-/// Selects every agent pod nodeops manages.
-pub const AGENT_POD_SELECTOR: &str =
-    "app.kubernetes.io/managed-by=nodeops,app.kubernetes.io/component=node-agent";
-
-/// The node label that records `agent`'s installed version: `agent.nodeops.io/<agent>`.
-pub fn label_key(agent: &str) -> String {
-    format!("{AGENT_LABEL_PREFIX}{agent}")
-}
+use crate::api::node_agent::NodeAgentSpec;
 
 /// Whether `value` can be a label value (versions become label values): at most 63
 /// characters, alphanumeric at both ends.

@@ -16,6 +16,8 @@ pub mod controller;
 pub mod engine;
 pub mod exec;
 #[cfg(feature = "operator")]
+pub mod keys;
+#[cfg(feature = "operator")]
 pub mod metrics;
 #[cfg(feature = "operator")]
 pub mod operator;

@@ -47,8 +47,14 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ];
     for crd in &mut crds {
         let labels = crd.metadata.labels.get_or_insert_with(Default::default);
-        labels.insert("app.kubernetes.io/name".into(), "nodeops".into());
-        labels.insert("app.kubernetes.io/part-of".into(), "nodeops".into());
+        labels.insert(
+            crate::keys::NAME_LABEL.into(),
+            crate::keys::MANAGED_BY.into(),
+        );
+        labels.insert(
+            crate::keys::PART_OF_LABEL.into(),
+            crate::keys::MANAGED_BY.into(),
+        );
     }
     crds
 }

@@ -9,10 +9,6 @@ use super::common::{
     Condition, IMAGE_PATTERN, NODE_NAME_PATTERN, OBJECT_NAME_PATTERN, VERSION_PATTERN,
 };
 
-/// Node label prefix that records an agent's installed version on each node:
-/// `agent.nodeops.io/<agent>=<version>`.
-pub const AGENT_LABEL_PREFIX: &str = "agent.nodeops.io/";
-
 /// A node agent nodeops installs, updates and rolls back on nodes.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

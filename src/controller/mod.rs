@@ -9,6 +9,7 @@ pub mod invoker;
 pub mod lean;
 pub mod node_agent;
 
+use crate::keys::FIELD_MANAGER;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -16,9 +17,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
-
-/// Field manager of every server-side apply nodeops makes.
-pub const FIELD_MANAGER: &str = "nodeops";
 
 /// Operator settings.
 #[derive(Clone, Debug)]

@@ -1,5 +1,12 @@
 //! Renders the Job that runs one node's share of an operation.
 
+use crate::keys::{
+    COMPONENT_LABEL, MANAGED_BY_LABEL, NAME_LABEL, NODE_RUN_COMPONENT, NODE_RUN_NAME,
+};
+use crate::keys::{
+    JOB_ID_ANNOTATION, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION,
+    OWNER_UID_LABEL,
+};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -7,10 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{
-    JOB_ID_ANNOTATION, MAIN_CONTAINER, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL,
-    OWNER_NAME_ANNOTATION, OWNER_UID_LABEL,
-};
+use super::MAIN_CONTAINER;
 use crate::api::common::ExecutionMode;
 
 /// Where the runner is copied in Container mode.
@@ -91,18 +95,13 @@ pub fn kubelet_literal(s: &str) -> String {
     s.replace('$', "$$")
 }
 
-/// Labels that select every Job and Pod of one owner.
-pub fn owner_selector(owner_uid: &str) -> String {
-    format!("{OWNER_UID_LABEL}={owner_uid}")
-}
-
 /// The Job for `node`.
 pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_json::Error> {
     let name = job_name(&owner.name, &owner.uid, node);
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
-    labels.insert("app.kubernetes.io/name".into(), "nodeops-exec".into());
-    labels.insert("app.kubernetes.io/component".into(), "node-run".into());
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    labels.insert(NAME_LABEL.into(), NODE_RUN_NAME.into());
+    labels.insert(COMPONENT_LABEL.into(), NODE_RUN_COMPONENT.into());
     labels.insert(OWNER_UID_LABEL.into(), owner.uid.clone());
     labels.insert(OWNER_KIND_LABEL.into(), owner.kind.to_lowercase());
     let mut annotations = BTreeMap::new();

@@ -108,7 +108,11 @@ impl Leader {
                     name: Some(name.clone()),
                     namespace: Some(self.config.namespace.clone()),
                     labels: Some(
-                        [("app.kubernetes.io/name".to_string(), "nodeops".to_string())].into(),
+                        [(
+                            crate::keys::NAME_LABEL.to_string(),
+                            crate::keys::MANAGED_BY.to_string(),
+                        )]
+                        .into(),
                     ),
                     ..Default::default()
                 },

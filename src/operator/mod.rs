@@ -39,9 +39,6 @@ pub enum Error {
     LostLease,
 }
 
-/// Selects every Pod nodeops created (node runs and agent pods).
-const MANAGED_PODS: &str = "app.kubernetes.io/managed-by=nodeops";
-
 /// Idle API connections kept for reuse (a burst opens more; they close when it ends).
 const IDLE_CONNECTIONS: usize = 8;
 
@@ -147,10 +144,13 @@ pub async fn run<S: std::future::Future>(
     };
     let pod_stream = reflector(
         pods_writer,
-        watcher(pods_api, watcher::Config::default().labels(MANAGED_PODS))
-            // Keep what the controllers read: a thousand Pods are most of the cache.
-            .modify(trim_pod)
-            .default_backoff(),
+        watcher(
+            pods_api,
+            watcher::Config::default().labels(crate::keys::MANAGED_SELECTOR),
+        )
+        // Keep what the controllers read: a thousand Pods are most of the cache.
+        .modify(trim_pod)
+        .default_backoff(),
     )
     .inspect(move |event| {
         // Only agent pods and agent installers move NodeAgents and AgentInvocations; a
@@ -267,12 +267,10 @@ pub async fn run<S: std::future::Future>(
 /// Whether a Pod is an agent's (DaemonSet mode) or an agent invocation's installer.
 fn concerns_agents(p: &Pod) -> bool {
     let labels = p.labels();
-    labels
-        .get("app.kubernetes.io/component")
-        .map(String::as_str)
-        == Some(crate::agent::AGENT_COMPONENT)
+    labels.get(crate::keys::COMPONENT_LABEL).map(String::as_str)
+        == Some(crate::keys::AGENT_COMPONENT)
         || labels
-            .get(crate::engine::OWNER_KIND_LABEL)
+            .get(crate::keys::OWNER_KIND_LABEL)
             .map(String::as_str)
             == Some("agentinvocation")
 }
@@ -327,7 +325,7 @@ async fn count_runs_in_flight(ctx: Arc<Context>, stop: CancellationToken) {
             .pods
             .state()
             .iter()
-            .filter(|p| p.labels().contains_key(crate::engine::OWNER_UID_LABEL))
+            .filter(|p| p.labels().contains_key(crate::keys::OWNER_UID_LABEL))
             .filter(|p| {
                 matches!(
                     p.status.as_ref().and_then(|s| s.phase.as_deref()),

@@ -2,6 +2,10 @@
 //! per-node engine, in Host mode) and the remote installer that reaches a host outside the
 //! cluster over SSH from the remote install host node.
 
+use crate::keys::{
+    INVOCATION_ID_ANNOTATION, JOB_ID_ANNOTATION, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL,
+    OWNER_NAME_ANNOTATION, OWNER_NAMESPACE_ANNOTATION, OWNER_UID_LABEL,
+};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -14,21 +18,14 @@ use crate::api::agent_invocation::{
 use crate::api::command::Command;
 use crate::api::common::ExecutionMode;
 use crate::api::node_agent::NodeAgent;
+use crate::engine::MAIN_CONTAINER;
 use crate::engine::job::{Owner, RunTemplate, kubelet_literal, render};
 use crate::engine::script::{self, PARAM_ENV_PREFIX};
-use crate::engine::{
-    JOB_ID_ANNOTATION, MAIN_CONTAINER, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL,
-    OWNER_NAME_ANNOTATION, OWNER_UID_LABEL,
-};
 
-/// Annotation on an invocation's Jobs and Pods: the instance's invocation id.
-pub const INVOCATION_ID_ANNOTATION: &str = "nodeops.io/invocation-id";
-/// Annotation on an invocation's Jobs and Pods: the invocation's namespace (installer Jobs
-/// live in the agent's namespace).
-pub const OWNER_NAMESPACE_ANNOTATION: &str = "nodeops.io/owner-namespace";
 /// Label selector of every Job of every AgentInvocation.
-pub const CHILD_SELECTOR: &str =
-    "app.kubernetes.io/managed-by=nodeops,nodeops.io/owner-kind=agentinvocation";
+pub fn child_selector() -> String {
+    crate::keys::owner_kind_selector("agentinvocation")
+}
 /// Where the remote-install pod mounts the credentials Secret.
 pub const CREDENTIALS_DIR: &str = "/etc/nodeops/ssh";
 /// Seconds on top of the remote timeout before the Job's deadline fails it.

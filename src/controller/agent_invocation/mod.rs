@@ -7,6 +7,10 @@ pub mod codes;
 pub mod jobs;
 pub mod plan;
 
+use crate::keys::{
+    AGENT_LABEL, AGENT_VERSION_LABEL, FIELD_MANAGER, INVOCATION_ID_ANNOTATION,
+    OWNER_NAMESPACE_ANNOTATION, REMOTE_HOST_FIELD_MANAGER, agent_node_label,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,20 +29,16 @@ use serde_json::json;
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
-use super::{Context, FIELD_MANAGER, RETRY_AFTER};
-use crate::agent::{AGENT_LABEL, AGENT_VERSION_LABEL, label_key, pod_ready};
+use super::{Context, RETRY_AFTER};
+use crate::agent::pod_ready;
 use crate::api::agent_invocation::{
     AgentInvocationPhase, InstanceAction, InvocationPhase, InvocationType,
 };
 use crate::api::{AgentInvocation, Command, NodeAgent};
-use crate::engine::OWNER_NAME_ANNOTATION;
 use crate::engine::outcome::{RunState, observe};
-use jobs::{CHILD_SELECTOR, INVOCATION_ID_ANNOTATION, OWNER_NAMESPACE_ANNOTATION};
+use crate::keys::OWNER_NAME_ANNOTATION;
 use plan::{Effect, Installer, NodeFacts, Source, World};
 
-/// Field manager of the remote install host nodeops sets on a NodeAgent's spec (its own,
-/// so the GitOps tool that owns the rest of the spec keeps owning it).
-pub const REMOTE_HOST_FIELD_MANAGER: &str = "nodeops-remote-install-host";
 /// Output kept from an installer's report.
 const OUTPUT_LIMIT: usize = 512;
 
@@ -95,9 +95,12 @@ pub async fn run(
     let invocations = controller.store();
     controller
         .watches_stream(
-            watcher(jobs, watcher::Config::default().labels(CHILD_SELECTOR))
-                .touched_objects()
-                .default_backoff(),
+            watcher(
+                jobs,
+                watcher::Config::default().labels(&jobs::child_selector()),
+            )
+            .touched_objects()
+            .default_backoff(),
             |job| {
                 let name = job.annotations().get(OWNER_NAME_ANNOTATION)?;
                 let ns = job.annotations().get(OWNER_NAMESPACE_ANNOTATION)?;
@@ -212,7 +215,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Acti
     for effect in &planned.effects {
         match effect {
             Effect::SetLabel { node, version } => {
-                let patch = json!({"metadata": {"labels": {label_key(&target): version}}});
+                let patch = json!({"metadata": {"labels": {agent_node_label(&target): version}}});
                 let nodes: Api<Node> = Api::all(base.client.clone());
                 nodes
                     .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
@@ -502,7 +505,7 @@ async fn list_jobs(
         return Ok(vec![]);
     }
     let uid = obj.metadata.uid.clone().unwrap_or_default();
-    let selector = crate::engine::job::owner_selector(&uid);
+    let selector = crate::keys::owner_selector(&uid);
     let mut namespaces = BTreeSet::new();
     namespaces.insert(agent.spec.namespace.clone());
     namespaces.insert(obj.namespace().unwrap_or_default());
@@ -530,7 +533,7 @@ async fn runs(
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let mut pods_by_id: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in base.pods.state() {
-        if pod.labels().get(crate::engine::OWNER_UID_LABEL) == Some(&uid)
+        if pod.labels().get(crate::keys::OWNER_UID_LABEL) == Some(&uid)
             && let Some(id) = pod.annotations().get(INVOCATION_ID_ANNOTATION)
         {
             pods_by_id.entry(id.clone()).or_default().push(pod);
@@ -600,7 +603,7 @@ fn busy(store: &Store<AgentInvocation>, obj: &AgentInvocation) -> BTreeMap<Strin
 }
 
 fn nodes(base: &Context, agent: &NodeAgent) -> BTreeMap<String, NodeFacts> {
-    let key = label_key(&agent.name_any());
+    let key = agent_node_label(&agent.name_any());
     base.nodes
         .state()
         .iter()

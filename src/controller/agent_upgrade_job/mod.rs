@@ -5,6 +5,7 @@
 
 pub mod plan;
 
+use crate::keys::{FIELD_MANAGER, ROLE_LABEL, UPGRADE_JOB_UID_LABEL, agent_node_label};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,18 +21,12 @@ use serde_json::json;
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
-use super::{Context, FIELD_MANAGER, RETRY_AFTER};
-use crate::agent::label_key;
+use super::{Context, RETRY_AFTER};
 use crate::api::agent_upgrade_job::{AgentUpgradeJob, UpgradeJobState};
 use crate::api::{AgentInvocation, NodeAgent};
 use crate::conditions::{self, STALLED};
-use crate::engine::NODE_ANNOTATION;
+use crate::keys::NODE_ANNOTATION;
 use plan::{ChildView, Effect, NodeView, World};
-
-/// Label on a job's child AgentInvocations: the job's uid.
-pub const UPGRADE_JOB_UID_LABEL: &str = "nodeops.io/upgrade-job-uid";
-/// Label on a job's child AgentInvocations: `upgrade` or `rollback`.
-pub const ROLE_LABEL: &str = "nodeops.io/upgrade-role";
 
 /// Errors of one reconcile, named after the step that failed; all are retried.
 #[derive(Debug, Error)]
@@ -134,7 +129,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         },
         None => None,
     };
-    let key = label_key(&agent_name);
+    let key = agent_node_label(&agent_name);
     let nodes: BTreeMap<String, NodeView> = ctx
         .nodes
         .state()
@@ -261,7 +256,7 @@ pub fn render_child(job: &AgentUpgradeJob, effect: &Effect) -> (String, serde_js
                 "labels": {
                     UPGRADE_JOB_UID_LABEL: uid,
                     ROLE_LABEL: role,
-                    "app.kubernetes.io/managed-by": crate::engine::MANAGED_BY,
+                    "app.kubernetes.io/managed-by": crate::keys::MANAGED_BY,
                 },
                 "annotations": {NODE_ANNOTATION: node},
                 "ownerReferences": [owner],

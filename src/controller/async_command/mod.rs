@@ -3,6 +3,7 @@
 
 pub mod plan;
 
+use crate::keys::{FIELD_MANAGER, NODE_ANNOTATION, OWNER_NAME_ANNOTATION, owner_selector};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -20,18 +21,19 @@ use kube::{Api, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
-use super::{Context, FIELD_MANAGER, RETRY_AFTER};
+use super::{Context, RETRY_AFTER};
 use crate::api::async_command::{AsyncCommand, MAX_NODES};
 use crate::api::command::Command;
 use crate::api::common::ExecutionMode;
-use crate::engine::job::{Owner, RunTemplate, owner_selector, render};
+use crate::engine::job::{Owner, RunTemplate, render};
 use crate::engine::outcome::{RunState, observe};
-use crate::engine::{NODE_ANNOTATION, OWNER_NAME_ANNOTATION, argv, script};
+use crate::engine::{argv, script};
 use plan::{NodeInfo, OUTPUT_LIMIT, World};
 
 /// Label selector of the Jobs and Pods this controller owns.
-pub const CHILD_SELECTOR: &str =
-    "app.kubernetes.io/managed-by=nodeops,nodeops.io/owner-kind=asynccommand";
+pub fn child_selector() -> String {
+    crate::keys::owner_kind_selector("asynccommand")
+}
 /// Job creations in flight at once within one reconcile.
 const JOB_CREATE_PARALLELISM: usize = 16;
 /// Events for one AsyncCommand arriving within this window are handled by one reconcile:
@@ -87,7 +89,7 @@ pub async fn run(
         // Job changes only wake the owner: metadata is enough, and far lighter than 1000
         // Jobs with their pod templates.
         .owns_stream(
-            watcher(jobs, watcher::Config::default().labels(CHILD_SELECTOR))
+            watcher(jobs, watcher::Config::default().labels(&child_selector()))
                 .touched_objects()
                 .default_backoff(),
         )
@@ -95,7 +97,7 @@ pub async fn run(
             // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.
             if pod
                 .labels()
-                .get(crate::engine::OWNER_KIND_LABEL)
+                .get(crate::keys::OWNER_KIND_LABEL)
                 .map(String::as_str)
                 != Some("asynccommand")
             {
@@ -424,7 +426,7 @@ async fn observe_world(
             .map_err(Error::ListJobs)?;
     let mut pods_by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in ctx.pods.state() {
-        if pod.labels().get(crate::engine::OWNER_UID_LABEL) == Some(&uid)
+        if pod.labels().get(crate::keys::OWNER_UID_LABEL) == Some(&uid)
             && let Some(node) = pod.annotations().get(NODE_ANNOTATION)
         {
             pods_by_node.entry(node.clone()).or_default().push(pod);

@@ -5,6 +5,8 @@
 
 pub mod plan;
 
+use crate::keys::SCHEDULED_TIME_ANNOTATION;
+use crate::keys::{FIELD_MANAGER, INVOKER_UID_LABEL};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +19,9 @@ use kube::{Api, ResourceExt};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
-use super::{Context, FIELD_MANAGER, RETRY_AFTER};
+use super::{Context, RETRY_AFTER};
 use crate::api::{AsyncCommand, Command, Invoker};
-use plan::{Child, INVOKER_UID_LABEL};
+use plan::Child;
 
 /// Errors of one reconcile, named after the step that failed; all are retried.
 #[derive(Debug, Error)]
@@ -153,7 +155,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
                 // How late the run started against its slot.
                 let slot = created
                     .annotations()
-                    .get(plan::SCHEDULED_TIME_ANNOTATION)
+                    .get(SCHEDULED_TIME_ANNOTATION)
                     .and_then(|t| t.parse::<Timestamp>().ok());
                 if let Some(slot) = slot {
                     let lag = Timestamp::now().duration_since(slot).as_secs_f64();

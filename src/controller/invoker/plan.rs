@@ -3,6 +3,7 @@
 //! status. The last fired slot lives in status, never in the existence of children, so
 //! neither a restart nor a pruned child ever fires a slot twice.
 
+use crate::keys::{INVOKER_UID_LABEL, SCHEDULED_TIME_ANNOTATION};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,10 +19,6 @@ use crate::controller::Note;
 use crate::engine::script;
 use crate::schedule::{self, Due};
 
-/// Label on a child AsyncCommand carrying its Invoker's uid.
-pub const INVOKER_UID_LABEL: &str = "nodeops.io/invoker-uid";
-/// Annotation on a child carrying the slot it runs for (RFC 3339).
-pub const SCHEDULED_TIME_ANNOTATION: &str = "nodeops.io/scheduled-time";
 /// Starting deadline when the spec sets none.
 pub const DEFAULT_STARTING_DEADLINE: i64 = 60;
 /// Runs kept in `status.recentRuns`.

@@ -6,6 +6,10 @@
 
 pub mod plan;
 
+use crate::keys::{
+    AGENT_LABEL, AGENT_LABELS_FINALIZER, AGENT_VERSION_LABEL, FIELD_MANAGER,
+    TEMPLATE_HASH_ANNOTATION, agent_node_label,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +26,9 @@ use kube::{Api, ResourceExt};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
-use super::{Context, FIELD_MANAGER, RETRY_AFTER};
-use crate::agent::{AGENT_LABEL, AGENT_VERSION_LABEL, label_key};
+use super::{Context, RETRY_AFTER};
 use crate::api::NodeAgent;
-use plan::{NodeView, TEMPLATE_HASH_ANNOTATION, World};
+use plan::{NodeView, World};
 
 /// Node and pod events come in bursts (a fleet relabelled): one reconcile per burst.
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -52,10 +55,6 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
-
-/// Finalizer of NodeAgents in DaemonSet mode: deleting one deletes its DaemonSets (owner
-/// references), so the node labels that say the agent runs there must go too.
-pub const FINALIZER: &str = "nodeops.io/agent-labels";
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
@@ -109,7 +108,7 @@ async fn reconcile_inner(agent: Arc<NodeAgent>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     let api: Api<NodeAgent> = Api::all(ctx.client.clone());
-    finalizer(&api, FINALIZER, agent, |event| async {
+    finalizer(&api, AGENT_LABELS_FINALIZER, agent, |event| async {
         match event {
             FinalizerEvent::Apply(agent) => apply(agent, &ctx).await,
             FinalizerEvent::Cleanup(agent) => cleanup(agent, &ctx).await,
@@ -125,7 +124,7 @@ async fn cleanup(agent: Arc<NodeAgent>, ctx: &Context) -> Result<Action, Error> 
     if agent.spec.mode != crate::api::node_agent::AgentMode::DaemonSet {
         return Ok(Action::await_change());
     }
-    let key = label_key(&agent.name_any());
+    let key = agent_node_label(&agent.name_any());
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
     let labelled = nodes
         .list_metadata(&ListParams::default().labels(&key))
@@ -222,7 +221,7 @@ fn observe(
     daemonsets: Vec<kube::core::PartialObjectMeta<DaemonSet>>,
 ) -> World {
     let name = agent.name_any();
-    let key = label_key(&name);
+    let key = agent_node_label(&name);
     let mut nodes: Vec<NodeView> = ctx
         .nodes
         .state()

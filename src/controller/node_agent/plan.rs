@@ -1,6 +1,9 @@
 //! The NodeAgent plan, a pure function of (agent, nodes, agent pods, DaemonSets, now): which
 //! per-version DaemonSets must exist, which must go, and the status.
 
+use crate::keys::{
+    AGENT_COMPONENT, AGENT_LABEL, AGENT_VERSION_LABEL, TEMPLATE_HASH_ANNOTATION, agent_node_label,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
@@ -9,17 +12,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::agent::{
-    AGENT_COMPONENT, AGENT_LABEL, AGENT_VERSION_LABEL, agent_uuid, daemonset_name, label_key,
-};
+use crate::agent::{agent_uuid, daemonset_name};
 use crate::api::node_agent::{AgentInstance, AgentMode, NodeAgent, NodeAgentStatus, VersionCount};
 use crate::conditions::{self, Desired};
 use crate::controller::Note;
-use crate::engine::MANAGED_BY;
-
-/// Annotation on a DaemonSet: hash of what nodeops rendered, so an unchanged DaemonSet is
-/// not written again on every node event.
-pub const TEMPLATE_HASH_ANNOTATION: &str = "nodeops.io/template-hash";
+use crate::keys::MANAGED_BY;
 
 /// A node as this controller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +79,7 @@ pub fn render_daemonset(agent: &NodeAgent, version: &str) -> Result<DaemonSet, s
                 "annotations": agent.spec.pod_annotations.clone().unwrap_or_default(),
             },
             "spec": {
-                "nodeSelector": {label_key(&name): version},
+                "nodeSelector": {agent_node_label(&name): version},
                 "tolerations": [{"operator": "Exists"}],
                 "automountServiceAccountToken": false,
                 "enableServiceLinks": false,

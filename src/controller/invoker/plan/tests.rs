@@ -1,5 +1,6 @@
 use super::*;
 use crate::api::invoker::InvokerSpec;
+use crate::keys::SCHEDULED_TIME_ANNOTATION;
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
