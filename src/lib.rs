@@ -22,6 +22,8 @@ pub mod metrics;
 #[cfg(feature = "operator")]
 pub mod operator;
 #[cfg(feature = "operator")]
+pub mod plan;
+#[cfg(feature = "operator")]
 pub mod schedule;
 #[cfg(feature = "operator")]
 pub mod telemetry;

@@ -3,6 +3,7 @@
 use clap::Parser;
 use std::collections::BTreeSet;
 
+use nodeops::controller::Settings;
 use nodeops::operator::{self, Config};
 use nodeops::telemetry::{self, LogFormat};
 
@@ -194,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init(args.log_format, &args.log_filter);
-    let config = Config {
+    let controllers = Settings {
         namespace: args.namespace,
         host_mode_namespaces: args
             .host_mode_namespaces
@@ -205,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
         host_process: args.host_process,
         image_pull_policy: args.image_pull_policy,
         default_image: args.default_image,
+    };
+    let config = Config {
+        controllers,
         leader_election: args.leader_election.then(|| {
             // The pod name is unique among replicas; the hostname and pid otherwise.
             let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
@@ -227,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
             ),
         },
     };
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), host_mode_namespaces = ?config.host_mode_namespaces, "starting nodeops");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), host_mode_namespaces = ?config.controllers.host_mode_namespaces, "starting nodeops");
     let client = operator::connect().await?;
     let stopped_by = operator::run(client, config, operator::shutdown::signal_received()).await?;
     tracing::info!(signal = stopped_by, "nodeops stopped");

@@ -12,10 +12,11 @@ use kube::{Api, ResourceExt};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
-use super::{Context, Note, RETRY_AFTER};
+use super::{Context, RETRY_AFTER};
 use crate::api::{Command, CommandStatus};
 use crate::conditions::{self, Desired, READY, STALLED};
 use crate::engine::script;
+use crate::plan::Note;
 
 #[derive(Debug, Error)]
 pub enum Error {

@@ -18,9 +18,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 
-/// Operator settings.
-#[derive(Clone, Debug)]
-pub struct Config {
+/// What the controllers are configured with (the process's own settings, leader election
+/// and the metrics endpoint, are the operator's: [`crate::operator::Config`]).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
     /// Watch only this namespace (all namespaces when unset).
     pub namespace: Option<String>,
     /// Namespaces where `executionMode: Host` is allowed; empty means nowhere.
@@ -33,16 +34,12 @@ pub struct Config {
     pub image_pull_policy: Option<String>,
     /// Image of Container-mode commands that name none.
     pub default_image: String,
-    /// Hold this Lease to reconcile (several replicas, one active); none: always active.
-    pub leader_election: Option<crate::operator::leader::LeaseConfig>,
-    /// Where to serve /metrics, /healthz and /readyz; none: nowhere.
-    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
-    pub config: Config,
+    pub config: Settings,
     pub recorder: Recorder,
     /// Every Node of the cluster.
     pub nodes: Store<Node>,
@@ -54,7 +51,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, nodes: Store<Node>, pods: Store<Pod>) -> Self {
+    pub fn new(client: Client, config: Settings, nodes: Store<Node>, pods: Store<Pod>) -> Self {
         let reporter = Reporter {
             controller: "nodeops".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -184,24 +181,8 @@ pub fn runtime_config(debounce: Duration) -> kube::runtime::controller::Config {
         .concurrency(RECONCILES_IN_FLIGHT)
 }
 
-/// Whether a Node's Ready condition is True.
-pub fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// Requeue delay after a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// An Event worth emitting: something transitioned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
 
 #[cfg(test)]
 mod tests {

@@ -16,10 +16,21 @@ use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::controller::Config;
+use crate::controller::Settings;
 use crate::controller::{Context, async_command};
 use crate::metrics::Readiness;
 use leader::Leader;
+
+/// The operator process's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// What the controllers are configured with.
+    pub controllers: Settings,
+    /// Hold this Lease to reconcile (several replicas, one active); none: always active.
+    pub leader_election: Option<leader::LeaseConfig>,
+    /// Where to serve /metrics, /healthz and /readyz; none: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
 
 /// Errors that stop the operator from starting.
 #[derive(Debug, Error)]
@@ -114,7 +125,13 @@ pub async fn run<S: std::future::Future>(
     // Shared caches: every Node (readiness, labels) and the Pods nodeops created.
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let (pods, pods_writer) = reflector::store::<Pod>();
-    let ctx = Arc::new(Context::new(client.clone(), config, nodes.clone(), pods));
+    let leader_election = config.leader_election.clone();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.controllers,
+        nodes.clone(),
+        pods,
+    ));
     let config = &ctx.config;
     let touch_nodes = ctx.clone();
     let node_stream = reflector(
@@ -181,7 +198,7 @@ pub async fn run<S: std::future::Future>(
     let mut shutdown = std::pin::pin!(shutdown);
     let lost = CancellationToken::new();
     let mut holding = None;
-    if let Some(lease) = config.leader_election.clone() {
+    if let Some(lease) = leader_election {
         let mut leader = Leader::new(client.clone(), lease);
         let never = CancellationToken::new();
         tokio::select! {

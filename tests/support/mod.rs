@@ -329,7 +329,7 @@ pub fn finished(c: &nodeops::api::AsyncCommand) -> bool {
 
 /// A Node whose Ready condition is True.
 pub fn node_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
-    nodeops::controller::node_ready(n)
+    nodeops::plan::node_ready(n)
 }
 
 /// The name of any object, for messages.

@@ -608,7 +608,7 @@ fn nodes(base: &Context, agent: &NodeAgent) -> BTreeMap<String, NodeFacts> {
         .state()
         .iter()
         .map(|n| {
-            let ready = super::node_ready(n);
+            let ready = crate::plan::node_ready(n);
             (
                 n.name_any(),
                 NodeFacts {

@@ -30,10 +30,10 @@ use crate::api::agent_invocation::{
 };
 use crate::api::node_agent::{AgentMode, NodeAgentSpec};
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
-use crate::controller::Note;
 use crate::engine::outcome::{Observed, RunState, reason};
 use crate::exec::remote::SSH_FAILED_EXIT_CODE;
 use crate::exec::{START_FAILED_EXIT_CODE, TIMEOUT_EXIT_CODE};
+use crate::plan::Note;
 
 /// The seed's limit on an error message.
 pub const MESSAGE_LIMIT: usize = 128;

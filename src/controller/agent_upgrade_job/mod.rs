@@ -135,7 +135,7 @@ async fn reconcile_inner(ns: String, name: String, ctx: Arc<Context>) -> Result<
         .state()
         .iter()
         .map(|n| {
-            let ready = super::node_ready(n);
+            let ready = crate::plan::node_ready(n);
             (
                 n.name_any(),
                 NodeView {

@@ -30,7 +30,7 @@ use crate::api::agent_upgrade_job::{
 };
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
-use crate::controller::Note;
+use crate::plan::Note;
 
 /// Condition type while `spec.paused` holds the rollout.
 pub const PAUSED: &str = "Paused";

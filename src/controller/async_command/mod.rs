@@ -487,7 +487,7 @@ async fn observe_world(
     }
     for node in targets {
         if let Some(n) = ctx.nodes.get(&ObjectRef::new(node)) {
-            let ready = super::node_ready(&n);
+            let ready = crate::plan::node_ready(&n);
             world.nodes.insert(node.clone(), NodeInfo { ready });
         }
     }

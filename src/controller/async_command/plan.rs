@@ -13,9 +13,9 @@ use crate::api::async_command::{
 };
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
-pub use crate::controller::Note;
 use crate::engine::job::{job_id, job_name};
 use crate::engine::outcome::{Observed, RunState, reason};
+pub use crate::plan::Note;
 
 /// Bytes of each node's output kept in status: 100 nodes of it stay far below the API
 /// server's object size limit.

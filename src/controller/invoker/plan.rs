@@ -15,8 +15,8 @@ use crate::api::async_command::{AsyncCommand, CommandPhase};
 use crate::api::command::CommandSpec;
 use crate::api::invoker::{ConcurrencyPolicy, Invoker, InvokerRun, InvokerStatus, SchedulePolicy};
 use crate::conditions::{self, Desired, READY, RECONCILING, STALLED};
-use crate::controller::Note;
 use crate::engine::script;
+use crate::plan::Note;
 use crate::schedule::{self, Due};
 
 /// Starting deadline when the spec sets none.

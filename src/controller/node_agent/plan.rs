@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::agent::{agent_uuid, daemonset_name};
 use crate::api::node_agent::{AgentInstance, AgentMode, NodeAgent, NodeAgentStatus, VersionCount};
 use crate::conditions::{self, Desired};
-use crate::controller::Note;
 use crate::keys::MANAGED_BY;
+use crate::plan::Note;
 
 /// A node as this controller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
