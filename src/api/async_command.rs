@@ -180,6 +180,30 @@ fn default_timeout() -> i64 {
     60
 }
 
+/// The spec the API server would default an empty one to, for building children.
+impl Default for AsyncCommandSpec {
+    fn default() -> Self {
+        Self {
+            command: None,
+            command_ref: None,
+            parameters: None,
+            node_names: None,
+            node_selector: None,
+            execution_mode: ExecutionMode::default(),
+            image: None,
+            username: None,
+            working_directory: None,
+            timeout_seconds: default_timeout(),
+            backoff_limit: 0,
+            node_ready_timeout_seconds: default_node_ready_timeout(),
+            max_concurrency: None,
+            max_errors: None,
+            pod_annotations: None,
+            ttl_seconds_after_finished: None,
+        }
+    }
+}
+
 fn default_node_ready_timeout() -> i64 {
     60
 }

@@ -8,6 +8,7 @@ pub mod command;
 pub mod invoker;
 pub mod lean;
 pub mod node_agent;
+pub mod shell;
 
 use crate::keys::FIELD_MANAGER;
 use std::collections::BTreeSet;

@@ -3,20 +3,20 @@
 //! status. The last fired slot lives in status, never in the existence of children, so
 //! neither a restart nor a pruned child ever fires a slot twice.
 
-use crate::keys::{INVOKER_UID_LABEL, SCHEDULED_TIME_ANNOTATION};
+use crate::keys::{INVOKER_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL, SCHEDULED_TIME_ANNOTATION};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
+use kube::Resource;
 
-use crate::api::async_command::{AsyncCommand, CommandPhase};
+use crate::api::async_command::{AsyncCommand, AsyncCommandSpec, CommandPhase};
 use crate::api::command::CommandSpec;
 use crate::api::invoker::{ConcurrencyPolicy, Invoker, InvokerRun, InvokerStatus, SchedulePolicy};
 use crate::conditions::{self, Desired, READY, RECONCILING, STALLED};
 use crate::engine::script;
-use crate::plan::Note;
+use crate::plan::{Change, Child as ChildObject, ChildKind, Decide, Invalid, Note, Plan};
 use crate::schedule::{self, Due};
 
 /// Starting deadline when the spec sets none.
@@ -57,16 +57,50 @@ impl Child {
     }
 }
 
-/// The decisions of one reconcile.
-#[derive(Clone, Debug, Default)]
-pub struct Plan {
-    /// The child to create now: (name, manifest).
-    pub create: Option<(String, Value)>,
-    /// Children to delete (replaced, or beyond the history limits).
-    pub delete: Vec<String>,
-    pub status: InvokerStatus,
-    pub requeue_after: Option<Duration>,
-    pub notes: Vec<Note>,
+/// What an Invoker's decisions read.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub now: Timestamp,
+    /// Its Command's spec; none: the Command does not exist.
+    pub command: Option<CommandSpec>,
+    /// Its child AsyncCommands.
+    pub children: Vec<Child>,
+}
+
+/// The Invoker's decisions.
+pub struct Decisions;
+
+impl Decide for Decisions {
+    type Kind = Invoker;
+    type Status = InvokerStatus;
+    type World = World;
+    type Valid = schedule::Schedule;
+    const KIND: &'static str = "Invoker";
+
+    fn status(obj: &Invoker) -> Option<&InvokerStatus> {
+        obj.status.as_ref()
+    }
+    fn conditions(status: &InvokerStatus) -> &[Condition] {
+        &status.conditions
+    }
+    fn validate(inv: &Invoker, world: &World) -> Result<schedule::Schedule, Invalid> {
+        validate(inv, world)
+    }
+    fn plan(inv: &Invoker, world: &World, sched: schedule::Schedule) -> Plan<InvokerStatus> {
+        plan(inv, world, sched)
+    }
+    fn stalled(inv: &Invoker, world: &World, invalid: &Invalid) -> InvokerStatus {
+        let mut status = observed(inv, &world.children);
+        status.next_invoke_time = None;
+        conditions::stall(
+            &mut status.conditions,
+            invalid.reason,
+            &invalid.message,
+            inv.metadata.generation,
+            &t(world.now),
+        );
+        status
+    }
 }
 
 /// The child's name: the Invoker's name and the slot in minutes since the epoch, as
@@ -91,19 +125,12 @@ fn t(ts: Timestamp) -> Time {
     Time(ts)
 }
 
-/// Plans an Invoker. `command` is its Command's spec (None: it does not exist).
-pub fn plan(
-    inv: &Invoker,
-    command: Option<&CommandSpec>,
-    children: &[Child],
-    now: Timestamp,
-) -> Plan {
-    let name = inv.metadata.name.clone().unwrap_or_default();
+/// The status carried over, with what the children say now (active runs, recent runs).
+fn observed(inv: &Invoker, children: &[Child]) -> InvokerStatus {
     let uid = inv.metadata.uid.clone().unwrap_or_default();
-    let generation = inv.metadata.generation;
     let prev = inv.status.clone().unwrap_or_default();
     let mut status = InvokerStatus {
-        observed_generation: generation,
+        observed_generation: inv.metadata.generation,
         invoker_id: Some(format!("ivk-{}", uid.split('-').next().unwrap_or_default())),
         ..prev.clone()
     };
@@ -113,61 +140,47 @@ pub fn plan(
         active.iter().map(|c| c.name.clone()).collect()
     };
     status.recent_runs = recent_runs(&prev.recent_runs, children);
-    let mut p = Plan::default();
-    let now_t = t(now);
+    status
+}
 
-    let stall = |mut status: InvokerStatus,
-                 reason: &'static str,
-                 message: String,
-                 notes: &mut Vec<Note>| {
-        let was = conditions::is_true(&status.conditions, STALLED)
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == STALLED && c.reason == reason);
-        status.next_invoke_time = None;
-        conditions::stall(&mut status.conditions, reason, &message, generation, &now_t);
-        if !was {
-            notes.push(Note {
-                warning: true,
-                reason,
-                message,
-            });
-        }
-        status
-    };
-
-    let sched = match schedule::parse(&inv.spec.schedule_settings) {
-        Ok(s) => s,
-        Err(e) => {
-            p.status = stall(status, e.reason(), e.to_string(), &mut p.notes);
-            return p;
-        }
-    };
-    let created = inv
-        .metadata
+fn created(inv: &Invoker, now: Timestamp) -> Timestamp {
+    inv.metadata
         .creation_timestamp
         .as_ref()
         .map(|c| c.0)
-        .unwrap_or(now);
-    let last = prev.last_invoke_time.as_ref().map(|l| l.0);
+        .unwrap_or(now)
+}
+
+/// Whether the Invoker can run: its schedule parses, a one-time run is not already past,
+/// its Command exists and takes its parameters.
+pub fn validate(inv: &Invoker, world: &World) -> Result<schedule::Schedule, Invalid> {
+    let sched = schedule::parse(&inv.spec.schedule_settings)
+        .map_err(|e| Invalid::new(e.reason(), e.to_string()))?;
+    let created = created(inv, world.now);
+    let last = inv
+        .status
+        .as_ref()
+        .and_then(|s| s.last_invoke_time.as_ref())
+        .map(|l| l.0);
     if let schedule::Schedule::Once(at) = &sched
         && last.is_none()
         && *at < created - SignedDuration::from_secs(1)
     {
-        let msg = format!(
-            "invokeTime {at} was already past when the Invoker was created ({created}); it will not run"
-        );
-        p.status = stall(status, "InvokeTimeExpired", msg, &mut p.notes);
-        return p;
+        return Err(Invalid::new(
+            "InvokeTimeExpired",
+            format!(
+                "invokeTime {at} was already past when the Invoker was created ({created}); it will not run"
+            ),
+        ));
     }
-    let Some(command) = command else {
-        let msg = format!(
-            "Command {} does not exist in this namespace",
-            inv.spec.command_ref
-        );
-        p.status = stall(status, "CommandNotFound", msg, &mut p.notes);
-        return p;
+    let Some(command) = &world.command else {
+        return Err(Invalid::new(
+            "CommandNotFound",
+            format!(
+                "Command {} does not exist in this namespace",
+                inv.spec.command_ref
+            ),
+        ));
     };
     let given = inv.spec.parameters.clone().unwrap_or_default();
     let defaults = command.default_parameters.clone().unwrap_or_default();
@@ -178,10 +191,29 @@ pub fn plan(
         &defaults,
         &given,
     ) {
-        let msg = format!("Command {}: {e}", inv.spec.command_ref);
-        p.status = stall(status, "ParameterInvalid", msg, &mut p.notes);
-        return p;
+        return Err(Invalid::new(
+            "ParameterInvalid",
+            format!("Command {}: {e}", inv.spec.command_ref),
+        ));
     }
+    Ok(sched)
+}
+
+/// Plans a valid Invoker: whether a slot fires, the child it creates, the children it
+/// deletes (replaced, or beyond the history limits), the status and when to look again.
+pub fn plan(inv: &Invoker, world: &World, sched: schedule::Schedule) -> Plan<InvokerStatus> {
+    let (now, children) = (world.now, world.children.as_slice());
+    let name = inv.metadata.name.clone().unwrap_or_default();
+    let uid = inv.metadata.uid.clone().unwrap_or_default();
+    let ns = inv.metadata.namespace.clone().unwrap_or_default();
+    let generation = inv.metadata.generation;
+    let mut status = observed(inv, children);
+    let mut p = Plan::status(InvokerStatus::default());
+    let mut delete: Vec<String> = Vec::new();
+    let mut create = None;
+    let now_t = t(now);
+    let created = created(inv, now);
+    let last = status.last_invoke_time.as_ref().map(|l| l.0);
     conditions::remove(&mut status.conditions, STALLED);
 
     let deadline = SignedDuration::from_secs(
@@ -237,7 +269,7 @@ pub fn plan(
             } else {
                 if inv.spec.concurrency_policy == ConcurrencyPolicy::Replace {
                     for a in &active {
-                        p.delete.push(a.name.clone());
+                        delete.push(a.name.clone());
                     }
                     if !active.is_empty() {
                         p.notes.push(Note {
@@ -249,9 +281,9 @@ pub fn plan(
                             ),
                         });
                     }
-                    status.active.retain(|a| !p.delete.contains(a));
+                    status.active.retain(|a| !delete.contains(a));
                 }
-                p.create = Some((child.clone(), child_manifest(inv, &uid, &child, slot)));
+                create = Some(child_object(inv, &uid, &child, slot));
                 status.active.push(child.clone());
                 status.recent_runs.insert(
                     0,
@@ -281,14 +313,25 @@ pub fn plan(
         }
     };
     status.next_invoke_time = next.map(t);
-    p.requeue_after = next.map(|n| to_duration(n.duration_since(now)));
+    p.requeue = next.map(|n| to_duration(n.duration_since(now)));
 
-    p.delete.extend(history_to_delete(
+    let pruned = history_to_delete(
         children,
         inv.spec.successful_history_limit,
         inv.spec.failed_history_limit,
-        &p.delete,
-    ));
+        &delete,
+    );
+    delete.extend(pruned);
+    // Replaced and pruned runs go first: a replaced run stops before its successor starts.
+    p.before = delete
+        .into_iter()
+        .map(|name| Change::Delete {
+            kind: ChildKind::AsyncCommand,
+            namespace: ns.clone(),
+            name,
+        })
+        .chain(create.map(|c| Change::Create(ChildObject::AsyncCommand(Box::new(c)))))
+        .collect();
     let (reason, message) = match (
         inv.spec.suspend,
         &status.next_invoke_time,
@@ -324,44 +367,39 @@ pub fn plan(
     p
 }
 
-fn child_manifest(inv: &Invoker, uid: &str, child: &str, slot: Timestamp) -> Value {
+/// The slot's child: an AsyncCommand that runs the Invoker's Command on its nodes.
+fn child_object(inv: &Invoker, uid: &str, child: &str, slot: Timestamp) -> AsyncCommand {
     let spec = &inv.spec;
-    let mut child_spec = json!({
-        "commandRef": spec.command_ref,
-        "executionMode": spec.execution_mode,
-    });
-    let obj = child_spec.as_object_mut().expect("object literal");
-    if let Some(n) = &spec.node_names {
-        obj.insert("nodeNames".into(), json!(n));
-    }
-    if let Some(s) = &spec.node_selector {
-        obj.insert("nodeSelector".into(), json!(s));
-    }
-    if let Some(u) = &spec.username {
-        obj.insert("username".into(), json!(u));
-    }
-    if let Some(params) = &spec.parameters {
-        obj.insert("parameters".into(), json!(params));
-    }
     let mut labels: BTreeMap<String, String> = inv.metadata.labels.clone().unwrap_or_default();
     labels.insert(INVOKER_UID_LABEL.into(), uid.into());
-    labels.insert("app.kubernetes.io/managed-by".into(), "nodeops".into());
-    json!({
-        "apiVersion": "nodeops.io/v1alpha1",
-        "kind": "AsyncCommand",
-        "metadata": {
-            "name": child,
-            "namespace": inv.metadata.namespace,
-            "labels": labels,
-            "annotations": {SCHEDULED_TIME_ANNOTATION: slot.to_string()},
-            "ownerReferences": [{
-                "apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker",
-                "name": inv.metadata.name, "uid": uid,
-                "controller": true, "blockOwnerDeletion": true
-            }]
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    AsyncCommand {
+        metadata: ObjectMeta {
+            name: Some(child.into()),
+            namespace: inv.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some([(SCHEDULED_TIME_ANNOTATION.into(), slot.to_string())].into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: Invoker::api_version(&()).into(),
+                kind: Invoker::kind(&()).into(),
+                name: inv.metadata.name.clone().unwrap_or_default(),
+                uid: uid.into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
         },
-        "spec": child_spec
-    })
+        spec: AsyncCommandSpec {
+            command_ref: Some(spec.command_ref.clone()),
+            execution_mode: spec.execution_mode,
+            node_names: spec.node_names.clone(),
+            node_selector: spec.node_selector.clone(),
+            username: spec.username.clone(),
+            parameters: spec.parameters.clone(),
+            ..AsyncCommandSpec::default()
+        },
+        status: None,
+    }
 }
 
 /// Merges the children's current state into the recent runs, newest first. Runs whose

@@ -1,6 +1,7 @@
 use super::*;
 use crate::api::invoker::InvokerSpec;
 use crate::keys::SCHEDULED_TIME_ANNOTATION;
+use serde_json::json;
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
@@ -43,14 +44,53 @@ fn child(name: &str, slot: &str, phase: CommandPhase, finished: bool) -> Child {
     }
 }
 
+/// A plan as these tests read it: the child created (name and manifest), the children
+/// deleted.
+struct Planned {
+    create: Option<(String, serde_json::Value)>,
+    delete: Vec<String>,
+    status: InvokerStatus,
+    requeue_after: Option<Duration>,
+    notes: Vec<Note>,
+}
+
+/// Decides as the shell does (validate, then plan or stall).
+fn plan(
+    inv: &Invoker,
+    command: Option<&CommandSpec>,
+    children: &[Child],
+    now: Timestamp,
+) -> Planned {
+    let world = World {
+        now,
+        command: command.cloned(),
+        children: children.to_vec(),
+    };
+    let p = Decisions::decide(inv, &world);
+    let create = p.created().find_map(|c| match c {
+        ChildObject::AsyncCommand(c) => Some((
+            c.metadata.name.clone().expect("name"),
+            serde_json::to_value(c.as_ref()).expect("serializes"),
+        )),
+        _ => None,
+    });
+    Planned {
+        create,
+        delete: p.deleted(ChildKind::AsyncCommand),
+        status: p.status,
+        requeue_after: p.requeue,
+        notes: p.notes,
+    }
+}
+
 /// Plans and folds the status back, as the next reconcile sees it.
-fn step(inv: &mut Invoker, children: &[Child], now: &str) -> Plan {
+fn step(inv: &mut Invoker, children: &[Child], now: &str) -> Planned {
     let p = plan(inv, Some(&command()), children, ts(now));
     inv.status = Some(p.status.clone());
     p
 }
 
-fn reason(p: &Plan, type_: &str) -> String {
+fn reason(p: &Planned, type_: &str) -> String {
     p.status
         .conditions
         .iter()

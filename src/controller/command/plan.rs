@@ -1,28 +1,12 @@
-//! The Command controller: reports whether a Command's script and parameters are usable
-//! (its placeholders in status, Ready or Stalled with reason ParameterInvalid).
+//! The Command's decisions: whether its script and parameters are usable (its
+//! placeholders in status, Ready or Stalled with reason ParameterInvalid).
 
-use std::sync::Arc;
-
-use futures::StreamExt;
-use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
-use thiserror::Error;
-use tracing::{Instrument, info_span, warn};
-
-use super::{Context, RETRY_AFTER};
 use crate::api::{Command, CommandStatus};
 use crate::conditions::{self, Desired, READY, STALLED};
 use crate::engine::script;
-use crate::plan::Note;
-
-#[derive(Debug, Error)]
-pub enum Error {
-    #[error("writing status: {0}")]
-    WriteStatus(#[source] kube::Error),
-}
+use crate::plan::{Decide, Invalid, Note, Plan};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// The status a Command should have: a plain function of the Command and the time.
 pub fn status(cmd: &Command, now: Timestamp) -> CommandStatus {
@@ -118,47 +102,36 @@ pub fn notes(prev: Option<&CommandStatus>, new: &CommandStatus) -> Vec<Note> {
     }]
 }
 
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let commands: Api<Command> = ctx.scoped();
-    Controller::new(commands, watcher::Config::default())
-        .trigger_backoff(super::WatchBackoff::default())
-        .with_config(super::runtime_config(std::time::Duration::ZERO))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
-}
+/// The Command's decisions: nothing to create; its status is its plan.
+pub struct Decisions;
 
-fn error_policy(cmd: Arc<Command>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(kind = "Command", namespace = cmd.namespace().unwrap_or_default(), object = cmd.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(RETRY_AFTER)
-}
+impl Decide for Decisions {
+    type Kind = Command;
+    type Status = CommandStatus;
+    type World = Timestamp;
+    type Valid = ();
+    const KIND: &'static str = "Command";
 
-async fn reconcile(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("reconcile", kind = "Command", namespace = %cmd.namespace().unwrap_or_default(), object = %cmd.name_any());
-    crate::metrics::measure("Command", reconcile_inner(cmd, ctx))
-        .instrument(span)
-        .await
-}
-
-async fn reconcile_inner(cmd: Arc<Command>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let new = status(&cmd, Timestamp::now());
-    if cmd.status.as_ref() != Some(&new) {
-        let api: Api<Command> =
-            Api::namespaced(ctx.client.clone(), &cmd.namespace().unwrap_or_default());
-        super::apply_status(&api, &cmd.name_any(), &new)
-            .await
-            .map_err(Error::WriteStatus)?;
-        // After the write: a failed write is retried, and its Event comes with the retry.
-        for note in notes(cmd.status.as_ref(), &new) {
-            ctx.event(cmd.as_ref(), note.warning, note.reason, note.message)
-                .await;
-        }
+    fn status(obj: &Command) -> Option<&CommandStatus> {
+        obj.status.as_ref()
     }
-    Ok(Action::await_change())
+    fn conditions(status: &CommandStatus) -> &[Condition] {
+        &status.conditions
+    }
+    // A Command that cannot be used is Ready=False and Stalled with reason
+    // ParameterInvalid, with the placeholders it has: status() decides both together.
+    fn validate(_: &Command, _: &Timestamp) -> Result<(), Invalid> {
+        Ok(())
+    }
+    fn plan(cmd: &Command, now: &Timestamp, (): ()) -> Plan<CommandStatus> {
+        let new = status(cmd, *now);
+        let mut plan = Plan::status(new.clone());
+        plan.notes = notes(cmd.status.as_ref(), &new);
+        plan
+    }
+    fn stalled(cmd: &Command, now: &Timestamp, _: &Invalid) -> CommandStatus {
+        status(cmd, *now)
+    }
 }
 
 #[cfg(test)]
