@@ -26,6 +26,8 @@ pub mod plan;
 #[cfg(feature = "operator")]
 pub mod schedule;
 #[cfg(feature = "operator")]
+pub mod settings;
+#[cfg(feature = "operator")]
 pub mod telemetry;
 #[cfg(feature = "operator")]
 pub mod view;

@@ -3,8 +3,8 @@
 use clap::Parser;
 use std::collections::BTreeSet;
 
-use nodeops::controller::Settings;
 use nodeops::operator::{self, Config};
+use nodeops::settings::Settings;
 use nodeops::telemetry::{self, LogFormat};
 
 /// Runs nodeops' controllers against the cluster in the kubeconfig or in-cluster config;

@@ -11,7 +11,6 @@ pub mod node_agent;
 pub mod shell;
 
 use crate::keys::FIELD_MANAGER;
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -19,28 +18,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 
-/// What the controllers are configured with (the process's own settings, leader election
-/// and the metrics endpoint, are the operator's: [`crate::operator::Config`]).
-#[derive(Clone, Debug, Default)]
-pub struct Settings {
-    /// Watch only this namespace (all namespaces when unset).
-    pub namespace: Option<String>,
-    /// Namespaces where `executionMode: Host` is allowed; empty means nowhere.
-    pub host_mode_namespaces: BTreeSet<String>,
-    /// Image that carries `nodeops-exec`.
-    pub runner_image: String,
-    /// The host process Host-mode runners join the namespaces of: a PID or a process name.
-    pub host_process: String,
-    /// `imagePullPolicy` of node runs' containers (none: the API server's default).
-    pub image_pull_policy: Option<String>,
-    /// Image of Container-mode commands that name none.
-    pub default_image: String,
-}
-
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
-    pub config: Settings,
+    pub config: crate::settings::Settings,
     pub recorder: Recorder,
     /// Every Node of the cluster.
     pub nodes: Store<Node>,
@@ -52,7 +33,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: Settings, nodes: Store<Node>, pods: Store<Pod>) -> Self {
+    pub fn new(
+        client: Client,
+        config: crate::settings::Settings,
+        nodes: Store<Node>,
+        pods: Store<Pod>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "nodeops".into(),
             instance: std::env::var("POD_NAME").ok(),

@@ -9,9 +9,12 @@ use crate::keys::{
 };
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde_json::json;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, PodSpec, PodTemplateSpec,
+    SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
 use super::MAIN_CONTAINER;
@@ -19,6 +22,10 @@ use crate::api::common::ExecutionMode;
 
 /// Where the runner is copied in Container mode.
 const RUNNER_DIR: &str = "/nodeops";
+/// The emptyDir the runner is copied into.
+const RUNNER_VOLUME: &str = "nodeops-runner";
+/// The hostPath volume of [`STAGING_DIR`].
+const STAGING_VOLUME: &str = "nodeops-staging";
 /// Host directory under which installer Jobs stage their image's payload, one
 /// subdirectory per node run (its job id), removed when the run ends.
 pub const STAGING_DIR: &str = "/var/lib/nodeops/staging";
@@ -96,7 +103,7 @@ pub fn kubelet_literal(s: &str) -> String {
 }
 
 /// The Job for `node`.
-pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_json::Error> {
+pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Job {
     let name = job_name(&owner.name, &owner.uid, node);
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
@@ -143,121 +150,151 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Result<Job, serde_j
     runner_args.push("--".into());
     runner_args.extend(t.argv.iter().cloned());
     let runner_args: Vec<String> = runner_args.iter().map(|a| kubelet_literal(a)).collect();
-    let env: Vec<_> = t
+    let env: Vec<EnvVar> = t
         .env
         .iter()
-        .map(|(k, v)| json!({"name": k, "value": kubelet_literal(v)}))
+        .map(|(k, v)| EnvVar {
+            name: k.clone(),
+            value: Some(kubelet_literal(v)),
+            ..EnvVar::default()
+        })
         .collect();
-    let install_runner = json!({
-        "name": "install-runner",
-        "image": t.runner_image,
-        "command": ["/nodeops-exec", "--install-to", format!("{RUNNER_DIR}/nodeops-exec")],
-        "volumeMounts": [{"name": "nodeops-runner", "mountPath": RUNNER_DIR}],
-        "securityContext": {"allowPrivilegeEscalation": false},
-    });
-    let runner_volume = json!({"name": "nodeops-runner", "emptyDir": {}});
-    let (pod_extra, containers, init_containers, volumes) = match t.mode {
-        ExecutionMode::Host => {
-            let host_pod = json!({"hostPID": true, "hostNetwork": true, "hostIPC": true});
-            match payload_image {
-                None => {
-                    let container = json!({
-                        "name": MAIN_CONTAINER,
-                        "image": t.runner_image,
-                        "command": ["/nodeops-exec"],
-                        "args": runner_args,
-                        "env": env,
-                        "securityContext": {"privileged": true},
-                        "terminationMessagePolicy": "File",
-                    });
-                    (host_pod, vec![container], vec![], vec![])
-                }
-                // The installer image with the runner copied in; the staging directory is
-                // mounted where it is on the host, so one path names it on both sides.
-                Some(image) => {
-                    let container = json!({
-                        "name": MAIN_CONTAINER,
-                        "image": image,
-                        "command": [format!("{RUNNER_DIR}/nodeops-exec")],
-                        "args": runner_args,
-                        "env": env,
-                        "volumeMounts": [
-                            {"name": "nodeops-runner", "mountPath": RUNNER_DIR, "readOnly": true},
-                            {"name": "nodeops-staging", "mountPath": STAGING_DIR},
-                        ],
-                        "securityContext": {"privileged": true},
-                        "terminationMessagePolicy": "File",
-                    });
-                    let staging = json!({"name": "nodeops-staging",
-                        "hostPath": {"path": STAGING_DIR, "type": "DirectoryOrCreate"}});
-                    (
-                        host_pod,
-                        vec![container],
-                        vec![install_runner],
-                        vec![runner_volume, staging],
-                    )
-                }
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    };
+    let runner_container = |image: &str, command: &str, mounts: Vec<VolumeMount>| Container {
+        name: MAIN_CONTAINER.into(),
+        image: Some(image.into()),
+        command: Some(vec![command.into()]),
+        args: Some(runner_args.clone()),
+        env: Some(env.clone()),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        termination_message_policy: Some("File".into()),
+        ..Container::default()
+    };
+    let privileged = SecurityContext {
+        privileged: Some(true),
+        ..SecurityContext::default()
+    };
+    let unprivileged = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        ..SecurityContext::default()
+    };
+    let install_runner = Container {
+        name: "install-runner".into(),
+        image: Some(t.runner_image.clone()),
+        command: Some(vec![
+            "/nodeops-exec".into(),
+            "--install-to".into(),
+            format!("{RUNNER_DIR}/nodeops-exec"),
+        ]),
+        volume_mounts: Some(vec![mount(RUNNER_VOLUME, RUNNER_DIR, false)]),
+        security_context: Some(unprivileged.clone()),
+        ..Container::default()
+    };
+    let runner_volume = Volume {
+        name: RUNNER_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    let runner_in_image = format!("{RUNNER_DIR}/nodeops-exec");
+    let (host, mut containers, mut init_containers, volumes) = match t.mode {
+        ExecutionMode::Host => match payload_image {
+            None => {
+                let mut c = runner_container(&t.runner_image, "/nodeops-exec", vec![]);
+                c.security_context = Some(privileged);
+                (true, vec![c], vec![], vec![])
             }
-        }
+            // The installer image with the runner copied in; the staging directory is
+            // mounted where it is on the host, so one path names it on both sides.
+            Some(image) => {
+                let mut c = runner_container(
+                    image,
+                    &runner_in_image,
+                    vec![
+                        mount(RUNNER_VOLUME, RUNNER_DIR, true),
+                        mount(STAGING_VOLUME, STAGING_DIR, false),
+                    ],
+                );
+                c.security_context = Some(privileged);
+                let staging = Volume {
+                    name: STAGING_VOLUME.into(),
+                    host_path: Some(HostPathVolumeSource {
+                        path: STAGING_DIR.into(),
+                        type_: Some("DirectoryOrCreate".into()),
+                    }),
+                    ..Volume::default()
+                };
+                (
+                    true,
+                    vec![c],
+                    vec![install_runner],
+                    vec![runner_volume, staging],
+                )
+            }
+        },
         ExecutionMode::Container => {
-            let container = json!({
-                "name": MAIN_CONTAINER,
-                "image": t.image,
-                "command": [format!("{RUNNER_DIR}/nodeops-exec")],
-                "args": runner_args,
-                "env": env,
-                "volumeMounts": [{"name": "nodeops-runner", "mountPath": RUNNER_DIR, "readOnly": true}],
-                "securityContext": {"allowPrivilegeEscalation": false},
-                "terminationMessagePolicy": "File",
-            });
-            (
-                json!({}),
-                vec![container],
-                vec![install_runner],
-                vec![runner_volume],
-            )
+            let mut c = runner_container(
+                &t.image,
+                &runner_in_image,
+                vec![mount(RUNNER_VOLUME, RUNNER_DIR, true)],
+            );
+            c.security_context = Some(unprivileged);
+            (false, vec![c], vec![install_runner], vec![runner_volume])
         }
     };
-    let (mut containers, mut init_containers) = (containers, init_containers);
     if let Some(policy) = &t.image_pull_policy {
         for c in containers.iter_mut().chain(init_containers.iter_mut()) {
-            c["imagePullPolicy"] = json!(policy);
+            c.image_pull_policy = Some(policy.clone());
         }
     }
-    let mut pod_spec = json!({
-        "nodeName": node,
-        "restartPolicy": "Never",
-        "tolerations": [{"operator": "Exists"}],
-        "automountServiceAccountToken": false,
-        "enableServiceLinks": false,
-        "terminationGracePeriodSeconds": 10,
-        "containers": containers,
-        "initContainers": init_containers,
-        "volumes": volumes,
-    });
-    if let (Some(spec), Some(extra)) = (pod_spec.as_object_mut(), pod_extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    let value = json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": owner.namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner.reference],
+    let pod_spec = PodSpec {
+        node_name: Some(node.into()),
+        restart_policy: Some("Never".into()),
+        tolerations: Some(vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        }]),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(10),
+        containers,
+        init_containers: Some(init_containers),
+        volumes: Some(volumes),
+        host_pid: host.then_some(true),
+        host_network: host.then_some(true),
+        host_ipc: host.then_some(true),
+        ..PodSpec::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(owner.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner.reference.clone()]),
+            ..ObjectMeta::default()
         },
-        "spec": {
-            "backoffLimit": t.backoff_limit,
-            "activeDeadlineSeconds": (t.timeout_seconds + DEADLINE_SLACK_SECONDS) * i64::from(t.backoff_limit + 1),
-            "template": {
-                "metadata": {"labels": labels, "annotations": pod_annotations},
-                "spec": pod_spec,
-            }
-        }
-    });
-    serde_json::from_value(value)
+        spec: Some(JobSpec {
+            backoff_limit: Some(t.backoff_limit),
+            active_deadline_seconds: Some(
+                (t.timeout_seconds + DEADLINE_SLACK_SECONDS) * i64::from(t.backoff_limit + 1),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
 }
 
 #[cfg(test)]
@@ -311,7 +348,7 @@ mod tests {
 
     #[test]
     fn container_mode_runs_the_argv_through_the_runner_in_the_image() {
-        let job = render(&owner(), "node-0001", &template(ExecutionMode::Container)).expect("job");
+        let job = render(&owner(), "node-0001", &template(ExecutionMode::Container));
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(180));
@@ -361,7 +398,7 @@ mod tests {
         let mut t = template(ExecutionMode::Host);
         t.username = Some("backup".into());
         t.backoff_limit = 2;
-        let job = render(&owner(), "node-0002", &t).expect("job");
+        let job = render(&owner(), "node-0002", &t);
         let spec = job.spec.expect("spec");
         assert_eq!(spec.active_deadline_seconds, Some(540));
         let pod = spec.template.spec.expect("pod spec");
@@ -397,7 +434,7 @@ mod tests {
         let mut t = template(ExecutionMode::Host);
         t.host_process = "kubelet".into();
         let args = |t: &RunTemplate| {
-            let job = render(&owner(), "node-0002", t).expect("job");
+            let job = render(&owner(), "node-0002", t);
             let pod = job.spec.expect("spec").template.spec.expect("pod spec");
             pod.containers[0].args.clone().expect("args")
         };
@@ -430,7 +467,7 @@ mod tests {
         let mut t = template(ExecutionMode::Host);
         t.payload_image = Some("example/installer:2".into());
         t.host_process = "kubelet".into();
-        let job = render(&owner(), "node-0004", &t).expect("job");
+        let job = render(&owner(), "node-0004", &t);
         let pod = job.spec.expect("spec").template.spec.expect("pod spec");
         assert_eq!(pod.host_pid, Some(true));
         let init = &pod.init_containers.expect("init")[0];
@@ -469,7 +506,7 @@ mod tests {
         // Container mode ignores it: nothing is staged where nothing enters the host.
         let mut c = template(ExecutionMode::Container);
         c.payload_image = Some("example/installer:2".into());
-        let job = render(&owner(), "node-0004", &c).expect("job");
+        let job = render(&owner(), "node-0004", &c);
         let main = job
             .spec
             .expect("spec")
@@ -494,7 +531,7 @@ mod tests {
         t.pod_annotations
             .insert("sim.nodeops.io/outcome".into(), "fail".into());
         t.env = vec![("NODEOPS_PARAM_path".into(), "/var".into())];
-        let job = render(&owner(), "node-0003", &t).expect("job");
+        let job = render(&owner(), "node-0003", &t);
         let tpl = job.spec.expect("spec").template;
         assert_eq!(
             tpl.metadata.expect("meta").annotations.expect("ann")["sim.nodeops.io/outcome"],
@@ -517,7 +554,7 @@ mod tests {
             let mut t = template(mode);
             t.argv = vec!["sh".into(), "-c".into(), "kill -9 $$; echo $(HOME)".into()];
             t.env = vec![("NODEOPS_PARAM_v".into(), "$(id) $$".into())];
-            let job = render(&owner(), "n", &t).expect("job");
+            let job = render(&owner(), "n", &t);
             let main = job
                 .spec
                 .expect("spec")

@@ -16,9 +16,9 @@ use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::Settings;
 use crate::controller::{Context, async_command};
 use crate::metrics::Readiness;
+use crate::settings::Settings;
 use leader::Leader;
 
 /// The operator process's settings.

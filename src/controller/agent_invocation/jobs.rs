@@ -165,7 +165,7 @@ pub fn installer_job(
         pod_annotations: agent.spec.pod_annotations.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let mut job = render(&owner, &e.instance_id, &template).map_err(|err| err.to_string())?;
+    let mut job = render(&owner, &e.instance_id, &template);
     annotate(&mut job, obj, e);
     Ok(job)
 }

@@ -20,17 +20,25 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::Resource;
+use kube::core::Selector;
 
 use crate::agent::is_label_value;
-use crate::api::agent_invocation::{InvocationPhase, InvocationResult};
+use crate::api::agent_invocation::{
+    AgentInvocation, AgentInvocationSpec, InvocationPhase, InvocationResult, InvocationType,
+};
 use crate::api::agent_upgrade_job::{
     AgentUpgrade, AgentUpgradeJob, AgentUpgradeJobStatus, AgentUpgradeState as S, Direction,
     UpgradeJobState,
 };
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
-use crate::plan::Note;
+use crate::keys::{
+    MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATION, ROLE_LABEL, ROLE_ROLLBACK, ROLE_UPGRADE,
+    UPGRADE_JOB_UID_LABEL,
+};
+use crate::plan::{Change, Child, Decide, Invalid, Note, Plan as Changes};
 
 /// Condition type while `spec.paused` holds the rollout.
 pub const PAUSED: &str = "Paused";
@@ -63,6 +71,8 @@ impl ChildView {
 #[derive(Clone, Debug, Default)]
 pub struct World {
     pub now: Timestamp,
+    /// Whether the NodeAgent `spec.agent` names exists.
+    pub agent_found: bool,
     /// The NodeAgent's uid (agent UUIDs derive from it).
     pub agent_uid: String,
     pub nodes: BTreeMap<String, NodeView>,
@@ -88,6 +98,142 @@ pub struct Plan {
     pub effects: Vec<Effect>,
     pub notes: Vec<Note>,
     pub requeue: Option<Duration>,
+}
+
+/// The AgentUpgradeJob's decisions.
+pub struct Decisions;
+
+impl Decide for Decisions {
+    type Kind = AgentUpgradeJob;
+    type Status = AgentUpgradeJobStatus;
+    type World = World;
+    type Valid = ();
+    const KIND: &'static str = "AgentUpgradeJob";
+
+    fn status(job: &AgentUpgradeJob) -> Option<&AgentUpgradeJobStatus> {
+        job.status.as_ref()
+    }
+    fn conditions(status: &AgentUpgradeJobStatus) -> &[Condition] {
+        &status.conditions
+    }
+    fn validate(job: &AgentUpgradeJob, world: &World) -> Result<(), Invalid> {
+        if !world.agent_found {
+            return Err(Invalid::new(
+                "AgentNotFound",
+                format!("NodeAgent {} does not exist", job.spec.agent),
+            ));
+        }
+        if let Some(s) = &job.spec.node_selector {
+            Selector::try_from(s.clone())
+                .map_err(|e| Invalid::new("InvalidNodeSelector", e.to_string()))?;
+        }
+        Ok(())
+    }
+    fn plan(job: &AgentUpgradeJob, world: &World, (): ()) -> Changes<AgentUpgradeJobStatus> {
+        let planned = plan(job, world);
+        Changes {
+            // Children first, then the status that records them; a crash between is adopted.
+            before: planned
+                .effects
+                .iter()
+                .map(|e| Change::Create(Child::AgentInvocation(Box::new(child(job, e)))))
+                .collect(),
+            status: planned.status,
+            after: Vec::new(),
+            notes: planned.notes,
+            requeue: planned.requeue,
+        }
+    }
+    fn stalled(job: &AgentUpgradeJob, world: &World, why: &Invalid) -> AgentUpgradeJobStatus {
+        let mut status = job.status.clone().unwrap_or_default();
+        status.observed_generation = job.metadata.generation;
+        conditions::stall(
+            &mut status.conditions,
+            why.reason,
+            &why.message,
+            job.metadata.generation,
+            &Time(world.now),
+        );
+        status
+    }
+    /// A simulated job's agents were planned, not upgraded: none is an outcome.
+    fn outcomes(status: &AgentUpgradeJobStatus) -> Vec<(String, String, String)> {
+        if status.status == UpgradeJobState::Planned {
+            return Vec::new();
+        }
+        status
+            .agents
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.status,
+                    S::Success | S::Failed | S::RolledBack | S::Skipped
+                )
+            })
+            .map(|a| (a.agent_uuid.clone(), format!("{:?}", a.status), "-".into()))
+            .collect()
+    }
+}
+
+/// The child AgentInvocation of an effect. Its name is fixed by the job and the node (and
+/// the role), so a child is created at most once.
+pub fn child(job: &AgentUpgradeJob, effect: &Effect) -> AgentInvocation {
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let spec = AgentInvocationSpec {
+        invocation_type: InvocationType::Update,
+        invocation_target: job.spec.agent.clone(),
+        node_names: None,
+        invocation_ids: None,
+        version_type: None,
+        version: None,
+        origin: None,
+        remote_install_meta: None,
+    };
+    let (node, role, key, spec) = match effect {
+        Effect::Upgrade { node } => (
+            node,
+            ROLE_UPGRADE,
+            node.clone(),
+            AgentInvocationSpec {
+                node_names: Some(vec![node.clone()]),
+                version: Some(job.spec.target_version.clone()),
+                ..spec
+            },
+        ),
+        Effect::Rollback {
+            node,
+            invocation_id,
+        } => (
+            node,
+            ROLE_ROLLBACK,
+            format!("rollback/{node}"),
+            AgentInvocationSpec {
+                invocation_type: InvocationType::Rollback,
+                invocation_ids: Some(vec![invocation_id.clone()]),
+                ..spec
+            },
+        ),
+    };
+    AgentInvocation {
+        metadata: ObjectMeta {
+            name: Some(crate::engine::job::job_name(&name, &uid, &key)),
+            namespace: job.metadata.namespace.clone(),
+            labels: Some(
+                [
+                    (UPGRADE_JOB_UID_LABEL.to_string(), uid.clone()),
+                    (ROLE_LABEL.to_string(), role.to_string()),
+                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                ]
+                .into(),
+            ),
+            annotations: Some([(NODE_ANNOTATION.to_string(), node.clone())].into()),
+            owner_references: job.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
 }
 
 /// The agents of the job, decided once: who will be upgraded, who is current, who cannot

@@ -3,19 +3,30 @@
 //! that results. No client, no clock: everything is passed in.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::{Selector, SelectorExt};
+use kube::{Resource, ResourceExt};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::async_command::{
-    AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, NodePhase,
+    AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, MAX_NODES, NodePhase,
 };
+use crate::api::command::Command;
+use crate::api::common::ExecutionMode;
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
-use crate::engine::job::{job_id, job_name};
+use crate::engine::job::{Owner, RunTemplate, job_id, job_name, render};
 use crate::engine::outcome::{Observed, RunState, reason};
+use crate::engine::{argv, script};
 pub use crate::plan::Note;
+use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Plan as Changes};
+use crate::settings::Settings;
 
 /// Bytes of each node's output kept in status: 100 nodes of it stay far below the API
 /// server's object size limit.
@@ -85,6 +96,12 @@ pub struct NodeInfo {
 /// Everything observed about the world this reconcile.
 #[derive(Clone, Debug, Default)]
 pub struct World {
+    /// What the operator is configured with (Host mode's namespaces, images).
+    pub settings: Settings,
+    /// The Command `spec.commandRef` names; none: not named, or it does not exist.
+    pub command: Option<Command>,
+    /// Every node of the cluster (for `nodeSelector`).
+    pub fleet: Vec<Arc<Node>>,
     /// Every node of the cluster, by name.
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Each node's Job, read back.
@@ -498,6 +515,203 @@ pub fn invalid(obj: &AsyncCommand, why: &str, message: &str, now: Timestamp) -> 
     };
     conditions::stall(&mut status.conditions, why, message, generation, &time(now));
     status
+}
+
+/// The AsyncCommand's decisions.
+pub struct Decisions;
+
+impl Decide for Decisions {
+    type Kind = AsyncCommand;
+    type Status = AsyncCommandStatus;
+    type World = World;
+    /// What each node runs, and the addressed nodes.
+    type Valid = (RunTemplate, Vec<String>);
+    const KIND: &'static str = "AsyncCommand";
+
+    fn status(obj: &AsyncCommand) -> Option<&AsyncCommandStatus> {
+        obj.status.as_ref()
+    }
+    fn conditions(status: &AsyncCommandStatus) -> &[Condition] {
+        &status.conditions
+    }
+    fn validate(obj: &AsyncCommand, world: &World) -> Result<Self::Valid, Invalid> {
+        Ok((template(obj, world)?, targets(obj, world)?))
+    }
+    fn plan(
+        obj: &AsyncCommand,
+        world: &World,
+        (template, targets): Self::Valid,
+    ) -> Changes<AsyncCommandStatus> {
+        let planned = plan(obj, &targets, world);
+        let owner = owner_of(obj);
+        let ns = obj.namespace().unwrap_or_default();
+        let mut after: Vec<Change> = planned
+            .delete
+            .iter()
+            .map(|node| Change::Delete {
+                kind: ChildKind::Job,
+                namespace: ns.clone(),
+                name: job_name(&owner.name, &owner.uid, node),
+            })
+            .collect();
+        if planned.delete_self {
+            after.push(Change::Delete {
+                kind: ChildKind::Itself,
+                namespace: ns,
+                name: owner.name.clone(),
+            });
+        }
+        Changes {
+            // A Job is never changed once created: a plain create, where an existing Job
+            // of the same name (created before a restart) is success.
+            before: planned
+                .start
+                .iter()
+                .map(|node| Change::Create(Child::Job(Box::new(render(&owner, node, &template)))))
+                .collect(),
+            status: planned.status,
+            after,
+            notes: planned.notes,
+            requeue: planned.requeue_after,
+        }
+    }
+    fn stalled(obj: &AsyncCommand, world: &World, why: &Invalid) -> AsyncCommandStatus {
+        invalid(obj, why.reason, &why.message, world.now)
+    }
+    fn outcomes(status: &AsyncCommandStatus) -> Vec<(String, String, String)> {
+        status
+            .cmd_jobs
+            .iter()
+            .filter(|e| e.phase.is_final())
+            .map(|e| {
+                (
+                    e.node_name.clone(),
+                    format!("{:?}", e.phase),
+                    e.reason.clone().unwrap_or_else(|| "-".into()),
+                )
+            })
+            .collect()
+    }
+}
+
+fn owner_of(obj: &AsyncCommand) -> Owner {
+    Owner {
+        kind: AsyncCommand::kind(&()).into(),
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        uid: obj.metadata.uid.clone().unwrap_or_default(),
+        reference: obj.controller_owner_ref(&()).unwrap_or_default(),
+    }
+}
+
+/// What each node runs, or why the spec cannot run.
+pub fn template(obj: &AsyncCommand, world: &World) -> Result<RunTemplate, Invalid> {
+    let spec = &obj.spec;
+    let settings = &world.settings;
+    let ns = obj.namespace().unwrap_or_default();
+    if spec.execution_mode == ExecutionMode::Host && !settings.host_mode_namespaces.contains(&ns) {
+        return Err(Invalid::new(
+            "HostModeNotAllowed",
+            format!(
+                "executionMode Host is not allowed in namespace {ns}; the operator allows it in: {}",
+                settings.host_mode_allowed_in()
+            ),
+        ));
+    }
+    let mut t = RunTemplate {
+        mode: spec.execution_mode,
+        image: spec
+            .image
+            .clone()
+            .unwrap_or_else(|| settings.default_image.clone()),
+        runner_image: settings.runner_image.clone(),
+        host_process: settings.host_process.clone(),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        username: spec.username.clone(),
+        working_directory: spec.working_directory.clone(),
+        timeout_seconds: spec.timeout_seconds,
+        backoff_limit: spec.backoff_limit,
+        pod_annotations: spec.pod_annotations.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(command) = &spec.command {
+        t.argv = argv::split(command).map_err(|e| Invalid::new("InvalidCommand", e.to_string()))?;
+    } else if let Some(name) = &spec.command_ref {
+        let Some(command) = &world.command else {
+            return Err(Invalid::new(
+                "CommandNotFound",
+                format!("Command {name} does not exist in namespace {ns}"),
+            ));
+        };
+        let c = &command.spec;
+        let given = spec.parameters.clone().unwrap_or_default();
+        let defaults = c.default_parameters.clone().unwrap_or_default();
+        let (argv, env) = script::render(
+            c.interpreter,
+            &c.content,
+            c.enable_parameters,
+            &defaults,
+            &given,
+        )
+        .map_err(|e| Invalid::new("ParameterInvalid", format!("Command {name}: {e}")))?;
+        t.argv = argv;
+        t.env = env;
+        t.timeout_seconds = c.timeout_seconds;
+        t.username = spec.username.clone().or_else(|| c.username.clone());
+        t.working_directory = spec
+            .working_directory
+            .clone()
+            .or_else(|| c.working_directory.clone());
+    }
+    Ok(t)
+}
+
+/// The addressed nodes: those already recorded in status (the set is fixed when the
+/// command starts), else `nodeNames`, else the nodes the selector matches now.
+pub fn targets(obj: &AsyncCommand, world: &World) -> Result<Vec<String>, Invalid> {
+    if let Some(status) = &obj.status
+        && !status.cmd_jobs.is_empty()
+    {
+        return Ok(status
+            .cmd_jobs
+            .iter()
+            .map(|e| e.node_name.clone())
+            .collect());
+    }
+    if let Some(names) = &obj.spec.node_names {
+        return Ok(names.clone());
+    }
+    let Some(selector) = &obj.spec.node_selector else {
+        return Err(Invalid::new(
+            "NoNodes",
+            "neither nodeNames nor nodeSelector is set",
+        ));
+    };
+    let selector = Selector::try_from(selector.clone())
+        .map_err(|e| Invalid::new("InvalidNodeSelector", e.to_string()))?;
+    let mut names: Vec<String> = world
+        .fleet
+        .iter()
+        .filter(|n| selector.matches(n.labels()))
+        .map(|n| n.name_any())
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(Invalid::new(
+            "NoNodesSelected",
+            "the nodeSelector matches no node",
+        ));
+    }
+    if names.len() > MAX_NODES {
+        return Err(Invalid::new(
+            "TooManyNodes",
+            format!(
+                "the nodeSelector matches {} nodes; at most {MAX_NODES} are allowed",
+                names.len()
+            ),
+        ));
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -21,8 +21,6 @@ pub struct Reconciler {
 impl shell::Reconciler for Reconciler {
     type Decide = plan::Decisions;
     type Error = std::convert::Infallible;
-    // The status follows from the spec alone: a cached copy is as good as a fresh one.
-    const FRESH_READ: bool = false;
 
     fn context(&self) -> &Context {
         &self.ctx

@@ -488,3 +488,37 @@ fn a_restart_before_the_first_status_adopts_children_whose_nodes_already_changed
         "no child: decided by its label"
     );
 }
+
+#[test]
+fn children_are_named_by_job_and_node_and_owned() {
+    let job: AgentUpgradeJob = serde_json::from_value(json!({
+        "apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob",
+        "metadata": {"name": "up", "namespace": "ops", "uid": "job-uid"},
+        "spec": {"agent": "telescope", "nodeSelector": {}, "targetVersion": "2.0.0"},
+    }))
+    .expect("job");
+    let up =
+        serde_json::to_value(child(&job, &Effect::Upgrade { node: "n1".into() })).expect("json");
+    assert_eq!(up["metadata"]["annotations"][NODE_ANNOTATION], "n1");
+    let again =
+        serde_json::to_value(child(&job, &Effect::Upgrade { node: "n1".into() })).expect("json");
+    assert_eq!(up["metadata"]["name"], again["metadata"]["name"]);
+    assert_eq!(up["spec"]["invocationType"], "Update");
+    assert_eq!(up["spec"]["version"], "2.0.0");
+    assert_eq!(
+        up["metadata"]["ownerReferences"][0]["kind"],
+        "AgentUpgradeJob"
+    );
+    let typed: AgentInvocation = serde_json::from_value(up.clone()).expect("an AgentInvocation");
+    assert_eq!(typed.spec.node_names, Some(vec!["n1".to_string()]));
+    let rb = serde_json::to_value(child(
+        &job,
+        &Effect::Rollback {
+            node: "n1".into(),
+            invocation_id: "id".into(),
+        },
+    ))
+    .expect("json");
+    assert_ne!(rb["metadata"]["name"], up["metadata"]["name"]);
+    assert_eq!(rb["metadata"]["labels"][ROLE_LABEL], "rollback");
+}

@@ -516,6 +516,7 @@ fn admission_refusal_fails_the_node_and_removes_its_job() {
         runs,
         refused,
         now: at(0),
+        ..World::default()
     };
     let p = step(&mut obj, &targets, &world);
     assert_eq!(p.delete, ["a"]);
