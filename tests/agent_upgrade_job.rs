@@ -19,15 +19,12 @@ use nodeops::api::agent_invocation::AgentInvocation;
 use nodeops::api::agent_upgrade_job::{
     AgentUpgradeJob, AgentUpgradeState, Direction, UpgradeJobState,
 };
+use nodeops::keys::{UPGRADE_JOB_UID_LABEL, sim};
 use serde_json::json;
 use support::agents::{Agent, ok, results};
-use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+use support::{TestNamespace, apply, node_names, wait_for};
 
 const FINISH: Duration = Duration::from_secs(240);
-
-fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
-    range.map(|i| format!("node-{i:04}")).collect()
-}
 
 /// A DaemonSet-mode agent at 1.0.0 on `nodes`.
 async fn installed(ns: &TestNamespace, nodes: &[String], extra: serde_json::Value) -> Agent {
@@ -79,7 +76,7 @@ fn track_in_flight(
         let mut done = BTreeSet::new();
         let stream = watcher(
             api,
-            watcher::Config::default().labels("nodeops.io/upgrade-job-uid"),
+            watcher::Config::default().labels(UPGRADE_JOB_UID_LABEL),
         )
         .applied_objects();
         futures::pin_mut!(stream);
@@ -106,7 +103,7 @@ fn track_in_flight(
 
 async fn children(ns: &TestNamespace) -> Vec<AgentInvocation> {
     let api: Api<AgentInvocation> = ns.api();
-    api.list(&ListParams::default().labels("nodeops.io/upgrade-job-uid"))
+    api.list(&ListParams::default().labels(UPGRADE_JOB_UID_LABEL))
         .await
         .expect("children")
         .items
@@ -114,9 +111,7 @@ async fn children(ns: &TestNamespace) -> Vec<AgentInvocation> {
 
 #[tokio::test]
 async fn a_simulated_upgrade_reports_the_plan_and_changes_nothing() {
-    let ns = TestNamespace::new("aup-sim").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("aup-sim").await;
     let nodes = node_names(51..=60);
     let agent = installed(&ns, &nodes[..9], json!({})).await;
     let dss: Api<DaemonSet> = ns.api();
@@ -213,9 +208,7 @@ async fn a_simulated_upgrade_reports_the_plan_and_changes_nothing() {
 
 #[tokio::test]
 async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
-    let ns = TestNamespace::new("aup-run").await;
-    install_crds(&ns.client).await;
-    let mut op = Operator::start(&ns.name, &[]);
+    let (ns, mut op) = TestNamespace::with_operator("aup-run").await;
     let nodes = node_names(51..=100);
     let agent = installed(&ns, &nodes, json!({})).await;
 
@@ -343,9 +336,7 @@ async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
 
 #[tokio::test]
 async fn failures_past_max_failures_stop_the_rollout() {
-    let ns = TestNamespace::new("aup-fail").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("aup-fail").await;
     let nodes = node_names(61..=70);
     // The new version's pod never becomes Ready on the two canary nodes. One at a time, so
     // the outcome is exact: the first failure is tolerated (maxFailures 1) and the second
@@ -354,7 +345,8 @@ async fn failures_past_max_failures_stop_the_rollout() {
         &ns,
         &nodes,
         json!({"readyTimeoutSeconds": 20,
-               "podAnnotations": {"sim.nodeops.io/unready-node-0061-2.0.0": "true", "sim.nodeops.io/unready-node-0062-2.0.0": "true"}}),
+               "podAnnotations": {format!("{}node-0061-2.0.0", sim::UNREADY_PREFIX): "true",
+                                  format!("{}node-0062-2.0.0", sim::UNREADY_PREFIX): "true"}}),
     )
     .await;
     let api = start_job(
@@ -422,9 +414,7 @@ async fn job_condition(api: &Api<AgentUpgradeJob>, type_: &str) -> (String, Stri
 
 #[tokio::test]
 async fn pause_holds_the_rollout_and_resume_finishes_it() {
-    let ns = TestNamespace::new("aup-pause").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("aup-pause").await;
     let nodes = node_names(71..=80);
     let agent = installed(&ns, &nodes, json!({})).await;
     let api = start_job(
@@ -499,15 +489,13 @@ async fn pause_holds_the_rollout_and_resume_finishes_it() {
 
 #[tokio::test]
 async fn agents_named_by_uuid_and_failed_nodes_rolled_back() {
-    let ns = TestNamespace::new("aup-uuid").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("aup-uuid").await;
     let nodes = node_names(81..=86);
     // 2.0.0 never becomes Ready on node-0082.
     let agent = installed(
         &ns,
         &nodes,
-        json!({"podAnnotations": {"sim.nodeops.io/unready-node-0082-2.0.0": "true"},
+        json!({"podAnnotations": {format!("{}node-0082-2.0.0", sim::UNREADY_PREFIX): "true"},
                "readyTimeoutSeconds": 20}),
     )
     .await;

@@ -13,18 +13,15 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use nodeops::api::async_command::{AsyncCommand, CommandPhase, NodePhase};
+use nodeops::keys::{OWNER_UID_LABEL, sim};
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
+use support::{Operator, TestNamespace, apply, finished, install_crds, node_names, wait_for};
 
 const FINISH: Duration = Duration::from_secs(180);
 
-fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
-    range.map(|i| format!("node-{i:04}")).collect()
-}
-
 async fn owned_jobs(ns: &TestNamespace, uid: &str) -> Vec<Job> {
     let jobs: Api<Job> = ns.api();
-    jobs.list(&ListParams::default().labels(&format!("nodeops.io/owner-uid={uid}")))
+    jobs.list(&ListParams::default().labels(&format!("{OWNER_UID_LABEL}={uid}")))
         .await
         .expect("jobs")
         .items
@@ -59,9 +56,9 @@ async fn hundred_nodes_with_mixed_outcomes_are_each_reported() {
                 "nodeNames": targets,
                 "nodeReadyTimeoutSeconds": 5,
                 "podAnnotations": {
-                    "sim.nodeops.io/exit-code-node-0007": "2",
-                    "sim.nodeops.io/exit-code-node-0042": "137",
-                    "sim.nodeops.io/message": "simulated output"
+                    format!("{}node-0007", sim::EXIT_CODE_NODE_PREFIX): "2",
+                    format!("{}node-0042", sim::EXIT_CODE_NODE_PREFIX): "137",
+                    sim::MESSAGE: "simulated output"
                 }
             }
         }),
@@ -127,7 +124,7 @@ async fn operator_killed_mid_fan_out_resumes_without_duplicates_or_excess_concur
                 "command": "uptime",
                 "nodeNames": node_names(1..=100),
                 "maxConcurrency": 10,
-                "podAnnotations": {"sim.nodeops.io/delay": "300ms"}
+                "podAnnotations": {sim::DELAY: "300ms"}
             }
         }),
     )
@@ -148,7 +145,7 @@ async fn operator_killed_mid_fan_out_resumes_without_duplicates_or_excess_concur
     assert_eq!(jobs.len(), 100, "exactly one Job per node");
     let pods: Api<Pod> = ns.api();
     let pods = pods
-        .list(&ListParams::default().labels(&format!("nodeops.io/owner-uid={uid}")))
+        .list(&ListParams::default().labels(&format!("{OWNER_UID_LABEL}={uid}")))
         .await
         .expect("pods");
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
@@ -176,9 +173,7 @@ async fn operator_killed_mid_fan_out_resumes_without_duplicates_or_excess_concur
 
 #[tokio::test]
 async fn deleting_mid_way_removes_jobs_and_pods() {
-    let ns = TestNamespace::new("acmd-delete").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("acmd-delete").await;
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
@@ -186,7 +181,7 @@ async fn deleting_mid_way_removes_jobs_and_pods() {
             "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
             "metadata": {"name": "doomed"},
             "spec": {"command": "uptime", "nodeNames": node_names(1..=30), "maxConcurrency": 5,
-                     "podAnnotations": {"sim.nodeops.io/outcome": "running"}}
+                     "podAnnotations": {sim::OUTCOME: "running"}}
         }),
     )
     .await;
@@ -204,7 +199,7 @@ async fn deleting_mid_way_removes_jobs_and_pods() {
         .await
         .expect("delete");
     let pods: Api<Pod> = ns.api();
-    let selector = format!("nodeops.io/owner-uid={uid}");
+    let selector = format!("{OWNER_UID_LABEL}={uid}");
     let gone = async {
         loop {
             let jobs = owned_jobs(&ns, &uid).await.len();
@@ -227,13 +222,14 @@ async fn deleting_mid_way_removes_jobs_and_pods() {
 
 #[tokio::test]
 async fn max_errors_stops_starting_nodes_and_cancels_the_rest() {
-    let ns = TestNamespace::new("acmd-maxerr").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("acmd-maxerr").await;
     let api: Api<AsyncCommand> = ns.api();
     let mut annotations = serde_json::Map::new();
     for i in 1..=4 {
-        annotations.insert(format!("sim.nodeops.io/exit-code-node-{i:04}"), json!("1"));
+        annotations.insert(
+            format!("{}node-{i:04}", sim::EXIT_CODE_NODE_PREFIX),
+            json!("1"),
+        );
     }
     apply(
         &api,
@@ -360,9 +356,7 @@ async fn host_mode_only_where_the_operator_allows_it() {
 
 #[tokio::test]
 async fn command_ref_parameters_reach_the_pod_as_environment() {
-    let ns = TestNamespace::new("acmd-cmdref").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("acmd-cmdref").await;
     let commands: Api<nodeops::api::Command> = ns.api();
     apply(
         &commands,

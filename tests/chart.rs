@@ -14,6 +14,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use nodeops::api::NodeAgent;
+use nodeops::keys::REAL_NODE_TAINT;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::helm::{CHART, Release, helm, helm_bin, run};
@@ -307,7 +308,7 @@ fn chart_lints_and_renders() {
             "tests.image=registry.example.com/toolbox:1",
             "tests.address=127.0.0.1:9090",
             "nodeSelector.type=real",
-            "tolerations[0].key=nodeops.io/real-node,tolerations[0].operator=Exists",
+            &format!("tolerations[0].key={REAL_NODE_TAINT},tolerations[0].operator=Exists"),
         ],
     );
     let deployment = only(&docs, "Deployment");
@@ -316,7 +317,7 @@ fn chart_lints_and_renders() {
     assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     assert_eq!(
         pod["tolerations"],
-        json!([{"key": "nodeops.io/real-node", "operator": "Exists"}])
+        json!([{"key": REAL_NODE_TAINT, "operator": "Exists"}])
     );
     assert_eq!(
         pod["containers"][0]["env"],

@@ -10,6 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
+use nodeops::keys::sim;
 use support::{TestNamespace, node_ready, wait_for};
 
 fn job(name: &str, node: &str, annotations: serde_json::Value) -> Job {
@@ -100,9 +101,9 @@ async fn pod_can_script_a_failure_with_exit_code() {
     let ns = TestNamespace::new("smoke-fail").await;
     let jobs: Api<Job> = ns.api();
     let annotations = serde_json::json!({
-        "sim.nodeops.io/outcome": "fail",
-        "sim.nodeops.io/exit-code": "42",
-        "sim.nodeops.io/message": "disk full",
+        sim::OUTCOME: "fail",
+        sim::EXIT_CODE: "42",
+        sim::MESSAGE: "disk full",
     });
     jobs.create(
         &PostParams::default(),
@@ -146,10 +147,7 @@ async fn pod_can_ask_to_keep_running() {
     };
     pods.create(
         &PostParams::default(),
-        &pod(
-            "stays",
-            serde_json::json!({"sim.nodeops.io/outcome": "running"}),
-        ),
+        &pod("stays", serde_json::json!({sim::OUTCOME: "running"})),
     )
     .await
     .expect("create pod");

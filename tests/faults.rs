@@ -32,17 +32,15 @@ use nodeops::api::agent_invocation::AgentInvocation;
 use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
 use nodeops::api::async_command::{CommandPhase, NodePhase};
 use nodeops::api::{AsyncCommand, Command, Invoker};
+use nodeops::keys::{
+    INVOKER_UID_LABEL, NODE_ANNOTATION, OWNER_UID_LABEL, ROLE_LABEL, ROLE_UPGRADE,
+    SCHEDULED_TIME_ANNOTATION, UPGRADE_JOB_UID_LABEL, sim,
+};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
 use support::{Operator, TestNamespace, apply, finished, install_crds, repo_root};
 
-const OWNER_UID: &str = "nodeops.io/owner-uid";
-const NODE: &str = "nodeops.io/node";
-const UPGRADE_JOB_UID: &str = "nodeops.io/upgrade-job-uid";
-const UPGRADE_ROLE: &str = "nodeops.io/upgrade-role";
-const INVOKER_UID: &str = "nodeops.io/invoker-uid";
-const SCHEDULED_TIME: &str = "nodeops.io/scheduled-time";
 /// How long a fan-out may take to finish once its fault is over.
 const FINISH: Duration = Duration::from_secs(240);
 /// The fewest operator kills the kill scenario makes.
@@ -302,8 +300,16 @@ struct Jobs {
 impl Ledger<Job> for Jobs {
     fn seen(&mut self, job: &Job) {
         let uid = uid_of(job);
-        let owner = job.labels().get(OWNER_UID).cloned().unwrap_or_default();
-        let node = job.annotations().get(NODE).cloned().unwrap_or_default();
+        let owner = job
+            .labels()
+            .get(OWNER_UID_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        let node = job
+            .annotations()
+            .get(NODE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
         if self
             .uids_by_name
             .entry(job.name_any())
@@ -339,7 +345,11 @@ impl Ledger<Job> for Jobs {
     }
 
     fn deleted(&mut self, job: &Job) {
-        let owner = job.labels().get(OWNER_UID).cloned().unwrap_or_default();
+        let owner = job
+            .labels()
+            .get(OWNER_UID_LABEL)
+            .cloned()
+            .unwrap_or_default();
         if let Some(set) = self.in_flight.get_mut(&owner) {
             set.remove(&uid_of(job));
         }
@@ -411,8 +421,12 @@ fn child_final(inv: &AgentInvocation) -> bool {
 impl Ledger<AgentInvocation> for Children {
     fn seen(&mut self, inv: &AgentInvocation) {
         let uid = uid_of(inv);
-        let role = inv.labels().get(UPGRADE_ROLE).cloned().unwrap_or_default();
-        let node = inv.annotations().get(NODE).cloned().unwrap_or_default();
+        let role = inv.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
+        let node = inv
+            .annotations()
+            .get(NODE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
         self.uids_by_node
             .entry((role, node))
             .or_default()
@@ -494,7 +508,7 @@ impl Ledger<AsyncCommand> for Runs {
     fn seen(&mut self, child: &AsyncCommand) {
         let slot = child
             .annotations()
-            .get(SCHEDULED_TIME)
+            .get(SCHEDULED_TIME_ANNOTATION)
             .cloned()
             .unwrap_or_default();
         self.uids_by_slot
@@ -608,7 +622,7 @@ fn fan_out(name: &str) -> serde_json::Value {
             "command": "uptime",
             "nodeNames": node_names(1..=100),
             "maxConcurrency": 10,
-            "podAnnotations": {"sim.nodeops.io/delay": "500ms"}
+            "podAnnotations": {sim::DELAY: "500ms"}
         }
     })
 }
@@ -694,21 +708,26 @@ async fn assert_fan_out_complete(
     assert!(status.completion_time.is_some());
 
     let uid = done.metadata.uid.clone().expect("uid");
-    let selector = format!("{OWNER_UID}={uid}");
+    let selector = format!("{OWNER_UID_LABEL}={uid}");
     let lp = ListParams::default().labels(&selector);
     let (job_api, pod_api) = (ns.api::<Job>(), ns.api::<Pod>());
     let list = retry("list Jobs", || job_api.list(&lp)).await.items;
     assert_eq!(list.len(), nodes, "exactly one Job per node");
     let by_node: BTreeMap<String, &Job> = list
         .iter()
-        .filter_map(|j| Some((j.annotations().get(NODE)?.clone(), j)))
+        .filter_map(|j| Some((j.annotations().get(NODE_ANNOTATION)?.clone(), j)))
         .collect();
     assert_eq!(by_node.len(), nodes, "the Jobs cover every node once");
     let pods = retry("list Pods", || pod_api.list(&lp)).await.items;
     let mut pods_per_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for p in &pods {
         pods_per_node
-            .entry(p.annotations().get(NODE).cloned().unwrap_or_default())
+            .entry(
+                p.annotations()
+                    .get(NODE_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
             .or_default()
             .push(p);
     }
@@ -931,9 +950,7 @@ async fn operator_killed_at_seeded_points_runs_nothing_twice_and_loses_nothing()
     let _cluster = required_fault_cluster!();
     let (seed, mut rng) = XorShift64::from_env();
     println!("seed {seed:#018x} (NODEOPS_FAULT_SEED replays or varies it)");
-    let ns = TestNamespace::new("fault-kill").await;
-    install_crds(&ns.client).await;
-    let mut op = Operator::start(&ns.name, &[]);
+    let (ns, mut op) = TestNamespace::with_operator("fault-kill").await;
     disk_usage_command(&ns).await;
     let upgrade_nodes = node_names(51..=100);
     let agent = agent_installed(&ns, &upgrade_nodes).await;
@@ -941,7 +958,7 @@ async fn operator_killed_at_seeded_points_runs_nothing_twice_and_loses_nothing()
     let (jobs, jobs_watch) = watch(ns.api::<Job>(), watcher::Config::default(), Jobs::default());
     let (children, children_watch) = watch(
         ns.api::<AgentInvocation>(),
-        watcher::Config::default().labels(UPGRADE_JOB_UID),
+        watcher::Config::default().labels(UPGRADE_JOB_UID_LABEL),
         Children::default(),
     );
     let (labels, labels_watch) = watch(
@@ -951,7 +968,7 @@ async fn operator_killed_at_seeded_points_runs_nothing_twice_and_loses_nothing()
     );
     let (runs, runs_watch) = watch(
         ns.api::<AsyncCommand>(),
-        watcher::Config::default().labels(INVOKER_UID),
+        watcher::Config::default().labels(INVOKER_UID_LABEL),
         Runs::default(),
     );
     listed(&[&jobs]).await;
@@ -1108,7 +1125,7 @@ async fn operator_killed_at_seeded_points_runs_nothing_twice_and_loses_nothing()
             .keys()
             .map(|(r, _)| r.as_str())
             .collect();
-        assert_eq!(roles, BTreeSet::from(["upgrade"]), "no rollback child");
+        assert_eq!(roles, BTreeSet::from([ROLE_UPGRADE]), "no rollback child");
         let nodes: BTreeSet<&String> = c.ledger.uids_by_node.keys().map(|(_, n)| n).collect();
         assert_eq!(nodes.len(), 50, "one child per node");
         (c.ledger.max_in_flight, c.ledger.uids_by_node.len())
@@ -1403,9 +1420,7 @@ async fn compacted_history_410_gone_watches_resume_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_status_writers_leave_a_complete_and_correct_status() {
     let _cluster = required_fault_cluster!();
-    let ns = TestNamespace::new("fault-writers").await;
-    install_crds(&ns.client).await;
-    let op = Operator::start(&ns.name, &[]);
+    let (ns, op) = TestNamespace::with_operator("fault-writers").await;
     let (jobs, jobs_watch) = watch(ns.api::<Job>(), watcher::Config::default(), Jobs::default());
     listed(&[&jobs]).await;
     let api: Api<AsyncCommand> = ns.api();
@@ -1703,7 +1718,7 @@ async fn secrets_never_reach_status_events_or_logs() {
         json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "rotate"},
                "spec": {"commandRef": "rotate", "parameters": {"token": token},
                         "nodeNames": ["node-0011", "node-0012", "node-0013"],
-                        "podAnnotations": {"sim.nodeops.io/exit-code-node-0012": "3"}}}),
+                        "podAnnotations": {format!("{}node-0012", sim::EXIT_CODE_NODE_PREFIX): "3"}}}),
     )
     .await;
     apply(
@@ -1747,7 +1762,7 @@ async fn secrets_never_reach_status_events_or_logs() {
         .expect("jobs")
         .items
         .into_iter()
-        .find(|j| j.annotations().get(NODE).map(String::as_str) == Some("node-0011"))
+        .find(|j| j.annotations().get(NODE_ANNOTATION).map(String::as_str) == Some("node-0011"))
         .expect("a Job on node-0011");
     assert!(
         serde_json::to_string(&job.spec)

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use kube::Api;
 use mlua::{Lua, LuaSerdeExt};
+use nodeops::keys::sim;
 use serde_json::{Value, json};
 use support::agents::Agent;
-use support::{Operator, TestNamespace, apply, install_crds};
+use support::{TestNamespace, apply};
 
 /// `kind -> Lua source`, from the `resource.customizations.health.nodeops.io_<Kind>` keys.
 fn checks() -> Vec<(String, String)> {
@@ -412,9 +413,7 @@ where
 
 #[tokio::test]
 async fn checks_judge_what_the_controllers_really_write() {
-    let ns = TestNamespace::new("gitops").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("gitops").await;
     let manifest = |kind: &str, name: &str, spec: Value| json!({"apiVersion": "nodeops.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
     let mut verdicts = Vec::new();
     let mut objects = Vec::new();
@@ -442,7 +441,7 @@ async fn checks_judge_what_the_controllers_really_write() {
         (
             "one-fails",
             json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002"],
-                   "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3"}}),
+                   "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3"}}),
             "Degraded",
         ),
         (
@@ -501,8 +500,8 @@ async fn checks_judge_what_the_controllers_really_write() {
         &ns,
         json!({"mode": "DaemonSet", "image": "registry.example.com/telescope", "basicVersion": "1.0.0",
                "readyTimeoutSeconds": 10,
-               "podAnnotations": {"sim.nodeops.io/unready-node-0031-2.0.0": "true",
-                                  "sim.nodeops.io/unready-node-0032-1.0.0": "true"}}),
+               "podAnnotations": {format!("{}node-0031-2.0.0", sim::UNREADY_PREFIX): "true",
+                                  format!("{}node-0032-1.0.0", sim::UNREADY_PREFIX): "true"}}),
     )
     .await;
     for (name, node, want) in [

@@ -23,6 +23,7 @@ use kube::api::{ListParams, LogParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 use nodeops::api::async_command::{AsyncCommand, NodePhase};
+use nodeops::keys::REAL_NODE_TAINT;
 use serde_json::{Value, json};
 use support::helm::{CHART, Release, helm, run};
 use support::{TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl, wait_for};
@@ -339,7 +340,7 @@ async fn the_chart_runs_the_operator_on_the_real_node() {
         "hostNetwork": true,
         "apiServer": {"host": api_host, "port": api_port},
         "nodeSelector": {"type": "real"},
-        "tolerations": [{"key": "nodeops.io/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+        "tolerations": [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
         "watchNamespace": cmds.name,
         "hostModeNamespaces": [cmds.name],
         "hostProcess": settings["NODEOPS_HOST_PROCESS"],
@@ -521,7 +522,7 @@ async fn kubectl_apply_k_config_default_runs_the_operator_on_the_real_node() {
         {"op": "add", "path": "/spec/template/spec/dnsPolicy", "value": "ClusterFirstWithHostNet"},
         {"op": "add", "path": "/spec/template/spec/nodeSelector/type", "value": "real"},
         {"op": "add", "path": "/spec/template/spec/tolerations",
-         "value": [{"key": "nodeops.io/real-node", "operator": "Exists", "effect": "NoSchedule"}]},
+         "value": [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]},
         {"op": "replace", "path": "/spec/template/spec/containers/0/imagePullPolicy", "value": "Never"},
         {"op": "test", "path": format!("{args}/1"), "value": "--log-filter=info,kube=warn"},
         {"op": "replace", "path": format!("{args}/1"), "value": "--log-filter=info,nodeops=debug,kube=warn"},

@@ -6,20 +6,19 @@ use std::time::Duration;
 
 use kube::Api;
 use nodeops::api::AsyncCommand;
+use nodeops::keys::sim;
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+use support::{TestNamespace, apply, wait_for};
 
 #[tokio::test]
 async fn sigterm_stops_the_operator_cleanly() {
-    let ns = TestNamespace::new("lifecycle").await;
-    install_crds(&ns.client).await;
-    let mut op = Operator::start(&ns.name, &[]);
+    let (ns, mut op) = TestNamespace::with_operator("lifecycle").await;
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
         json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "busy"},
                "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002"],
-                        "podAnnotations": {"sim.nodeops.io/outcome": "running"}}}),
+                        "podAnnotations": {sim::OUTCOME: "running"}}}),
     )
     .await;
     wait_for(

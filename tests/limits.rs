@@ -10,17 +10,16 @@ use std::time::Duration;
 use kube::Api;
 use nodeops::api::AsyncCommand;
 use nodeops::api::async_command::NodePhase;
+use nodeops::keys::sim;
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
+use support::{TestNamespace, apply, finished, wait_for};
 
 /// The API server refuses requests over 3 MiB and etcd values over 1.5 MiB.
 const ETCD_VALUE_LIMIT: usize = 1536 * 1024;
 
 #[tokio::test]
 async fn hundred_maximal_outputs_fit_and_are_marked_truncated() {
-    let ns = TestNamespace::new("limits").await;
-    install_crds(&ns.client).await;
-    let _op = Operator::start(&ns.name, &[]);
+    let (ns, _op) = TestNamespace::with_operator("limits").await;
     // A report as nodeops-exec writes it, as large as a termination message can be: a long
     // output of multi-byte characters that the runner already cut.
     let mut report = json!({"exitCode": 0, "output": "", "truncated": true, "timedOut": false});
@@ -40,7 +39,7 @@ async fn hundred_maximal_outputs_fit_and_are_marked_truncated() {
             "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
             "metadata": {"name": "big"},
             "spec": {"command": "cat /var/log/big", "nodeNames": nodes,
-                     "podAnnotations": {"sim.nodeops.io/message": message}},
+                     "podAnnotations": {sim::MESSAGE: message}},
         }),
     )
     .await;

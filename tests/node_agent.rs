@@ -1,35 +1,25 @@
-//! Node agents end to end on the local control plane: a NodeAgent in DaemonSet mode (one
-//! DaemonSet per live version, the real DaemonSet controller and scheduler placing pods on
-//! kwok nodes, which kwok makes Ready) and in HostInstaller mode (installer Jobs through
-//! the per-node engine), driven by AgentInvocations: install, update, rollback by
-//! invocation id, retry, per-node preconditions, the remote install host and remote
-//! installs with a Secret that never leaks.
+//! NodeAgent end to end on the local control plane, in DaemonSet mode: one DaemonSet per
+//! live version (the real DaemonSet controller and scheduler placing pods on kwok nodes,
+//! which kwok makes Ready), driven by AgentInvocations through install, update, rollback by
+//! invocation id and retry; the fleet in the NodeAgent's status; deleting the NodeAgent
+//! removes its DaemonSets and, through its finalizer, its node labels. The invocations'
+//! own behaviour (installer Jobs, remote installs) is in tests/agent_invocation.rs.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::runtime::WatchStreamExt;
-
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Node, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
-use nodeops::api::agent_invocation::{AgentInvocation, AgentInvocationPhase, RetStatus};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use nodeops::api::agent_invocation::{AgentInvocationPhase, RetStatus};
 use nodeops::api::node_agent::NodeAgent;
+use nodeops::keys::sim;
 use serde_json::json;
-use support::agents::{Agent, invoke, ok, results};
-use support::{Operator, TestNamespace, apply, install_crds, wait_for};
-
-const FINISH: Duration = Duration::from_secs(120);
-
-fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
-    range.map(|i| format!("node-{i:04}")).collect()
-}
+use support::agents::{Agent, FINISH, invoke, ok, results};
+use support::{Operator, TestNamespace, install_crds, node_names, wait_for};
 
 #[tokio::test]
 async fn daemonset_agent_install_update_rollback_retry() {
@@ -55,7 +45,7 @@ async fn daemonset_agent_install_update_rollback_retry() {
             "advanceVersion": "3.3.0",
             "readyTimeoutSeconds": 25,
             // The agent's pod never comes up on node-0020 (a kwok script).
-            "podAnnotations": {"sim.nodeops.io/unready-node-0020": "true"},
+            "podAnnotations": {format!("{}node-0020", sim::UNREADY_PREFIX): "true"},
         }),
     )
     .await;
@@ -252,262 +242,4 @@ async fn daemonset_agent_install_update_rollback_retry() {
     assert!(agent.versions().await.is_empty(), "no node keeps the label");
     drop(op);
     let _ = nodes.delete(&sick, &DeleteParams::default()).await;
-}
-
-#[tokio::test]
-async fn host_installer_runs_installer_jobs_with_scripted_failures() {
-    let ns = TestNamespace::new("agent-host").await;
-    install_crds(&ns.client).await;
-    let op = Operator::start(&ns.name, &["--host-mode-namespaces", &ns.name]);
-    let commands: Api<nodeops::api::Command> = ns.api();
-    apply(
-        &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "install-agent"},
-               "spec": {"content": "/opt/agent/install.sh \"$NODEOPS_PARAM_action\" \"$NODEOPS_PARAM_version\""}}),
-    )
-    .await;
-    let agent = Agent::create(
-        &ns,
-        json!({
-            "mode": "HostInstaller",
-            "image": "registry.example.com/telescope",
-            "basicVersion": "1.0.0",
-            "installer": {"image": "registry.example.com/telescope-installer:1", "commandRef": "install-agent"},
-            "podAnnotations": {"sim.nodeops.io/exit-code-node-0033": "3"},
-        }),
-    )
-    .await;
-    let install = invoke(
-        &ns,
-        "install",
-        json!({"invocationType": "Install", "invocationTarget": agent.name, "nodeNames": node_names(31..=35)}),
-    )
-    .await;
-    let r = results(&install);
-    for n in ["node-0031", "node-0032", "node-0034", "node-0035"] {
-        assert!(ok(&r[n]), "{n}: {:?}", r[n]);
-        assert!(r[n].job_name.is_some());
-    }
-    let e = &r["node-0033"];
-    assert_eq!(
-        (e.reason.as_deref(), e.error_code.as_deref()),
-        (Some("InstallerFailed"), Some("invocationmgr.0102")),
-        "{e:?}"
-    );
-    assert!(
-        e.error_message
-            .as_deref()
-            .is_some_and(|m| m.contains("exited 3")),
-        "{e:?}"
-    );
-    let expected: BTreeMap<String, String> = ["node-0031", "node-0032", "node-0034", "node-0035"]
-        .iter()
-        .map(|n| (n.to_string(), "1.0.0".to_string()))
-        .collect();
-    assert_eq!(
-        agent.versions().await,
-        expected,
-        "only successful installs are labelled"
-    );
-
-    // kwok "ran" the installer Jobs (their outcomes are scripted by annotation; the real
-    // installer runs in tests/real_node_agent.rs), and they are gone once recorded.
-    let jobs: Api<Job> = ns.api();
-    let uid = install.uid().expect("uid");
-    let selector = format!("nodeops.io/owner-uid={uid}");
-    for _ in 0..50 {
-        if jobs
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .expect("jobs")
-            .items
-            .is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        jobs.list(&ListParams::default().labels(&selector))
-            .await
-            .expect("jobs")
-            .items
-            .is_empty(),
-        "installer Jobs are deleted after their result is recorded"
-    );
-
-    // Update: the installer gets the action and both versions. Its Job is deleted once
-    // recorded, so a watch keeps every Job as it was created.
-    let created = Arc::new(Mutex::new(Vec::<Job>::new()));
-    let recorder = {
-        let created = created.clone();
-        let stream = kube::runtime::watcher(jobs.clone(), Default::default()).applied_objects();
-        tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(Ok(job)) = stream.next().await {
-                created.lock().expect("lock").push(job);
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let update = invoke(
-        &ns,
-        "update",
-        json!({"invocationType": "Update", "invocationTarget": agent.name, "nodeNames": ["node-0031", "node-0033"], "version": "1.1.0"}),
-    )
-    .await;
-    let r = results(&update);
-    assert!(ok(&r["node-0031"]));
-    assert_eq!(r["node-0033"].reason.as_deref(), Some("AgentNotInstalled"));
-    recorder.abort();
-    let update_uid = update.uid().expect("uid");
-    let env: BTreeMap<String, String> = created
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter(|j| j.labels().get("nodeops.io/owner-uid") == Some(&update_uid))
-        .flat_map(|j| {
-            j.spec
-                .iter()
-                .flat_map(|s| s.template.spec.iter())
-                .flat_map(|p| p.containers.iter())
-                .flat_map(|c| c.env.iter().flatten())
-                .filter(|e| e.name.starts_with("NODEOPS_PARAM_"))
-                .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    assert_eq!(
-        env,
-        BTreeMap::from([
-            ("NODEOPS_PARAM_action".to_string(), "update".to_string()),
-            (
-                "NODEOPS_PARAM_previousVersion".to_string(),
-                "1.0.0".to_string()
-            ),
-            ("NODEOPS_PARAM_version".to_string(), "1.1.0".to_string()),
-        ]),
-        "one installer Job, for node-0031 (node-0033 has no agent to update)"
-    );
-    drop(op);
-
-    // Without Host mode in the agent's namespace, nothing runs.
-    let op = Operator::start(&ns.name, &[]);
-    let refused = invoke(
-        &ns,
-        "no-host-mode",
-        json!({"invocationType": "Update", "invocationTarget": agent.name, "nodeNames": ["node-0032"], "version": "1.2.0"}),
-    )
-    .await;
-    assert_eq!(
-        results(&refused)["node-0032"].reason.as_deref(),
-        Some("HostModeNotAllowed")
-    );
-    drop(op);
-}
-
-#[tokio::test]
-async fn remote_install_from_the_remote_install_host_keeps_the_secret_secret() {
-    let ns = TestNamespace::new("agent-remote").await;
-    install_crds(&ns.client).await;
-    let op = Operator::start(&ns.name, &[]);
-    let password = "correct-horse-battery-staple-4711";
-    let secrets: Api<Secret> = ns.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": "legacy-creds"}, "stringData": {"password": password}}),
-            )
-            .expect("secret"),
-        )
-        .await
-        .expect("secret");
-    let commands: Api<nodeops::api::Command> = ns.api();
-    apply(
-        &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "remote-install"},
-               "spec": {"content": "curl -fsS https://repo.example.com/telescope-{{version}}.sh | sh", "enableParameters": true}}),
-    )
-    .await;
-    let agent = Agent::create(
-        &ns,
-        json!({
-            "mode": "DaemonSet",
-            "image": "registry.example.com/telescope",
-            "basicVersion": "3.2.1",
-            "remoteInstaller": {"commandRef": "remote-install"},
-        }),
-    )
-    .await;
-    let hosts = json!([
-        {"instanceName": "legacy-db-01", "remoteIp": "192.0.2.10", "userName": "root", "credentialsSecretRef": {"name": "legacy-creds"}},
-    ]);
-    let early = invoke(
-        &ns,
-        "too-early",
-        json!({"invocationType": "RemoteInstall", "invocationTarget": agent.name, "remoteInstallMeta": hosts}),
-    )
-    .await;
-    assert_eq!(
-        results(&early)["legacy-db-01"].reason.as_deref(),
-        Some("RemoteInstallHostNotSet")
-    );
-
-    let set = invoke(
-        &ns,
-        "set-host",
-        json!({"invocationType": "SetRemoteInstallHost", "invocationTarget": agent.name, "nodeNames": ["node-0050"]}),
-    )
-    .await;
-    assert!(ok(&results(&set)["node-0050"]));
-    let a = agent.api().get(&agent.name).await.expect("agent");
-    assert_eq!(a.spec.remote_install_host.as_deref(), Some("node-0050"));
-
-    let install = invoke(
-        &ns,
-        "remote",
-        json!({"invocationType": "RemoteInstall", "invocationTarget": agent.name, "remoteInstallMeta": hosts}),
-    )
-    .await;
-    let e = &results(&install)["legacy-db-01"];
-    assert!(ok(e), "{e:?}");
-    assert_eq!(e.remote_ip.as_deref(), Some("192.0.2.10"));
-    assert_eq!(e.version_after.as_deref(), Some("3.2.1"));
-
-    // The Secret's value is in no status, Event or log line.
-    let invocations: Api<AgentInvocation> = ns.api();
-    let all = serde_json::to_string(
-        &invocations
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items,
-    )
-    .expect("json");
-    let events: Api<Event> = ns.api();
-    let events = serde_json::to_string(
-        &events
-            .list(&ListParams::default())
-            .await
-            .expect("events")
-            .items,
-    )
-    .expect("json");
-    let agent_json =
-        serde_json::to_string(&agent.api().get(&agent.name).await.expect("agent")).expect("json");
-    let log = op.log();
-    for (what, text) in [
-        ("statuses", &all),
-        ("events", &events),
-        ("NodeAgent", &agent_json),
-        ("operator log", &log),
-    ] {
-        assert!(
-            !text.contains(password),
-            "the password leaked into the {what}"
-        );
-    }
-    assert!(log.contains("caches ready"), "the log is the operator's");
-    drop(op);
 }

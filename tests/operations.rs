@@ -16,6 +16,7 @@ use kube::Api;
 use kube::api::ListParams;
 use nodeops::api::AsyncCommand;
 use nodeops::api::async_command::NodePhase;
+use nodeops::keys::{NODE_ANNOTATION, sim};
 use serde_json::json;
 use support::{
     Operator, TestNamespace, apply, finished, install_crds, repo_root, track_jobs_in_flight,
@@ -89,7 +90,7 @@ async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
             "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
             "metadata": {"name": "fleet"},
             "spec": {"command": "uptime", "nodeNames": nodes, "maxConcurrency": 5,
-                     "podAnnotations": {"sim.nodeops.io/delay": "1s"}},
+                     "podAnnotations": {sim::DELAY: "1s"}},
         }),
     )
     .await;
@@ -148,7 +149,7 @@ async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
             j.metadata
                 .annotations
                 .as_ref()?
-                .get("nodeops.io/node")
+                .get(NODE_ANNOTATION)
                 .cloned()
         })
         .collect();
@@ -190,9 +191,7 @@ async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
 
 #[tokio::test]
 async fn metrics_endpoint_serves_the_documented_series() {
-    let ns = TestNamespace::new("metrics").await;
-    install_crds(&ns.client).await;
-    let op = Operator::start(&ns.name, &[]);
+    let (ns, op) = TestNamespace::with_operator("metrics").await;
     let addr = op.metrics_addr().await;
     assert_eq!(http_get(&addr, "/healthz").await.0, 200);
     // Ready once the caches are filled.
@@ -214,7 +213,7 @@ async fn metrics_endpoint_serves_the_documented_series() {
             "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
             "metadata": {"name": "mixed"},
             "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
-                     "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3"}},
+                     "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3"}},
         }),
     )
     .await;
@@ -297,9 +296,7 @@ async fn occurrences(ns: &TestNamespace, kind: &str, name: &str) -> BTreeMap<Str
 
 #[tokio::test]
 async fn events_mark_transitions_and_never_repeat() {
-    let ns = TestNamespace::new("events").await;
-    install_crds(&ns.client).await;
-    let mut op = Operator::start(&ns.name, &[]);
+    let (ns, mut op) = TestNamespace::with_operator("events").await;
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
@@ -308,8 +305,8 @@ async fn events_mark_transitions_and_never_repeat() {
             "metadata": {"name": "mixed"},
             "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
                      "maxConcurrency": 1,
-                     "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3",
-                                        "sim.nodeops.io/delay": "1s"}},
+                     "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3",
+                                        sim::DELAY: "1s"}},
         }),
     )
     .await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use kube::Api;
 use nodeops::api::{AsyncCommand, Invoker};
+use nodeops::keys::sim;
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
 use support::{
@@ -97,7 +98,7 @@ async fn operator_needs_no_more_than_its_cluster_role() {
         &acmds,
         json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "rbac-check"},
                "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0404"],
-                        "podAnnotations": {"sim.nodeops.io/exit-code-node-0002": "3"}}}),
+                        "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3"}}}),
     )
     .await;
     let done = wait_for(

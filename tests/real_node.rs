@@ -19,6 +19,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use nodeops::api::async_command::{AsyncCommand, CmdJob, NodePhase};
 use nodeops::api::invoker::Invoker;
+use nodeops::keys::sim;
 use serde_json::{Value, json};
 use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
 
@@ -513,7 +514,7 @@ async fn the_real_node_and_simulated_nodes_are_reported_alike() {
         &ns,
         "mixed",
         json!({"command": "echo same", "nodeNames": [node, "node-0001", "node-0002"],
-               "podAnnotations": {"sim.nodeops.io/message": report}}),
+               "podAnnotations": {sim::MESSAGE: report}}),
     )
     .await;
     let shape = |e: &CmdJob| {

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
+use nodeops::keys::OWNER_UID_LABEL;
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
 use support::{Operator, TestNamespace, apply, install_crds, wait_for};
@@ -277,7 +278,7 @@ async fn jobs_gone(ns: &TestNamespace, inv: &nodeops::api::agent_invocation::Age
     let jobs: Api<Job> = ns.api();
     let pods: Api<Pod> = ns.api();
     let lp =
-        ListParams::default().labels(&format!("nodeops.io/owner-uid={}", inv.uid().expect("uid")));
+        ListParams::default().labels(&format!("{OWNER_UID_LABEL}={}", inv.uid().expect("uid")));
     for _ in 0..300 {
         let jobs_left = jobs.list_metadata(&lp).await.expect("jobs").items.len();
         let pods_left = pods.list_metadata(&lp).await.expect("pods").items.len();

@@ -11,6 +11,7 @@ use nodeops::api::agent_invocation::{
     AgentInvocation, AgentInvocationPhase, InvocationPhase, InvocationResult, RetStatus,
 };
 use nodeops::api::node_agent::NodeAgent;
+use nodeops::keys::agent_node_label;
 use serde_json::json;
 
 use super::{TestNamespace, apply, wait_for};
@@ -58,7 +59,7 @@ impl Agent {
     }
 
     pub fn label(&self) -> String {
-        format!("agent.nodeops.io/{}", self.name)
+        agent_node_label(&self.name)
     }
 
     pub fn api(&self) -> Api<NodeAgent> {

@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
+use nodeops::keys::PART_OF_LABEL;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -239,7 +240,7 @@ impl TestNamespace {
             ^ std::process::id().rotate_left(16);
         let name = format!("{prefix}-{:08x}", suffix);
         let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "nodeops-tests"}}
+            "metadata": {"name": name, "labels": {PART_OF_LABEL: "nodeops-tests"}}
         }))
         .expect("namespace");
         Api::<Namespace>::all(client.clone())
@@ -260,6 +261,17 @@ impl TestNamespace {
         )
         .await;
         Self { name, client }
+    }
+
+    /// What most end-to-end tests start with: a fresh namespace (`<prefix>-<random>`), the
+    /// CRDs installed, and the operator watching the namespace with no other argument.
+    /// Bind both (`let (ns, _op) = ...`): the operator is killed before the namespace is
+    /// deleted, as when each has a `let` of its own.
+    pub async fn with_operator(prefix: &str) -> (Self, Operator) {
+        let ns = Self::new(prefix).await;
+        install_crds(&ns.client).await;
+        let op = Operator::start(&ns.name, &[]);
+        (ns, op)
     }
 
     /// An Api for a namespaced kind in this namespace.
@@ -318,6 +330,67 @@ where
             )
         }
     }
+}
+
+/// Waits until an Event about `kind` `name` with `type_` (`Normal` or `Warning`) and
+/// `reason` has been recorded in the namespace, watching Events (the ones already there
+/// included; no polling sleeps); panics after `timeout` with the object's Events so far.
+pub async fn wait_for_event(
+    ns: &TestNamespace,
+    kind: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+    timeout: Duration,
+) -> k8s_openapi::api::events::v1::Event {
+    use futures::StreamExt;
+    use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let about = |e: &Event| {
+        let regarding = e.regarding.as_ref();
+        regarding.and_then(|r| r.kind.as_deref()) == Some(kind)
+            && regarding.and_then(|r| r.name.as_deref()) == Some(name)
+    };
+    let api: Api<Event> = ns.api();
+    let found = async {
+        // A broken watch re-lists (with backoff), so an error loses no Event: skip it.
+        let stream = watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(e) = event
+                && about(&e)
+                && e.type_.as_deref() == Some(type_)
+                && e.reason.as_deref() == Some(reason)
+            {
+                return e;
+            }
+        }
+        panic!("the watch of Events for {kind} {name} ended")
+    };
+    match tokio::time::timeout(timeout, found).await {
+        Ok(e) => e,
+        Err(_) => {
+            let seen: Vec<(Option<String>, Option<String>, Option<String>)> = api
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| about(e))
+                .map(|e| (e.type_, e.reason, e.note))
+                .collect();
+            panic!(
+                "timed out after {timeout:?} waiting for a {type_} Event {reason} about {kind} {name}; its Events: {seen:#?}"
+            )
+        }
+    }
+}
+
+/// `node-<first>` to `node-<last>`: names of the local cluster's simulated nodes.
+pub fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("node-{i:04}")).collect()
 }
 
 /// An AsyncCommand whose every node is final.
