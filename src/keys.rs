@@ -20,6 +20,8 @@ pub const MANAGED_BY: &str = "nodeops";
 pub const NODE_RUN_NAME: &str = "nodeops-exec";
 /// [`COMPONENT_LABEL`] of node-run Jobs and Pods.
 pub const NODE_RUN_COMPONENT: &str = "node-run";
+/// [`COMPONENT_LABEL`] of remote-install Jobs and Pods.
+pub const REMOTE_INSTALL_COMPONENT: &str = "remote-install";
 /// [`COMPONENT_LABEL`] of agent DaemonSets and pods.
 pub const AGENT_COMPONENT: &str = "node-agent";
 

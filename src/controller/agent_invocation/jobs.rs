@@ -3,14 +3,19 @@
 //! cluster over SSH from the remote install host node.
 
 use crate::keys::{
-    INVOCATION_ID_ANNOTATION, JOB_ID_ANNOTATION, MANAGED_BY, NODE_ANNOTATION, OWNER_KIND_LABEL,
-    OWNER_NAME_ANNOTATION, OWNER_NAMESPACE_ANNOTATION, OWNER_UID_LABEL,
+    COMPONENT_LABEL, INVOCATION_ID_ANNOTATION, JOB_ID_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL,
+    NAME_LABEL, NODE_ANNOTATION, NODE_RUN_NAME, OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION,
+    OWNER_NAMESPACE_ANNOTATION, OWNER_UID_LABEL, REMOTE_INSTALL_COMPONENT,
 };
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde_json::json;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, PodSpec, PodTemplateSpec, SecretVolumeSource, SecurityContext,
+    Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 
 use crate::api::agent_invocation::{
     AgentInvocation, InstanceAction, InvocationResult, RemoteInstallHost,
@@ -28,6 +33,9 @@ pub fn child_selector() -> String {
 }
 /// Where the remote-install pod mounts the credentials Secret.
 pub const CREDENTIALS_DIR: &str = "/etc/nodeops/ssh";
+/// The volume of the credentials Secret.
+const CREDENTIALS_VOLUME: &str = "credentials";
+
 /// Seconds on top of the remote timeout before the Job's deadline fails it.
 const DEADLINE_SLACK_SECONDS: i64 = 120;
 
@@ -87,8 +95,8 @@ pub fn installer_argv(command: &Command, e: &InvocationResult) -> Result<script:
 
 fn agent_owner(agent: &NodeAgent) -> OwnerReference {
     OwnerReference {
-        api_version: "nodeops.io/v1alpha1".into(),
-        kind: "NodeAgent".into(),
+        api_version: NodeAgent::api_version(&()).into(),
+        kind: NodeAgent::kind(&()).into(),
         name: agent.metadata.name.clone().unwrap_or_default(),
         uid: agent.metadata.uid.clone().unwrap_or_default(),
         controller: Some(true),
@@ -208,26 +216,34 @@ pub fn remote_job(
     let name = super::plan::job_name(obj, e);
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
     let uid = obj.metadata.uid.clone().unwrap_or_default();
-    let labels = json!({
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/name": "nodeops-exec",
-        "app.kubernetes.io/component": "remote-install",
-        OWNER_UID_LABEL: uid,
-        OWNER_KIND_LABEL: "agentinvocation",
-    });
-    let annotations = json!({
-        NODE_ANNOTATION: host_node,
-        OWNER_NAME_ANNOTATION: obj.metadata.name.clone().unwrap_or_default(),
-        OWNER_NAMESPACE_ANNOTATION: ns,
-        INVOCATION_ID_ANNOTATION: e.invocation_id,
-        JOB_ID_ANNOTATION: crate::engine::job::job_id(&uid, &e.invocation_id),
-    });
+    let labels: BTreeMap<String, String> = [
+        (MANAGED_BY_LABEL, MANAGED_BY),
+        (NAME_LABEL, NODE_RUN_NAME),
+        (COMPONENT_LABEL, REMOTE_INSTALL_COMPONENT),
+        (OWNER_UID_LABEL, uid.as_str()),
+        (OWNER_KIND_LABEL, "agentinvocation"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let annotations: BTreeMap<String, String> = [
+        (NODE_ANNOTATION, host_node.to_string()),
+        (
+            OWNER_NAME_ANNOTATION,
+            obj.metadata.name.clone().unwrap_or_default(),
+        ),
+        (OWNER_NAMESPACE_ANNOTATION, ns),
+        (INVOCATION_ID_ANNOTATION, e.invocation_id.clone()),
+        (
+            JOB_ID_ANNOTATION,
+            crate::engine::job::job_id(&uid, &e.invocation_id),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let mut pod_annotations = agent.spec.pod_annotations.clone().unwrap_or_default();
-    if let Some(map) = annotations.as_object() {
-        for (k, v) in map {
-            pod_annotations.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-    }
+    pod_annotations.extend(annotations.clone());
     let key = credential_key(host);
     let mut args = vec![
         "--timeout".to_string(),
@@ -250,69 +266,102 @@ pub fn remote_job(
         format!("{CREDENTIALS_DIR}/known_hosts"),
     ]);
     let p = params(e);
-    let env = json!([
-        {"name": "NODEOPS_SCRIPT", "value": kubelet_literal(&script)},
-        {"name": format!("{PARAM_ENV_PREFIX}action"), "value": "install"},
-        {"name": format!("{PARAM_ENV_PREFIX}version"), "value": kubelet_literal(&p["version"])},
-    ]);
+    let env = |name: String, value: String| EnvVar {
+        name,
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let env = vec![
+        env("NODEOPS_SCRIPT".into(), kubelet_literal(&script)),
+        env(format!("{PARAM_ENV_PREFIX}action"), "install".into()),
+        env(
+            format!("{PARAM_ENV_PREFIX}version"),
+            kubelet_literal(&p["version"]),
+        ),
+    ];
     let owner = OwnerReference {
-        api_version: "nodeops.io/v1alpha1".into(),
-        kind: "AgentInvocation".into(),
+        api_version: AgentInvocation::api_version(&()).into(),
+        kind: AgentInvocation::kind(&()).into(),
         name: obj.metadata.name.clone().unwrap_or_default(),
         uid: obj.metadata.uid.clone().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    let value = json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": obj.metadata.namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner],
+    let container = Container {
+        name: MAIN_CONTAINER.into(),
+        image: Some(runner_image.into()),
+        command: Some(vec!["/nodeops-exec".into()]),
+        args: Some(args),
+        env: Some(env),
+        volume_mounts: Some(vec![VolumeMount {
+            name: CREDENTIALS_VOLUME.into(),
+            mount_path: CREDENTIALS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        termination_message_policy: Some("File".into()),
+        ..Container::default()
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: obj.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
         },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": remote.timeout_seconds + DEADLINE_SLACK_SECONDS,
-            "template": {
-                "metadata": {"labels": labels, "annotations": pod_annotations},
-                "spec": {
-                    "nodeName": host_node,
-                    "restartPolicy": "Never",
-                    "tolerations": [{"operator": "Exists"}],
-                    "automountServiceAccountToken": false,
-                    "enableServiceLinks": false,
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [{
-                        "name": MAIN_CONTAINER,
-                        "image": runner_image,
-                        "command": ["/nodeops-exec"],
-                        "args": args,
-                        "env": env,
-                        "volumeMounts": [{"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true}],
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                        "terminationMessagePolicy": "File",
-                    }],
-                    "volumes": [{
-                        "name": "credentials",
-                        "secret": {"secretName": host.credentials_secret_ref.name, "defaultMode": 0o400},
-                    }],
-                },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(remote.timeout_seconds + DEADLINE_SLACK_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    node_name: Some(host_node.into()),
+                    restart_policy: Some("Never".into()),
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        ..Toleration::default()
+                    }]),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(10),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: CREDENTIALS_VOLUME.into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(host.credentials_secret_ref.name.clone()),
+                            default_mode: Some(0o400),
+                            ..SecretVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
             },
-        },
-    });
-    serde_json::from_value(value).map_err(|err| err.to_string())
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn invocation() -> AgentInvocation {
         serde_json::from_value(json!({

@@ -1,52 +1,50 @@
-//! The AgentInvocation controller: fetch (the invocation, its NodeAgent, the earlier
+//! The AgentInvocation controller: fetch (the invocation's NodeAgent, the earlier
 //! invocations it names, its Jobs; Nodes and agent Pods from the shared caches) -> plan
-//! ([`plan`], pure) -> apply (node labels, installer and remote-install Jobs, the remote
-//! install host) -> status (one result per instance, with its invocation id).
+//! ([`plan`] per instance, [`decide`] for the changes) -> execute (node labels, installer
+//! and remote-install Jobs, the remote install host) -> status (one result per instance,
+//! with its invocation id).
 
 pub mod codes;
+pub mod decide;
 pub mod jobs;
 pub mod plan;
 
-use crate::keys::{
-    AGENT_LABEL, AGENT_VERSION_LABEL, FIELD_MANAGER, INVOCATION_ID_ANNOTATION,
-    OWNER_NAMESPACE_ANNOTATION, REMOTE_HOST_FIELD_MANAGER, agent_node_label,
-};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use thiserror::Error;
-use tracing::{Instrument, info_span, warn};
 
-use super::{Context, RETRY_AFTER};
+use super::Context;
+use super::shell::{self, KindOf};
 use crate::agent::pod_ready;
 use crate::api::agent_invocation::{
     AgentInvocationPhase, InstanceAction, InvocationPhase, InvocationType,
 };
 use crate::api::{AgentInvocation, Command, NodeAgent};
 use crate::engine::outcome::{RunState, observe};
-use crate::keys::OWNER_NAME_ANNOTATION;
-use plan::{Effect, Installer, NodeFacts, Source, World};
+use crate::keys::{
+    AGENT_LABEL, AGENT_VERSION_LABEL, INVOCATION_ID_ANNOTATION, OWNER_NAME_ANNOTATION,
+    OWNER_NAMESPACE_ANNOTATION, agent_node_label,
+};
+use decide::{Fetched, Found};
+use plan::{Installer, NodeFacts, Source, World};
 
 /// Output kept from an installer's report.
 const OUTPUT_LIMIT: usize = 512;
 
-/// Errors of one reconcile, named after the step that failed; all are retried.
+/// Errors of reading an invocation's world, named after the read that failed; all are
+/// retried.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("fetching the AgentInvocation: {0}")]
-    Fetch(#[source] kube::Error),
     #[error("reading NodeAgent {name}: {source}")]
     ReadAgent { name: String, source: kube::Error },
     #[error("reading Command {name}: {source}")]
@@ -57,28 +55,99 @@ pub enum Error {
     ListJobs(#[source] kube::Error),
     #[error("listing the Pods: {0}")]
     ListPods(#[source] kube::Error),
-    #[error("labelling node {node}: {source}")]
-    LabelNode { node: String, source: kube::Error },
-    #[error("rendering the Job of {instance}: {message}")]
-    RenderJob { instance: String, message: String },
-    #[error("creating the Job of {instance}: {source}")]
-    CreateJob {
-        instance: String,
-        source: kube::Error,
-    },
-    #[error("deleting Job {name}: {source}")]
-    DeleteJob { name: String, source: kube::Error },
-    #[error("setting the remote install host of {agent}: {source}")]
-    SetRemoteHost { agent: String, source: kube::Error },
-    #[error("writing status: {0}")]
-    WriteStatus(#[source] kube::Error),
 }
 
-/// What a reconcile gets: the shared context and the invocations' own cache (Rollback and
-/// Retry look earlier invocations up in it).
-pub struct Ctx {
+/// The AgentInvocation's place in the shell: the shared context and the invocations' own
+/// cache (Rollback and Retry look earlier invocations up in it).
+pub struct Reconciler {
     pub base: Arc<Context>,
     pub invocations: Store<AgentInvocation>,
+}
+
+impl shell::Reconciler for Reconciler {
+    type Decide = decide::Decisions;
+    type Error = Error;
+
+    fn context(&self) -> &Context {
+        &self.base
+    }
+    fn api(&self, obj: &KindOf<Self>) -> Api<AgentInvocation> {
+        Api::namespaced(
+            self.base.client.clone(),
+            &obj.namespace().unwrap_or_default(),
+        )
+    }
+    /// Final is absorbing and a cache never runs ahead of the API: a finished invocation
+    /// seen in the cache is finished, without a request.
+    fn idle(&self, obj: &AgentInvocation) -> bool {
+        obj.status.as_ref().is_some_and(|s| {
+            matches!(
+                s.phase,
+                AgentInvocationPhase::Succeeded | AgentInvocationPhase::Failed
+            ) && s.observed_generation == obj.metadata.generation
+        })
+    }
+    async fn fetch(&self, obj: &AgentInvocation, now: Timestamp) -> Result<Fetched, Error> {
+        let base = &self.base;
+        let target = obj.spec.invocation_target.clone();
+        let agent = Api::<NodeAgent>::all(base.client.clone())
+            .get_opt(&target)
+            .await
+            .map_err(|source| Error::ReadAgent {
+                name: target.clone(),
+                source,
+            })?;
+        let Some(agent) = agent else {
+            return Ok(Fetched { now, found: None });
+        };
+        let sources = sources(obj, self).await?;
+        let remote_hosts = plan::remote_hosts(obj, &sources);
+        let (installer_command, installer) = installer(base, &agent, obj).await?;
+        let (remote_command, remote_installer) = remote_installer(base, &agent, obj).await?;
+        let job_list = list_jobs(base, obj, &agent).await?;
+        let world = World {
+            now,
+            agent: agent.spec.clone(),
+            nodes: nodes(base, &agent),
+            ready_pods: ready_pods(base, &target),
+            runs: runs(base, obj, &job_list).await?,
+            sources,
+            host_mode_allowed: base
+                .config
+                .host_mode_namespaces
+                .contains(&agent.spec.namespace),
+            installer,
+            remote_installer,
+            busy: busy(&self.invocations, obj),
+        };
+        let jobs = job_list
+            .iter()
+            .map(|j| {
+                (
+                    j.namespace().unwrap_or_default(),
+                    j.name_any(),
+                    j.annotations().get(INVOCATION_ID_ANNOTATION).cloned(),
+                )
+            })
+            .collect();
+        let runner = jobs::Runner {
+            image: base.config.runner_image.clone(),
+            host_process: base.config.host_process.clone(),
+            image_pull_policy: base.config.image_pull_policy.clone(),
+        };
+        Ok(Fetched {
+            now,
+            found: Some(Found {
+                world,
+                agent,
+                installer_command,
+                remote_command,
+                remote_hosts,
+                runner,
+                jobs,
+            }),
+        })
+    }
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -86,14 +155,11 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<AgentInvocation> = ctx.scoped();
     // Installer Jobs live in agent namespaces, remote-install Jobs in the invocation's.
     let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
-    let controller = Controller::new(api, watcher::Config::default())
-        .trigger_backoff(super::WatchBackoff::default())
-        .with_config(super::runtime_config(Duration::from_millis(200)));
+    let controller = shell::controller::<Reconciler>(ctx.scoped(), Duration::from_millis(200));
     let invocations = controller.store();
-    controller
+    let controller = controller
         .watches_stream(
             watcher(
                 jobs,
@@ -108,263 +174,20 @@ pub async fn run(
             },
         )
         // Node labels and agent pods becoming Ready decide running instances.
-        .reconcile_all_on(ctx.activity())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            error_policy,
-            Arc::new(Ctx {
-                base: ctx,
-                invocations,
-            }),
-        )
-        .for_each(|_| async {})
-        .await;
-}
-
-fn error_policy(obj: Arc<AgentInvocation>, error: &Error, _ctx: Arc<Ctx>) -> Action {
-    warn!(kind = "AgentInvocation", namespace = obj.namespace().unwrap_or_default(), object = obj.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(RETRY_AFTER)
-}
-
-fn is_final(obj: &AgentInvocation) -> bool {
-    obj.status.as_ref().is_some_and(|s| {
-        matches!(
-            s.phase,
-            AgentInvocationPhase::Succeeded | AgentInvocationPhase::Failed
-        ) && s.observed_generation == obj.metadata.generation
-    })
-}
-
-/// One reconcile of one AgentInvocation.
-pub async fn reconcile(obj: Arc<AgentInvocation>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    // Final is absorbing and a cache never runs ahead of the API: a finished invocation
-    // seen in the cache is finished, without a request.
-    if is_final(&obj) {
-        return Ok(Action::await_change());
-    }
-    let ns = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
-    let span = info_span!("reconcile", kind = "AgentInvocation", namespace = %ns, object = %name);
-    crate::metrics::measure("AgentInvocation", reconcile_inner(ns, name, ctx))
-        .instrument(span)
-        .await
-}
-
-async fn reconcile_inner(ns: String, name: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let base = &ctx.base;
-    let api: Api<AgentInvocation> = Api::namespaced(base.client.clone(), &ns);
-    // Fresh: the status holds each instance's versionBefore; never plan from a stale copy.
-    let Some(obj) = api.get_opt(&name).await.map_err(Error::Fetch)? else {
-        return Ok(Action::await_change());
+        .reconcile_all_on(ctx.activity());
+    let reconciler = Reconciler {
+        base: ctx,
+        invocations,
     };
-    if obj.metadata.deletion_timestamp.is_some() || is_final(&obj) {
-        return Ok(Action::await_change());
-    }
-    let now = Timestamp::now();
-    let target = obj.spec.invocation_target.clone();
-    let agents: Api<NodeAgent> = Api::all(base.client.clone());
-    let Some(agent) = agents
-        .get_opt(&target)
-        .await
-        .map_err(|source| Error::ReadAgent {
-            name: target.clone(),
-            source,
-        })?
-    else {
-        let message = format!("NodeAgent {target} does not exist");
-        let status = plan::stalled(&obj, "AgentNotFound", &message, now);
-        let was = obj
-            .status
-            .as_ref()
-            .is_some_and(|s| crate::conditions::is_true(&s.conditions, crate::conditions::STALLED));
-        if obj.status.as_ref() != Some(&status) {
-            super::apply_status(&api, &name, &status)
-                .await
-                .map_err(Error::WriteStatus)?;
-        }
-        if !was {
-            base.event(&obj, true, "AgentNotFound", message).await;
-        }
-        return Ok(Action::requeue(Duration::from_secs(30)));
-    };
-
-    let sources = sources(&obj, &ctx).await?;
-    let remote_hosts = plan::remote_hosts(&obj, &sources);
-    let (installer_cmd, installer) = installer(base, &agent, &obj).await?;
-    let (remote_cmd, remote_installer) = remote_installer(base, &agent, &obj).await?;
-    let job_list = list_jobs(base, &obj, &agent).await?;
-    let world = World {
-        now,
-        agent: agent.spec.clone(),
-        nodes: nodes(base, &agent),
-        ready_pods: ready_pods(base, &target),
-        runs: runs(base, &obj, &job_list).await?,
-        sources,
-        host_mode_allowed: base
-            .config
-            .host_mode_namespaces
-            .contains(&agent.spec.namespace),
-        installer,
-        remote_installer,
-        busy: busy(&ctx.invocations, &obj),
-    };
-    let planned = plan::plan(&obj, &world);
-
-    // Effects first: the status written after them records what they did.
-    for effect in &planned.effects {
-        match effect {
-            Effect::SetLabel { node, version } => {
-                let patch = json!({"metadata": {"labels": {agent_node_label(&target): version}}});
-                let nodes: Api<Node> = Api::all(base.client.clone());
-                nodes
-                    .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(|source| Error::LabelNode {
-                        node: node.clone(),
-                        source,
-                    })?;
-            }
-            Effect::SetRemoteInstallHost { node } => {
-                let patch = json!({
-                    "apiVersion": "nodeops.io/v1alpha1",
-                    "kind": "NodeAgent",
-                    "metadata": {"name": target},
-                    "spec": {"remoteInstallHost": node},
-                });
-                agents
-                    .patch(
-                        &target,
-                        &PatchParams::apply(REMOTE_HOST_FIELD_MANAGER).force(),
-                        &Patch::Apply(&patch),
-                    )
-                    .await
-                    .map_err(|source| Error::SetRemoteHost {
-                        agent: target.clone(),
-                        source,
-                    })?;
-            }
-            Effect::CreateJob { invocation_id } => {
-                let Some(e) = planned
-                    .status
-                    .invocations
-                    .iter()
-                    .find(|e| &e.invocation_id == invocation_id)
-                else {
-                    continue;
-                };
-                let render = |message: String| Error::RenderJob {
-                    instance: e.instance_id.clone(),
-                    message,
-                };
-                let job = if e.action == Some(InstanceAction::RemoteInstall) {
-                    let host = remote_hosts
-                        .get(invocation_id)
-                        .ok_or_else(|| render("the remote host is not in the spec".into()))?;
-                    let command = remote_cmd
-                        .as_ref()
-                        .ok_or_else(|| render("no remote installer Command".into()))?;
-                    let host_node = agent.spec.remote_install_host.clone().unwrap_or_default();
-                    jobs::remote_job(
-                        &obj,
-                        &agent,
-                        command,
-                        &host_node,
-                        host,
-                        e,
-                        &base.config.runner_image,
-                    )
-                    .map_err(render)?
-                } else {
-                    let command = installer_cmd
-                        .as_ref()
-                        .ok_or_else(|| render("no installer Command".into()))?;
-                    let runner = jobs::Runner {
-                        image: base.config.runner_image.clone(),
-                        host_process: base.config.host_process.clone(),
-                        image_pull_policy: base.config.image_pull_policy.clone(),
-                    };
-                    jobs::installer_job(&obj, &agent, command, e, &runner).map_err(render)?
-                };
-                let job_ns = job.metadata.namespace.clone().unwrap_or_default();
-                let api: Api<Job> = Api::namespaced(base.client.clone(), &job_ns);
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                match api.create(&params, &job).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(err)) if err.code == 409 => {}
-                    Err(source) => {
-                        return Err(Error::CreateJob {
-                            instance: e.instance_id.clone(),
-                            source,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    if obj.status.as_ref() != Some(&planned.status) {
-        super::apply_status(&api, &name, &planned.status)
-            .await
-            .map_err(Error::WriteStatus)?;
-        let was_final: BTreeSet<&str> = obj
-            .status
-            .iter()
-            .flat_map(|s| s.invocations.iter())
-            .filter(|e| e.phase.is_final())
-            .map(|e| e.invocation_id.as_str())
-            .collect();
-        for e in &planned.status.invocations {
-            if e.phase.is_final() && !was_final.contains(e.invocation_id.as_str()) {
-                crate::metrics::METRICS.outcome(
-                    "AgentInvocation",
-                    &format!("{:?}", e.phase),
-                    e.reason.as_deref().unwrap_or("-"),
-                );
-            }
-        }
-    }
-    // A final instance's Job has served: its result is in the status now.
-    for job in &job_list {
-        let id = job.annotations().get(INVOCATION_ID_ANNOTATION);
-        let done = planned
-            .status
-            .invocations
-            .iter()
-            .any(|e| Some(&e.invocation_id) == id && e.phase.is_final());
-        if done {
-            let job_ns = job.namespace().unwrap_or_default();
-            let api: Api<Job> = Api::namespaced(base.client.clone(), &job_ns);
-            match api
-                .delete(&job.name_any(), &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(err)) if err.code == 404 => {}
-                Err(source) => {
-                    return Err(Error::DeleteJob {
-                        name: job.name_any(),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-    for note in &planned.notes {
-        base.event(&obj, note.warning, note.reason, note.message.clone())
-            .await;
-    }
-    Ok(planned
-        .requeue
-        .map(Action::requeue)
-        .unwrap_or_else(Action::await_change))
+    shell::drive(controller, Arc::new(reconciler), shutdown).await;
 }
 
 /// Earlier instances named by a Rollback or Retry, from the cache, or from the API when
 /// the cache does not have one yet.
-async fn sources(obj: &AgentInvocation, ctx: &Ctx) -> Result<BTreeMap<String, Source>, Error> {
+async fn sources(
+    obj: &AgentInvocation,
+    ctx: &Reconciler,
+) -> Result<BTreeMap<String, Source>, Error> {
     let wanted = plan::wanted_sources(obj);
     if wanted.is_empty() {
         return Ok(BTreeMap::new());

@@ -870,29 +870,5 @@ pub fn plan(obj: &AgentInvocation, world: &World) -> Plan {
     }
 }
 
-/// The status of an invocation that cannot be acted on yet (its NodeAgent is missing):
-/// Stalled with a reason, instances untouched.
-pub fn stalled(
-    obj: &AgentInvocation,
-    why: &str,
-    message: &str,
-    now: Timestamp,
-) -> AgentInvocationStatus {
-    let prev = obj.status.clone().unwrap_or_default();
-    let generation = obj.metadata.generation;
-    let mut status = AgentInvocationStatus {
-        observed_generation: generation,
-        // Nothing started: the spec cannot be acted on (yet). Started instances keep theirs.
-        phase: if prev.invocations.is_empty() {
-            AgentInvocationPhase::Invalid
-        } else {
-            prev.phase
-        },
-        ..prev
-    };
-    conditions::stall(&mut status.conditions, why, message, generation, &Time(now));
-    status
-}
-
 #[cfg(test)]
 mod tests;

@@ -855,12 +855,18 @@ fn retrying_a_failure_without_a_version_is_refused() {
 #[test]
 fn an_invocation_of_a_missing_agent_is_invalid_until_it_exists() {
     let obj = invocation(json!({"invocationType": "Install", "nodeNames": ["n1"]}));
-    let s = stalled(
-        &obj,
-        "AgentNotFound",
-        "NodeAgent telescope does not exist",
-        now(),
+    let missing = super::super::decide::Fetched {
+        now: now(),
+        found: None,
+    };
+    use crate::plan::Decide;
+    let p = super::super::decide::Decisions::decide(&obj, &missing);
+    assert_eq!(
+        p.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        ["AgentNotFound"]
     );
+    assert!(p.before.is_empty(), "nothing is changed");
+    let s = p.status;
     assert_eq!(s.phase, AgentInvocationPhase::Invalid);
     assert!(conditions::is_true(&s.conditions, STALLED));
     let mut seen = obj.clone();
