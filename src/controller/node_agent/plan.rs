@@ -6,17 +6,30 @@ use crate::keys::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::time::Duration;
+
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use serde_json::json;
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, ObjectMeta, OwnerReference, Time,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
 use sha2::{Digest, Sha256};
 
 use crate::agent::{agent_uuid, daemonset_name};
 use crate::api::node_agent::{AgentInstance, AgentMode, NodeAgent, NodeAgentStatus, VersionCount};
 use crate::conditions::{self, Desired};
-use crate::keys::MANAGED_BY;
-use crate::plan::Note;
+use crate::keys::{COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, VERSION_LABEL};
+use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Note, Plan as Changes};
+
+/// Look again this often even without events (readiness of a DaemonSet pod we missed).
+pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// A node as this controller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,64 +63,95 @@ pub struct Plan {
 }
 
 /// The DaemonSet running `version` of `agent` on the nodes labelled with it.
-pub fn render_daemonset(agent: &NodeAgent, version: &str) -> Result<DaemonSet, serde_json::Error> {
+pub fn render_daemonset(agent: &NodeAgent, version: &str) -> DaemonSet {
     let name = agent.metadata.name.clone().unwrap_or_default();
     let ds_name = daemonset_name(&name, version);
-    let selector = json!({AGENT_LABEL: name, AGENT_VERSION_LABEL: version});
-    let labels = json!({
-        AGENT_LABEL: name,
-        AGENT_VERSION_LABEL: version,
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/version": version,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/component": AGENT_COMPONENT,
-    });
+    let selector: BTreeMap<String, String> = [
+        (AGENT_LABEL.to_string(), name.clone()),
+        (AGENT_VERSION_LABEL.to_string(), version.to_string()),
+    ]
+    .into();
+    let mut labels = selector.clone();
+    labels.extend([
+        (NAME_LABEL.to_string(), name.clone()),
+        (VERSION_LABEL.to_string(), version.to_string()),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (COMPONENT_LABEL.to_string(), AGENT_COMPONENT.to_string()),
+    ]);
     let owner = OwnerReference {
-        api_version: "nodeops.io/v1alpha1".into(),
-        kind: "NodeAgent".into(),
+        api_version: NodeAgent::api_version(&()).into(),
+        kind: NodeAgent::kind(&()).into(),
         name: name.clone(),
         uid: agent.metadata.uid.clone().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    let spec = json!({
-        "selector": {"matchLabels": selector},
-        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-        "template": {
-            "metadata": {
-                "labels": labels,
-                "annotations": agent.spec.pod_annotations.clone().unwrap_or_default(),
-            },
-            "spec": {
-                "nodeSelector": {agent_node_label(&name): version},
-                "tolerations": [{"operator": "Exists"}],
-                "automountServiceAccountToken": false,
-                "enableServiceLinks": false,
-                "containers": [{
-                    "name": "agent",
-                    "image": format!("{}:{version}", agent.spec.image),
-                    "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-                }],
-            },
+    let spec = DaemonSetSpec {
+        selector: LabelSelector {
+            match_labels: Some(selector),
+            ..LabelSelector::default()
         },
-    });
-    let hash: String = Sha256::digest(spec.to_string().as_bytes())
+        update_strategy: Some(DaemonSetUpdateStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDaemonSet {
+                max_unavailable: Some(IntOrString::String("10%".into())),
+                ..RollingUpdateDaemonSet::default()
+            }),
+        }),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels.clone()),
+                annotations: Some(agent.spec.pod_annotations.clone().unwrap_or_default()),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                node_selector: Some([(agent_node_label(&name), version.to_string())].into()),
+                tolerations: Some(vec![Toleration {
+                    operator: Some("Exists".into()),
+                    ..Toleration::default()
+                }]),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                containers: vec![Container {
+                    name: "agent".into(),
+                    image: Some(format!("{}:{version}", agent.spec.image)),
+                    env: Some(vec![EnvVar {
+                        name: "NODE_NAME".into(),
+                        value_from: Some(EnvVarSource {
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "spec.nodeName".into(),
+                                ..ObjectFieldSelector::default()
+                            }),
+                            ..EnvVarSource::default()
+                        }),
+                        ..EnvVar::default()
+                    }]),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+        },
+        ..DaemonSetSpec::default()
+    };
+    // What the template was rendered from decides whether it is applied again.
+    let rendered = serde_json::to_string(&spec).unwrap_or_default();
+    let hash: String = Sha256::digest(rendered.as_bytes())
         .iter()
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {
-            "name": ds_name,
-            "namespace": agent.spec.namespace,
-            "labels": labels,
-            "annotations": {TEMPLATE_HASH_ANNOTATION: hash},
-            "ownerReferences": [owner],
+    DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(ds_name),
+            namespace: Some(agent.spec.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some([(TEMPLATE_HASH_ANNOTATION.to_string(), hash)].into()),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
         },
-        "spec": spec,
-    }))
+        spec: Some(spec),
+        status: None,
+    }
 }
 
 fn template_hash(ds: &DaemonSet) -> Option<String> {
@@ -118,8 +162,55 @@ fn template_hash(ds: &DaemonSet) -> Option<String> {
         .cloned()
 }
 
+/// The NodeAgent's decisions.
+pub struct Decisions;
+
+impl Decide for Decisions {
+    type Kind = NodeAgent;
+    type Status = NodeAgentStatus;
+    type World = World;
+    type Valid = ();
+    const KIND: &'static str = "NodeAgent";
+
+    fn status(agent: &NodeAgent) -> Option<&NodeAgentStatus> {
+        agent.status.as_ref()
+    }
+    fn conditions(status: &NodeAgentStatus) -> &[Condition] {
+        &status.conditions
+    }
+    // The schema says what a NodeAgent may be; what the API server cannot say (its
+    // namespace does not exist) the apply of a DaemonSet finds out, and the shell stalls
+    // it with reason NamespaceNotFound.
+    fn validate(_: &NodeAgent, _: &World) -> Result<(), Invalid> {
+        Ok(())
+    }
+    fn plan(agent: &NodeAgent, world: &World, (): ()) -> Changes<NodeAgentStatus> {
+        let planned = plan(agent, world);
+        let ns = agent.spec.namespace.clone();
+        Changes {
+            before: planned
+                .apply
+                .into_iter()
+                .map(|ds| Change::Apply(Child::DaemonSet(Box::new(ds))))
+                .chain(planned.delete.into_iter().map(|name| Change::Delete {
+                    kind: ChildKind::DaemonSet,
+                    namespace: ns.clone(),
+                    name,
+                }))
+                .collect(),
+            status: planned.status,
+            after: Vec::new(),
+            notes: planned.notes,
+            requeue: Some(RESYNC),
+        }
+    }
+    fn stalled(agent: &NodeAgent, world: &World, why: &Invalid) -> NodeAgentStatus {
+        stalled(agent, why.reason, &why.message, world.now)
+    }
+}
+
 /// The plan for `agent` in `world`.
-pub fn plan(agent: &NodeAgent, world: &World) -> Result<Plan, serde_json::Error> {
+pub fn plan(agent: &NodeAgent, world: &World) -> Plan {
     let agent_uid = agent.metadata.uid.clone().unwrap_or_default();
     let mut counts: BTreeMap<String, VersionCount> = BTreeMap::new();
     let mut agents = Vec::new();
@@ -150,7 +241,7 @@ pub fn plan(agent: &NodeAgent, world: &World) -> Result<Plan, serde_json::Error>
     let mut wanted = BTreeSet::new();
     if daemonset_mode {
         for version in counts.keys() {
-            let ds = render_daemonset(agent, version)?;
+            let ds = render_daemonset(agent, version);
             let name = ds.metadata.name.clone().unwrap_or_default();
             wanted.insert(name.clone());
             match world.daemonsets.get(&name) {
@@ -224,7 +315,7 @@ pub fn plan(agent: &NodeAgent, world: &World) -> Result<Plan, serde_json::Error>
         });
     }
     out.status = status;
-    Ok(out)
+    out
 }
 
 fn reason_static(reason: &str) -> &'static str {
@@ -249,175 +340,4 @@ pub fn stalled(agent: &NodeAgent, reason: &str, message: &str, now: Timestamp) -
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn agent(mode: &str) -> NodeAgent {
-        let mut a: NodeAgent = serde_json::from_value(json!({
-            "apiVersion": "nodeops.io/v1alpha1",
-            "kind": "NodeAgent",
-            "metadata": {"name": "telescope", "uid": "agent-uid", "generation": 2},
-            "spec": {
-                "namespace": "nodeops-agents",
-                "mode": mode,
-                "image": "registry.example.com/telescope",
-                "basicVersion": "3.2.1",
-                "podAnnotations": {"example.com/scrape": "true"},
-            },
-        }))
-        .expect("agent");
-        if mode == "HostInstaller" {
-            a.spec.installer = serde_json::from_value(
-                json!({"image": "example/installer:1", "commandRef": "install-telescope"}),
-            )
-            .expect("installer");
-        }
-        a
-    }
-
-    fn node(name: &str, version: Option<&str>) -> NodeView {
-        NodeView {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            version: version.map(String::from),
-        }
-    }
-
-    fn world() -> World {
-        World {
-            now: "2026-11-26T00:00:00Z".parse().expect("ts"),
-            nodes: vec![
-                node("n1", Some("3.2.1")),
-                node("n2", Some("3.2.1")),
-                node("n3", Some("3.3.0")),
-                node("n4", None),
-            ],
-            ready: [("n1".into(), "3.2.1".into()), ("n3".into(), "3.3.0".into())]
-                .into_iter()
-                .collect(),
-            daemonsets: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn one_daemonset_per_live_version_selecting_on_the_label() {
-        let a = agent("DaemonSet");
-        let p = plan(&a, &world()).expect("plan");
-        let names: Vec<_> = p
-            .apply
-            .iter()
-            .map(|d| d.metadata.name.clone().expect("name"))
-            .collect();
-        assert_eq!(names, ["telescope-3.2.1", "telescope-3.3.0"]);
-        let ds = &p.apply[0];
-        let pod = ds
-            .spec
-            .as_ref()
-            .expect("spec")
-            .template
-            .spec
-            .as_ref()
-            .expect("pod");
-        assert_eq!(
-            pod.node_selector.as_ref().expect("selector")["agent.nodeops.io/telescope"],
-            "3.2.1"
-        );
-        assert_eq!(
-            pod.containers[0].image.as_deref(),
-            Some("registry.example.com/telescope:3.2.1")
-        );
-        assert_eq!(
-            ds.metadata.owner_references.as_ref().expect("owner")[0].kind,
-            "NodeAgent"
-        );
-        assert_eq!(ds.metadata.namespace.as_deref(), Some("nodeops-agents"));
-        assert!(p.delete.is_empty());
-    }
-
-    #[test]
-    fn unchanged_daemonsets_are_not_rewritten_and_unused_ones_go() {
-        let a = agent("DaemonSet");
-        let mut w = world();
-        let current = render_daemonset(&a, "3.2.1").expect("ds");
-        w.daemonsets
-            .insert("telescope-3.2.1".into(), template_hash(&current));
-        w.daemonsets
-            .insert("telescope-3.3.0".into(), Some("stale".into()));
-        w.daemonsets.insert("telescope-3.1.0".into(), None);
-        let p = plan(&a, &w).expect("plan");
-        let applied: Vec<_> = p
-            .apply
-            .iter()
-            .map(|d| d.metadata.name.clone().expect("name"))
-            .collect();
-        assert_eq!(applied, ["telescope-3.3.0"], "only the changed one");
-        assert_eq!(p.delete, ["telescope-3.1.0"]);
-    }
-
-    #[test]
-    fn status_counts_versions_and_readiness() {
-        let a = agent("DaemonSet");
-        let p = plan(&a, &world()).expect("plan");
-        let s = &p.status;
-        assert_eq!(s.installed_nodes, 3);
-        assert_eq!(s.observed_generation, Some(2));
-        assert_eq!(
-            s.versions
-                .iter()
-                .map(|v| (v.version.as_str(), v.nodes, v.ready))
-                .collect::<Vec<_>>(),
-            [("3.2.1", 2, 1), ("3.3.0", 1, 1)]
-        );
-        assert_eq!(s.agents.len(), 3);
-        assert_eq!(s.agents[0].agent_uuid, agent_uuid("agent-uid", "uid-n1"));
-        let ready = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .expect("Ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "AgentsNotReady")
-        );
-        assert!(p.notes.is_empty(), "no Event for not ready");
-
-        let mut w = world();
-        w.ready.insert(("n2".into(), "3.2.1".into()));
-        let mut again = a.clone();
-        again.status = Some(p.status.clone());
-        let p2 = plan(&again, &w).expect("plan");
-        let ready2 = p2
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .expect("Ready");
-        assert_eq!(ready2.status, "True");
-        assert_eq!(p2.notes.len(), 1, "an Event on the transition");
-    }
-
-    #[test]
-    fn host_installer_mode_runs_no_daemonsets() {
-        let a = agent("HostInstaller");
-        let mut w = world();
-        w.daemonsets.insert("telescope-3.2.1".into(), None);
-        let p = plan(&a, &w).expect("plan");
-        assert!(p.apply.is_empty());
-        assert_eq!(p.delete, ["telescope-3.2.1"]);
-        assert_eq!(p.status.installed_nodes, 3);
-        assert!(conditions::is_true(&p.status.conditions, conditions::READY));
-    }
-
-    #[test]
-    fn stalled_sets_stalled_and_not_ready() {
-        let a = agent("DaemonSet");
-        let s = stalled(
-            &a,
-            "NamespaceNotFound",
-            "namespace nodeops-agents does not exist",
-            world().now,
-        );
-        assert!(conditions::is_true(&s.conditions, conditions::STALLED));
-        assert!(!conditions::is_true(&s.conditions, conditions::READY));
-    }
-}
+mod tests;
