@@ -52,6 +52,19 @@ impl Invalid {
     }
 }
 
+/// `text` cut to at most `limit` bytes on a character boundary, ending in `...` when cut:
+/// a message in status keeps its beginning, where the reason is.
+pub fn clip(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// Whether a Node's Ready condition is True.
 pub fn node_ready(node: &Node) -> bool {
     node.status
@@ -249,4 +262,18 @@ pub enum Change {
         key: String,
         value: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_the_beginning_on_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("abcdefghij", 8), "abcde...");
+        // "é" is two bytes: a cut inside it moves back to before it.
+        assert_eq!(clip("abcdé fin", 8), "abcd...");
+        assert!(clip(&"é".repeat(100), 64).len() <= 64);
+    }
 }

@@ -334,14 +334,7 @@ pub fn instances(obj: &AgentInvocation, world: &World) -> Vec<InvocationResult> 
 }
 
 fn cut(message: &str) -> String {
-    if message.len() <= MESSAGE_LIMIT {
-        return message.to_string();
-    }
-    let mut end = MESSAGE_LIMIT - 3;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &message[..end])
+    crate::plan::clip(message, MESSAGE_LIMIT)
 }
 
 fn refuse(

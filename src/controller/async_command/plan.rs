@@ -25,7 +25,7 @@ use crate::engine::job::{Owner, RunTemplate, job_id, job_name, render};
 use crate::engine::outcome::{Observed, RunState, reason};
 use crate::engine::{argv, script};
 pub use crate::plan::Note;
-use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Plan as Changes};
+use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Plan as Changes, clip};
 use crate::settings::Settings;
 
 /// Bytes of each node's output kept in status: 100 nodes of it stay far below the API
@@ -132,17 +132,6 @@ pub struct Plan {
 
 fn time(ts: Timestamp) -> Time {
     Time(ts)
-}
-
-fn clip(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_string();
-    }
-    let mut end = limit.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 fn to_duration(d: SignedDuration) -> Duration {

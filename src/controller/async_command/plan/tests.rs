@@ -646,3 +646,98 @@ fn invalid_spec_is_stalled_with_its_reason() {
         .expect("stalled");
     assert_eq!(c.reason, "HostModeNotAllowed");
 }
+
+fn fleet(nodes: &[(&str, &str)]) -> Vec<Arc<Node>> {
+    nodes
+        .iter()
+        .map(|(name, role)| {
+            let mut n = Node::default();
+            n.metadata.name = Some(name.to_string());
+            n.metadata.labels = Some([("role".to_string(), role.to_string())].into());
+            Arc::new(n)
+        })
+        .collect()
+}
+
+fn reason_of(r: Result<impl std::fmt::Debug, Invalid>) -> &'static str {
+    r.expect_err("invalid").reason
+}
+
+#[test]
+fn validation_is_a_pure_step_with_a_reason_for_each_refusal() {
+    let mut world = World::default();
+    world.settings.host_mode_namespaces = ["ops".to_string()].into();
+    let mut host =
+        command(json!({"command": "uptime", "nodeNames": ["a"], "executionMode": "Host"}));
+    host.metadata.namespace = Some("dev".into());
+    assert_eq!(
+        reason_of(Decisions::validate(&host, &world)),
+        "HostModeNotAllowed"
+    );
+    host.metadata.namespace = Some("ops".into());
+    assert!(Decisions::validate(&host, &world).is_ok());
+
+    let quoted = command(json!({"command": "echo 'unterminated", "nodeNames": ["a"]}));
+    assert_eq!(
+        reason_of(Decisions::validate(&quoted, &world)),
+        "InvalidCommand"
+    );
+
+    let by_ref = command(json!({"commandRef": "disk", "nodeNames": ["a"]}));
+    assert_eq!(
+        reason_of(Decisions::validate(&by_ref, &world)),
+        "CommandNotFound"
+    );
+    world.command = Some(Command::new(
+        "disk",
+        serde_json::from_value(json!({"content": "df {{path}}", "enableParameters": true}))
+            .expect("spec"),
+    ));
+    assert_eq!(
+        reason_of(Decisions::validate(&by_ref, &world)),
+        "ParameterInvalid",
+        "path has no value"
+    );
+
+    world.fleet = fleet(&[("a", "db"), ("b", "web"), ("c", "web")]);
+    let web =
+        command(json!({"command": "uptime", "nodeSelector": {"matchLabels": {"role": "web"}}}));
+    let (_, targets) = Decisions::validate(&web, &world).expect("valid");
+    assert_eq!(targets, ["b", "c"]);
+    let none =
+        command(json!({"command": "uptime", "nodeSelector": {"matchLabels": {"role": "cache"}}}));
+    assert_eq!(
+        reason_of(Decisions::validate(&none, &world)),
+        "NoNodesSelected"
+    );
+    let bad = command(
+        json!({"command": "uptime", "nodeSelector": {"matchExpressions": [{"key": "role", "operator": "Bogus"}]}}),
+    );
+    assert_eq!(
+        reason_of(Decisions::validate(&bad, &world)),
+        "InvalidNodeSelector"
+    );
+}
+
+#[test]
+fn a_stalled_command_says_why_once() {
+    let world = World::default();
+    let mut obj = command(json!({"commandRef": "missing", "nodeNames": ["a"]}));
+    let first = Decisions::decide(&obj, &world);
+    assert_eq!(first.status.phase, CommandPhase::Invalid);
+    assert!(first.before.is_empty(), "nothing started");
+    assert_eq!(
+        first.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        ["CommandNotFound"]
+    );
+    obj.status = Some(first.status);
+    let again = Decisions::decide(&obj, &world);
+    assert!(
+        again.notes.is_empty(),
+        "still stalled for the same reason: no Event"
+    );
+    assert!(
+        again.requeue.is_some(),
+        "looks again: the Command may appear"
+    );
+}
