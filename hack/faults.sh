@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make faults`: the fault suite (tests/faults.rs) on a control plane of its own, never the
+# `make faults`: the fault suite (tests/faults/) on a control plane of its own, never the
 # shared one in .local-cluster: the suite kills and restarts etcd and kube-apiserver and
 # compacts etcd's history. Starts it (100 simulated nodes) on ports shifted away from the
 # defaults, installs the CRDs, runs the scenarios one at a time, and stops it on exit.

@@ -1,5 +1,7 @@
-//! The controllers and what they share: configuration, the client, reflector stores of
-//! Nodes and node-run Pods, the Event recorder.
+//! The controllers and what they share: the reconcile shell ([`shell`]), the context every
+//! reconcile gets (the client, the settings, reflector stores of Nodes and nodeops Pods, the
+//! Event recorder), watch backoff and runtime configuration. Each kind's module holds its
+//! reconciler (what it reads) and its pure decisions (`plan`).
 
 pub mod agent_invocation;
 pub mod agent_upgrade_job;
@@ -123,7 +125,7 @@ where
 /// Restart backoff of every controller's watches: client-go's 800 ms start, doubling, but
 /// capped at 5 s instead of 30 s. A controller backs off all its watches together, so after
 /// an API server restart (each watch failing in turn, 410 Gone) the default grew to tens of
-/// seconds with no event reaching any reconcile (tests/faults.rs measured about a minute).
+/// seconds with no event reaching any reconcile (tests/faults/ measured about a minute).
 #[derive(Clone, Debug)]
 pub struct WatchBackoff {
     next: Duration,

@@ -2,16 +2,18 @@
 //! whether a slot fires, what the child AsyncCommand is, which children to delete, and the
 //! status. The last fired slot lives in status, never in the existence of children, so
 //! neither a restart nor a pruned child ever fires a slot twice.
+//!
+//! The children (a child read back, the child a slot creates, the recent runs and the
+//! history to prune) are in `children`; this file holds what the decisions read,
+//! [`validate`] and [`plan()`].
 
-use crate::keys::{INVOKER_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL, SCHEDULED_TIME_ANNOTATION};
-use std::collections::BTreeMap;
+mod children;
+
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::async_command::{AsyncCommand, AsyncCommandSpec, CommandPhase};
 use crate::api::command::CommandSpec;
 use crate::api::invoker::{ConcurrencyPolicy, Invoker, InvokerRun, InvokerStatus, SchedulePolicy};
 use crate::conditions::{self, Desired, READY, RECONCILING, STALLED};
@@ -19,43 +21,13 @@ use crate::engine::script;
 use crate::plan::{Change, Child as ChildObject, ChildKind, Decide, Invalid, Note, Plan};
 use crate::schedule::{self, Due};
 
+pub use children::{Child, child_name};
+use children::{child_object, history_to_delete, recent_runs};
+
 /// Starting deadline when the spec sets none.
 pub const DEFAULT_STARTING_DEADLINE: i64 = 60;
 /// Runs kept in `status.recentRuns`.
 const RECENT_RUNS: usize = 10;
-
-/// A child AsyncCommand of the Invoker, as read back.
-#[derive(Clone, Debug)]
-pub struct Child {
-    pub name: String,
-    pub slot: Timestamp,
-    pub phase: CommandPhase,
-    pub finished: bool,
-    pub succeeded: i32,
-    pub failed: i32,
-}
-
-impl Child {
-    /// Reads a child; `None` if it does not carry its slot.
-    pub fn from(obj: &AsyncCommand) -> Option<Child> {
-        let slot = obj
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(SCHEDULED_TIME_ANNOTATION)?
-            .parse()
-            .ok()?;
-        let status = obj.status.clone().unwrap_or_default();
-        Some(Child {
-            name: obj.metadata.name.clone()?,
-            slot,
-            phase: status.phase,
-            finished: status.completion_time.is_some() || status.phase == CommandPhase::Invalid,
-            succeeded: status.succeeded,
-            failed: status.failed + status.cancelled,
-        })
-    }
-}
 
 /// What an Invoker's decisions read.
 #[derive(Clone, Debug)]
@@ -101,18 +73,6 @@ impl Decide for Decisions {
         );
         status
     }
-}
-
-/// The child's name: the Invoker's name and the slot in minutes since the epoch, as
-/// CronJob names its Jobs: the same slot always gives the same name.
-pub fn child_name(invoker: &str, slot: Timestamp) -> String {
-    let minutes = slot.as_second().div_euclid(60);
-    let suffix = format!("-{minutes}");
-    let mut prefix: String = invoker.chars().take(253 - suffix.len()).collect();
-    while prefix.ends_with(['-', '.']) {
-        prefix.pop();
-    }
-    format!("{prefix}{suffix}")
 }
 
 fn to_duration(d: SignedDuration) -> Duration {
@@ -365,95 +325,6 @@ pub fn plan(inv: &Invoker, world: &World, sched: schedule::Schedule) -> Plan<Inv
     }
     p.status = status;
     p
-}
-
-/// The slot's child: an AsyncCommand that runs the Invoker's Command on its nodes.
-fn child_object(inv: &Invoker, uid: &str, child: &str, slot: Timestamp) -> AsyncCommand {
-    let spec = &inv.spec;
-    let mut labels: BTreeMap<String, String> = inv.metadata.labels.clone().unwrap_or_default();
-    labels.insert(INVOKER_UID_LABEL.into(), uid.into());
-    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
-    AsyncCommand {
-        metadata: ObjectMeta {
-            name: Some(child.into()),
-            namespace: inv.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: Some([(SCHEDULED_TIME_ANNOTATION.into(), slot.to_string())].into()),
-            owner_references: Some(vec![OwnerReference {
-                api_version: Invoker::api_version(&()).into(),
-                kind: Invoker::kind(&()).into(),
-                name: inv.metadata.name.clone().unwrap_or_default(),
-                uid: uid.into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
-        spec: AsyncCommandSpec {
-            command_ref: Some(spec.command_ref.clone()),
-            execution_mode: spec.execution_mode,
-            node_names: spec.node_names.clone(),
-            node_selector: spec.node_selector.clone(),
-            username: spec.username.clone(),
-            parameters: spec.parameters.clone(),
-            ..AsyncCommandSpec::default()
-        },
-        status: None,
-    }
-}
-
-/// Merges the children's current state into the recent runs, newest first. Runs whose
-/// child was pruned keep their last known state.
-fn recent_runs(prev: &[InvokerRun], children: &[Child]) -> Vec<InvokerRun> {
-    let mut runs: BTreeMap<String, InvokerRun> = prev
-        .iter()
-        .map(|r| (r.async_command.clone(), r.clone()))
-        .collect();
-    for c in children {
-        runs.insert(
-            c.name.clone(),
-            InvokerRun {
-                scheduled_time: t(c.slot),
-                async_command: c.name.clone(),
-                phase: Some(format!("{:?}", c.phase)),
-                succeeded: c.succeeded,
-                failed: c.failed,
-            },
-        );
-    }
-    let mut runs: Vec<InvokerRun> = runs.into_values().collect();
-    runs.sort_by(|a, b| b.scheduled_time.cmp(&a.scheduled_time));
-    runs.truncate(RECENT_RUNS);
-    runs
-}
-
-/// Finished children beyond the history limits, oldest first to go.
-fn history_to_delete(
-    children: &[Child],
-    keep_ok: i32,
-    keep_failed: i32,
-    already: &[String],
-) -> Vec<String> {
-    let mut finished: Vec<&Child> = children
-        .iter()
-        .filter(|c| c.finished && !already.contains(&c.name))
-        .collect();
-    finished.sort_by_key(|c| std::cmp::Reverse(c.slot));
-    let (ok, failed): (Vec<&Child>, Vec<&Child>) = finished
-        .into_iter()
-        .partition(|c| c.phase == CommandPhase::Succeeded);
-    let mut out: Vec<String> = ok
-        .iter()
-        .skip(keep_ok.max(0) as usize)
-        .map(|c| c.name.clone())
-        .collect();
-    out.extend(
-        failed
-            .iter()
-            .skip(keep_failed.max(0) as usize)
-            .map(|c| c.name.clone()),
-    );
-    out
 }
 
 #[cfg(test)]

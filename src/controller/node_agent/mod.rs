@@ -5,16 +5,15 @@
 //! It never changes node labels while the agent exists: AgentInvocations do. It follows
 //! them, and removes them when a DaemonSet-mode agent is deleted (its finalizer).
 
+mod fetch;
 pub mod plan;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,12 +23,8 @@ use thiserror::Error;
 use super::Context;
 use super::shell::{self, KindOf};
 use crate::api::NodeAgent;
-use crate::api::node_agent::AgentMode;
-use crate::keys::{
-    AGENT_LABEL, AGENT_LABELS_FINALIZER, AGENT_VERSION_LABEL, TEMPLATE_HASH_ANNOTATION,
-    agent_node_label,
-};
-use plan::{NodeView, World};
+use crate::keys::{AGENT_LABEL, AGENT_LABELS_FINALIZER};
+use plan::World;
 
 /// Node and pod events come in bursts (a fleet relabelled): one reconcile per burst.
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -80,33 +75,11 @@ impl shell::Reconciler for Reconciler {
             )
             .await
             .map_err(Error::ListDaemonSets)?;
-        Ok(observe(agent, &self.ctx, now, existing.items))
+        Ok(fetch::observe(agent, &self.ctx, now, existing.items))
     }
-    /// Removes the agent's label from every node. In HostInstaller mode the agent stays on
-    /// the hosts (deleting the object uninstalls nothing), so the labels stay true and are
-    /// kept.
+    /// Removes the agent's label from every node (DaemonSet mode only).
     async fn cleanup(&self, agent: Arc<NodeAgent>) -> Result<Action, Error> {
-        if agent.spec.mode != AgentMode::DaemonSet {
-            return Ok(Action::await_change());
-        }
-        let key = agent_node_label(&agent.name_any());
-        let nodes: Api<Node> = Api::all(self.ctx.client.clone());
-        let labelled = nodes
-            .list_metadata(&ListParams::default().labels(&key))
-            .await
-            .map_err(Error::ListNodes)?;
-        let patch = serde_json::json!({"metadata": {"labels": {key: null}}});
-        for node in labelled.items {
-            let node = node.name_any();
-            match nodes
-                .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(source) => return Err(Error::Unlabel { node, source }),
-            }
-        }
+        fetch::unlabel_nodes(&self.ctx, &agent).await?;
         Ok(Action::await_change())
     }
 }
@@ -133,50 +106,4 @@ pub async fn run(
         // Node labels and agent pods change what every agent reports.
         .reconcile_all_on(ctx.activity());
     shell::drive(controller, Arc::new(Reconciler { ctx }), shutdown).await;
-}
-
-fn observe(
-    agent: &NodeAgent,
-    ctx: &Context,
-    now: Timestamp,
-    daemonsets: Vec<kube::core::PartialObjectMeta<DaemonSet>>,
-) -> World {
-    let name = agent.name_any();
-    let key = agent_node_label(&name);
-    let mut nodes: Vec<NodeView> = ctx
-        .nodes
-        .state()
-        .iter()
-        .map(|n| NodeView {
-            name: n.name_any(),
-            uid: n.metadata.uid.clone().unwrap_or_default(),
-            version: n.labels().get(&key).cloned(),
-        })
-        .collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let ready: BTreeSet<(String, String)> = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.labels().get(AGENT_LABEL) == Some(&name))
-        .filter(|p| crate::agent::pod_ready(p))
-        .filter_map(|p| {
-            let version = p.labels().get(AGENT_VERSION_LABEL)?.clone();
-            let node = p.spec.as_ref()?.node_name.clone()?;
-            Some((node, version))
-        })
-        .collect();
-    let daemonsets: BTreeMap<String, Option<String>> = daemonsets
-        .into_iter()
-        .map(|d| {
-            let hash = d.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned();
-            (d.name_any(), hash)
-        })
-        .collect();
-    World {
-        now,
-        nodes,
-        ready,
-        daemonsets,
-    }
 }

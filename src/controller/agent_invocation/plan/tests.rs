@@ -1,7 +1,12 @@
 use super::*;
 use crate::api::agent_invocation::InvocationPhase as P;
+use crate::api::agent_invocation::{InstanceAction, RetStatus};
+use crate::conditions;
 use crate::conditions::STALLED;
+use crate::controller::agent_invocation::codes::ErrorCode;
+use crate::engine::outcome::RunState;
 use crate::engine::outcome::{Observed, reason};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
 fn now() -> Timestamp {

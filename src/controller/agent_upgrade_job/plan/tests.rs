@@ -1,5 +1,9 @@
 use super::*;
 use crate::agent::agent_uuid;
+use crate::api::agent_invocation::{AgentInvocation, InvocationPhase};
+use crate::api::agent_upgrade_job::AgentUpgrade;
+use crate::conditions::{COMPLETE, FAILED};
+use crate::keys::{NODE_ANNOTATION, ROLE_LABEL};
 use serde_json::json;
 
 fn now() -> Timestamp {

@@ -1,6 +1,9 @@
 use super::*;
 use crate::api::async_command::AsyncCommandSpec;
+use crate::api::async_command::{CommandPhase, NodePhase};
 use crate::conditions::STALLED;
+use crate::conditions::{self, COMPLETE, FAILED, READY, RECONCILING};
+use crate::engine::outcome::{RunState, reason};
 use serde_json::json;
 
 fn at(s: i64) -> Timestamp {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::api::async_command::CommandPhase;
 use crate::api::invoker::InvokerSpec;
 use crate::keys::SCHEDULED_TIME_ANNOTATION;
 use serde_json::json;

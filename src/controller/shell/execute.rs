@@ -1,81 +1,27 @@
-//! The one reconcile shell every kind runs in: fetch -> validate -> plan -> execute.
-//!
-//! A kind brings its pure decisions ([`Decide`]: validate, plan, stall) and a
-//! [`Reconciler`]: how to read its world, the only I/O it writes. This module does the rest
-//! the same way for all six: the span and metrics around a reconcile, the fresh read, the
-//! finalizer, and [`execute`], which makes the plan's changes (a create that finds its
-//! object is done, a delete that finds none is done), writes status only when it changed,
-//! counts final outcomes, turns notes into Events and requeues.
+//! The executor: makes a plan's changes, a create that finds its object done, a delete
+//! that finds none done; writes the status only when it changed; counts final outcomes;
+//! turns notes into Events.
 
 use std::fmt::Debug;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
-use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tracing::{Instrument, info_span, warn};
 
-use super::{Context, RETRY_AFTER};
+use super::{KindOf, Reconciler, StatusOf};
 use crate::api::{AsyncCommand, NodeAgent};
 use crate::keys::FIELD_MANAGER;
-use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Plan};
+use crate::plan::{Change, Child, ChildKind, Decide, Plan};
 
 /// Creations in flight at once within one reconcile (a fan-out's Jobs).
 const CREATE_PARALLELISM: usize = 16;
-
-/// The object a reconciler reconciles.
-pub type KindOf<R> = <<R as Reconciler>::Decide as Decide>::Kind;
-type StatusOf<R> = <<R as Reconciler>::Decide as Decide>::Status;
-type WorldOf<R> = <<R as Reconciler>::Decide as Decide>::World;
-
-/// What one kind brings to the shell besides its pure decisions: how to read its world.
-pub trait Reconciler: Sized + Send + Sync + 'static {
-    /// The kind's pure steps.
-    type Decide: Decide;
-    /// The errors of `fetch` (and of `cleanup`), named after the read that failed.
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// Read the object fresh from the API before planning: its status is the memory of
-    /// what was started, and a cached copy may predate the last write.
-    const FRESH_READ: bool = true;
-    /// A finalizer to hold while the object exists; [`Reconciler::cleanup`] runs before it
-    /// is removed.
-    const FINALIZER: Option<&'static str> = None;
-
-    /// The shared context.
-    fn context(&self) -> &Context;
-    /// An Api where `obj` lives (its namespace, or the cluster for a cluster-scoped kind).
-    fn api(&self, obj: &KindOf<Self>) -> Api<KindOf<Self>>;
-    /// Nothing to do for this object (finished, or not this operator's): no request made.
-    fn idle(&self, _obj: &KindOf<Self>) -> bool {
-        false
-    }
-    /// Reads the world the decisions need.
-    fn fetch(
-        &self,
-        obj: &KindOf<Self>,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<WorldOf<Self>, Self::Error>> + Send;
-    /// Called for each child this reconcile created (not for one that already existed).
-    fn created(&self, _child: &Child) {}
-    /// Undoes what the object did outside its owned children, before its finalizer goes.
-    fn cleanup(
-        &self,
-        _obj: Arc<KindOf<Self>>,
-    ) -> impl Future<Output = Result<Action, Self::Error>> + Send {
-        async { Ok(Action::await_change()) }
-    }
-}
 
 /// The step of [`execute`] that failed; the reconcile is retried.
 #[derive(Debug, Error)]
@@ -104,138 +50,6 @@ pub enum ExecuteError {
     LabelNode { node: String, source: kube::Error },
     #[error("writing status: {0}")]
     WriteStatus(#[source] kube::Error),
-}
-
-/// Why one reconcile failed.
-#[derive(Debug, Error)]
-pub enum Error<E: std::error::Error + 'static> {
-    #[error("fetching the object: {0}")]
-    Get(#[source] kube::Error),
-    #[error(transparent)]
-    Fetch(E),
-    #[error(transparent)]
-    Execute(#[from] ExecuteError),
-    #[error("adding or removing the finalizer: {0}")]
-    Finalizer(#[source] kube::Error),
-    #[error("the finalizer cannot be managed: {0}")]
-    FinalizerMisuse(String),
-}
-
-/// A controller of `KindOf<R>` watching `api`, configured as every controller is.
-pub fn controller<R: Reconciler>(api: Api<KindOf<R>>, debounce: Duration) -> Controller<KindOf<R>> {
-    Controller::new(api, kube::runtime::watcher::Config::default())
-        .trigger_backoff(super::WatchBackoff::default())
-        .with_config(super::runtime_config(debounce))
-}
-
-/// Runs `controller` with the shell's reconcile until `shutdown` resolves.
-pub async fn drive<R: Reconciler>(
-    controller: Controller<KindOf<R>>,
-    reconciler: Arc<R>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::<R>, error_policy::<R>, reconciler)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(kind = R::Decide::KIND, error = %e, "reconcile did not complete");
-            }
-        })
-        .await;
-}
-
-fn error_policy<R: Reconciler>(obj: Arc<KindOf<R>>, error: &Error<R::Error>, _: Arc<R>) -> Action {
-    warn!(kind = R::Decide::KIND, namespace = obj.namespace().unwrap_or_default(), object = obj.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(RETRY_AFTER)
-}
-
-/// One reconcile of one object, in a span that carries kind, namespace and name.
-pub async fn reconcile<R: Reconciler>(
-    obj: Arc<KindOf<R>>,
-    r: Arc<R>,
-) -> Result<Action, Error<R::Error>> {
-    // Final is absorbing and a cache never runs ahead of the API: no request needed.
-    if r.idle(&obj) {
-        return Ok(Action::await_change());
-    }
-    let span = info_span!("reconcile", kind = R::Decide::KIND, namespace = %obj.namespace().unwrap_or_default(), object = %obj.name_any());
-    crate::metrics::measure(R::Decide::KIND, guarded(obj, r))
-        .instrument(span)
-        .await
-}
-
-async fn guarded<R: Reconciler>(obj: Arc<KindOf<R>>, r: Arc<R>) -> Result<Action, Error<R::Error>> {
-    let api = r.api(obj.as_ref());
-    let Some(finalizer_name) = R::FINALIZER else {
-        return fresh(obj, r.as_ref(), &api).await;
-    };
-    finalizer(&api, finalizer_name, obj, |event| async {
-        match event {
-            FinalizerEvent::Apply(obj) => fresh(obj, r.as_ref(), &api).await,
-            FinalizerEvent::Cleanup(obj) => r.cleanup(obj).await.map_err(Error::Fetch),
-        }
-    })
-    .await
-    .map_err(|e| {
-        use kube::runtime::finalizer::Error as F;
-        match e {
-            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
-            F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Finalizer(e),
-            other => Error::FinalizerMisuse(other.to_string()),
-        }
-    })
-}
-
-async fn fresh<R: Reconciler>(
-    cached: Arc<KindOf<R>>,
-    r: &R,
-    api: &Api<KindOf<R>>,
-) -> Result<Action, Error<R::Error>> {
-    let obj = if R::FRESH_READ {
-        match api.get_opt(&cached.name_any()).await.map_err(Error::Get)? {
-            Some(obj) => obj,
-            None => return Ok(Action::await_change()),
-        }
-    } else {
-        cached.as_ref().clone()
-    };
-    if obj.meta().deletion_timestamp.is_some() || r.idle(&obj) {
-        return Ok(Action::await_change());
-    }
-    let now = Timestamp::now();
-    let world = r.fetch(&obj, now).await.map_err(Error::Fetch)?;
-    let plan = R::Decide::decide(&obj, &world);
-    match execute(r, api, &obj, plan).await {
-        Err(
-            ExecuteError::Create {
-                kind,
-                namespace: Some(ns),
-                source,
-                ..
-            }
-            | ExecuteError::Apply {
-                kind,
-                namespace: Some(ns),
-                source,
-                ..
-            },
-        ) if namespace_missing(&source) => {
-            let message = format!(
-                "namespace {ns} does not exist: create it, the {kind}s of {} live there",
-                R::Decide::KIND
-            );
-            let invalid = Invalid::new("NamespaceNotFound", message);
-            let plan = R::Decide::stall(&obj, &world, &invalid);
-            Ok(execute(r, api, &obj, plan).await?)
-        }
-        result => Ok(result?),
-    }
-}
-
-/// A create or apply refused because its namespace does not exist.
-fn namespace_missing(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 /// Makes a plan's changes, writes its status if it changed, emits its Events.

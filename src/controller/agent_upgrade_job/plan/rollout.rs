@@ -1,0 +1,300 @@
+//! The whole plan of a reconcile: every agent stepped, the rollout stopped past
+//! maxFailures, the nodes that start now (within maxConcurrency, unless paused), the
+//! rollbacks of failed nodes, and the job's status, conditions and Events.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{Effect, PAUSED, Plan, World, agents, step};
+use crate::api::agent_upgrade_job::{
+    AgentUpgrade, AgentUpgradeJob, AgentUpgradeJobStatus, AgentUpgradeState as S, Direction,
+    UpgradeJobState,
+};
+use crate::api::common::scaled_limit;
+use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
+use crate::plan::Note;
+
+fn count(agents: &[AgentUpgrade], states: &[S]) -> usize {
+    agents.iter().filter(|a| states.contains(&a.status)).count()
+}
+
+/// The whole plan.
+pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
+    let spec = &job.spec;
+    let prev = job.status.clone().unwrap_or_default();
+    let generation = job.metadata.generation;
+    let now = world.now;
+    let first = prev.agents.is_empty();
+    let mut agents = if first {
+        agents(job, world)
+    } else {
+        prev.agents.clone()
+    };
+    let mut notes = Vec::new();
+    let mut effects = Vec::new();
+
+    if !spec.simulated {
+        for a in agents.iter_mut() {
+            let node = a.node_name.clone().unwrap_or_default();
+            *a = step(
+                a,
+                world.upgrades.get(&node),
+                world.rollbacks.get(&node),
+                now,
+            );
+        }
+    }
+    let failures = count(&agents, &[S::Failed, S::RolledBack]);
+    let stopped = failures > spec.max_failures as usize;
+    let was_stopped = prev
+        .conditions
+        .iter()
+        .any(|c| c.type_ == FAILED && c.reason == "MaxFailuresExceeded");
+    if !spec.simulated && stopped {
+        for a in agents.iter_mut().filter(|a| a.status == S::Pending) {
+            a.status = S::Skipped;
+            a.error = Some(format!(
+                "not started: {failures} failures exceed maxFailures {}",
+                spec.max_failures
+            ));
+        }
+        if !was_stopped {
+            notes.push(Note {
+                warning: true,
+                reason: "RolloutStopped",
+                message: format!(
+                    "{failures} upgrades failed (maxFailures {}): no further node starts",
+                    spec.max_failures
+                ),
+            });
+        }
+    }
+
+    let total = agents.len();
+    let limit = scaled_limit(&spec.max_concurrency, total, 1).unwrap_or(1);
+    // In flight: children that exist and are not final (the cluster's word, not ours).
+    let in_flight = world.upgrades.values().filter(|c| !c.is_final()).count()
+        + world.rollbacks.values().filter(|c| !c.is_final()).count();
+    if !spec.simulated {
+        if spec.rollback_on_failure {
+            for a in agents.iter().filter(|a| a.status == S::Failed) {
+                let node = a.node_name.clone().unwrap_or_default();
+                let failed_id = world
+                    .upgrades
+                    .get(&node)
+                    .and_then(|c| c.result.as_ref())
+                    .map(|r| r.invocation_id.clone());
+                if let Some(invocation_id) = failed_id
+                    && !world.rollbacks.contains_key(&node)
+                {
+                    effects.push(Effect::Rollback {
+                        node,
+                        invocation_id,
+                    });
+                }
+            }
+        }
+        let mut slots = limit.saturating_sub(in_flight + effects.len());
+        if !spec.paused && !stopped {
+            for a in agents.iter_mut().filter(|a| a.status == S::Pending) {
+                if slots == 0 {
+                    break;
+                }
+                let node = a.node_name.clone().unwrap_or_default();
+                effects.push(Effect::Upgrade { node });
+                a.status = S::Running;
+                a.start_time = Some(Time(now));
+                slots -= 1;
+            }
+        }
+    }
+
+    let running = count(&agents, &[S::Running]);
+    let pending = count(&agents, &[S::Pending]);
+    let rollbacks_open = spec.rollback_on_failure
+        && agents.iter().any(|a| {
+            a.status == S::Failed
+                && world
+                    .rollbacks
+                    .get(a.node_name.as_deref().unwrap_or_default())
+                    .is_none_or(|c| !c.is_final())
+        });
+    let done = spec.simulated || (running == 0 && pending == 0 && !rollbacks_open);
+    let good = count(&agents, &[S::Success, S::Current]);
+    let bad = total - good - running - pending;
+    let state = if spec.simulated {
+        UpgradeJobState::Planned
+    } else if done {
+        if bad == 0 && total > 0 {
+            UpgradeJobState::Success
+        } else {
+            UpgradeJobState::Failed
+        }
+    } else if first && effects.is_empty() {
+        UpgradeJobState::Pending
+    } else {
+        UpgradeJobState::Running
+    };
+    let summary = if spec.simulated {
+        let downgrades = agents
+            .iter()
+            .filter(|a| a.status == S::Pending && a.direction == Some(Direction::Downgrade))
+            .count();
+        format!(
+            "simulated: {} would be upgraded and {downgrades} downgraded to {}, {} current, {} cannot be changed; nothing changed",
+            pending - downgrades,
+            spec.target_version,
+            count(&agents, &[S::Current]),
+            count(&agents, &[S::Skipped])
+        )
+    } else {
+        format!(
+            "{good} of {total} agents at {}, {running} upgrading, {failures} failed, {} skipped",
+            spec.target_version,
+            count(&agents, &[S::Skipped])
+        )
+    };
+    let mut status = AgentUpgradeJobStatus {
+        observed_generation: generation,
+        id: Some(job.metadata.uid.clone().unwrap_or_default()),
+        target_version: Some(spec.target_version.clone()),
+        in_flight: (in_flight
+            + effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Upgrade { .. } | Effect::Rollback { .. }))
+                .count()) as i32,
+        failures: failures as i32,
+        progress: Some(format!("{good}/{total}")),
+        status: state,
+        simulated: spec.simulated,
+        created_at: prev
+            .created_at
+            .clone()
+            .or_else(|| job.metadata.creation_timestamp.clone())
+            .or(Some(Time(now))),
+        completed_at: if done {
+            prev.completed_at.clone().or(Some(Time(now)))
+        } else {
+            None
+        },
+        agents,
+        conditions: prev.conditions.clone(),
+    };
+    if done {
+        status.in_flight = 0;
+    }
+    let now_t = Time(now);
+    let conds = &mut status.conditions;
+    let ok = matches!(state, UpgradeJobState::Success | UpgradeJobState::Planned);
+    let failed_reason = if stopped {
+        "MaxFailuresExceeded"
+    } else if ok {
+        "NoAgentFailed"
+    } else {
+        "AgentsNotUpgraded"
+    };
+    let failure = (done && !ok).then(|| (failed_reason, summary.clone()));
+    let desired = if done {
+        conditions::remove(conds, RECONCILING);
+        conditions::remove(conds, PAUSED);
+        vec![
+            Desired::new(
+                COMPLETE,
+                true,
+                if spec.simulated {
+                    "Simulated"
+                } else {
+                    "AllAgentsFinished"
+                },
+                summary.clone(),
+            ),
+            Desired::new(FAILED, !ok, failed_reason, summary.clone()),
+            Desired::new(
+                READY,
+                ok,
+                if ok { "Succeeded" } else { failed_reason },
+                summary.clone(),
+            ),
+        ]
+    } else {
+        let mut d = vec![
+            Desired::new(RECONCILING, true, "RollingOut", summary.clone()),
+            Desired::new(READY, false, "RollingOut", summary.clone()),
+            Desired::new(COMPLETE, false, "RollingOut", summary.clone()),
+        ];
+        if stopped {
+            d.push(Desired::new(
+                FAILED,
+                true,
+                "MaxFailuresExceeded",
+                summary.clone(),
+            ));
+        }
+        d
+    };
+    let mut completed_now = false;
+    for d in desired {
+        let complete = d.type_ == COMPLETE && d.status;
+        completed_now |= conditions::set(conds, d, generation, &now_t) && complete;
+    }
+    conditions::stalled_if_failed(conds, failure, generation, &now_t);
+    if !done {
+        let paused_changed = conditions::set(
+            conds,
+            Desired::new(
+                PAUSED,
+                spec.paused,
+                if spec.paused { "Paused" } else { "Resumed" },
+                if spec.paused {
+                    "spec.paused holds the rollout: nodes in flight finish, no new node starts"
+                } else {
+                    "the rollout proceeds"
+                },
+            ),
+            generation,
+            &now_t,
+        );
+        let had_paused = prev.conditions.iter().any(|c| c.type_ == PAUSED);
+        if paused_changed && (spec.paused || had_paused) {
+            notes.push(Note {
+                warning: false,
+                reason: if spec.paused { "Paused" } else { "Resumed" },
+                message: summary.clone(),
+            });
+        }
+    }
+    if first {
+        notes.insert(
+            0,
+            Note {
+                warning: false,
+                reason: if spec.simulated {
+                    "Simulated"
+                } else {
+                    "Started"
+                },
+                message: summary.clone(),
+            },
+        );
+    }
+    if completed_now && !spec.simulated {
+        notes.push(Note {
+            warning: !ok,
+            reason: if ok { "Succeeded" } else { "Failed" },
+            message: summary,
+        });
+    }
+    Plan {
+        status,
+        requeue: if done {
+            None
+        } else if effects.is_empty() {
+            Some(Duration::from_secs(30))
+        } else {
+            Some(Duration::from_secs(1))
+        },
+        effects,
+        notes,
+    }
+}

@@ -1,0 +1,125 @@
+//! The AsyncCommand's status: counts, phase, progress and conditions from its nodes'
+//! entries, or the Stalled status of one that cannot run.
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::time;
+use crate::api::async_command::{
+    AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, NodePhase,
+};
+use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
+
+pub(super) fn summary_message(s: &AsyncCommandStatus) -> String {
+    format!(
+        "{} of {} nodes succeeded, {} failed, {} cancelled",
+        s.succeeded, s.total, s.failed, s.cancelled
+    )
+}
+
+/// The seed's task id: the object's uid without dashes (32 hex).
+fn task_id(obj: &AsyncCommand) -> String {
+    obj.metadata
+        .uid
+        .clone()
+        .unwrap_or_default()
+        .replace('-', "")
+}
+
+/// The status for `entries`: counts, phase, progress and conditions.
+pub(super) fn summarize(
+    obj: &AsyncCommand,
+    prev: &AsyncCommandStatus,
+    entries: Vec<CmdJob>,
+    now: Timestamp,
+) -> AsyncCommandStatus {
+    let count = |p: NodePhase| entries.iter().filter(|e| e.phase == p).count() as i32;
+    let total = entries.len() as i32;
+    let (pending, running, succeeded, failed, cancelled) = (
+        count(NodePhase::Pending),
+        count(NodePhase::Running),
+        count(NodePhase::Succeeded),
+        count(NodePhase::Failed),
+        count(NodePhase::Cancelled),
+    );
+    let all_final = pending == 0 && running == 0;
+    let phase = if all_final {
+        if failed == 0 && cancelled == 0 {
+            CommandPhase::Succeeded
+        } else {
+            CommandPhase::Failed
+        }
+    } else if running > 0 || succeeded + failed + cancelled > 0 {
+        CommandPhase::Running
+    } else {
+        CommandPhase::Pending
+    };
+    let generation = obj.metadata.generation;
+    let mut status = AsyncCommandStatus {
+        observed_generation: generation,
+        task_id: Some(task_id(obj)),
+        phase,
+        progress: Some(format!("{succeeded}/{total}")),
+        total,
+        pending,
+        running,
+        succeeded,
+        failed,
+        cancelled,
+        start_time: prev.start_time.clone(),
+        completion_time: if all_final {
+            prev.completion_time.clone().or_else(|| Some(time(now)))
+        } else {
+            None
+        },
+        cmd_jobs: entries,
+        conditions: prev.conditions.clone(),
+    };
+    let now_t = time(now);
+    let s = summary_message(&status);
+    let conds = &mut status.conditions;
+    let ok = phase == CommandPhase::Succeeded;
+    let failure = (all_final && !ok).then(|| ("NodesFailed", s.clone()));
+    let desired = if all_final {
+        conditions::remove(conds, RECONCILING);
+        let (failed_reason, ready_reason) = if ok {
+            ("NoNodeFailed", "Succeeded")
+        } else {
+            ("NodesFailed", "NodesFailed")
+        };
+        vec![
+            Desired::new(COMPLETE, true, "AllNodesFinished", s.clone()),
+            Desired::new(FAILED, !ok, failed_reason, s.clone()),
+            Desired::new(READY, ok, ready_reason, s),
+        ]
+    } else {
+        let progress = format!(
+            "{} of {total} nodes finished, {running} running",
+            total - pending - running
+        );
+        vec![
+            Desired::new(RECONCILING, true, "Running", progress.clone()),
+            Desired::new(READY, false, "Running", progress.clone()),
+            Desired::new(COMPLETE, false, "Running", progress),
+        ]
+    };
+    for d in desired {
+        conditions::set(conds, d, generation, &now_t);
+    }
+    conditions::stalled_if_failed(conds, failure, generation, &now_t);
+    status
+}
+
+/// The status of an AsyncCommand that cannot run: Stalled with a machine reason, nothing
+/// started. Nodes already recorded keep their entries.
+pub fn invalid(obj: &AsyncCommand, why: &str, message: &str, now: Timestamp) -> AsyncCommandStatus {
+    let prev = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let mut status = AsyncCommandStatus {
+        observed_generation: generation,
+        task_id: Some(task_id(obj)),
+        phase: CommandPhase::Invalid,
+        ..prev.clone()
+    };
+    conditions::stall(&mut status.conditions, why, message, generation, &time(now));
+    status
+}
