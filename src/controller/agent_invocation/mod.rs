@@ -62,10 +62,7 @@ impl shell::Reconciler for Reconciler {
         &self.base
     }
     fn api(&self, obj: &KindOf<Self>) -> Api<AgentInvocation> {
-        Api::namespaced(
-            self.base.client.clone(),
-            &obj.namespace().unwrap_or_default(),
-        )
+        shell::namespaced_api(&self.base.client, obj)
     }
     /// Final is absorbing and a cache never runs ahead of the API: a finished invocation
     /// seen in the cache is finished, without a request.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use kube::Api;
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
 use thiserror::Error;
 
 use super::Context;
@@ -44,10 +44,7 @@ impl shell::Reconciler for Reconciler {
         &self.ctx
     }
     fn api(&self, obj: &KindOf<Self>) -> Api<AgentUpgradeJob> {
-        Api::namespaced(
-            self.ctx.client.clone(),
-            &obj.namespace().unwrap_or_default(),
-        )
+        shell::namespaced_api(&self.ctx.client, obj)
     }
     /// Finished is final: a cache never runs ahead of the API.
     fn idle(&self, job: &AgentUpgradeJob) -> bool {

@@ -58,10 +58,7 @@ impl shell::Reconciler for Reconciler {
         &self.ctx
     }
     fn api(&self, obj: &KindOf<Self>) -> Api<AsyncCommand> {
-        Api::namespaced(
-            self.ctx.client.clone(),
-            &obj.namespace().unwrap_or_default(),
-        )
+        shell::namespaced_api(&self.ctx.client, obj)
     }
     async fn fetch(&self, obj: &AsyncCommand, now: Timestamp) -> Result<World, Error> {
         fetch::world(&self.ctx, obj, now).await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::{Api, ResourceExt};
+use kube::Api;
 
 use super::Context;
 use super::shell::{self, KindOf};
@@ -26,10 +26,7 @@ impl shell::Reconciler for Reconciler {
         &self.ctx
     }
     fn api(&self, obj: &KindOf<Self>) -> Api<Command> {
-        Api::namespaced(
-            self.ctx.client.clone(),
-            &obj.namespace().unwrap_or_default(),
-        )
+        shell::namespaced_api(&self.ctx.client, obj)
     }
     async fn fetch(&self, _: &Command, now: Timestamp) -> Result<Timestamp, Self::Error> {
         Ok(now)

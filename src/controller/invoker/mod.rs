@@ -46,10 +46,7 @@ impl shell::Reconciler for Reconciler {
         &self.ctx
     }
     fn api(&self, obj: &KindOf<Self>) -> Api<Invoker> {
-        Api::namespaced(
-            self.ctx.client.clone(),
-            &obj.namespace().unwrap_or_default(),
-        )
+        shell::namespaced_api(&self.ctx.client, obj)
     }
     async fn fetch(&self, inv: &Invoker, now: Timestamp) -> Result<World, Error> {
         let ns = inv.namespace().unwrap_or_default();

@@ -246,16 +246,37 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
     Ok(())
 }
 
-/// Creates `obj`: `Ok(true)` when created, `Ok(false)` when it existed (409).
-async fn create<K>(client: &kube::Client, obj: &K, post: &PostParams) -> Result<bool, kube::Error>
-where
+/// A namespaced object the executor creates, applies or deletes.
+pub trait Namespaced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+{
+}
+
+impl<K> Namespaced for K where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + Debug
         + DeserializeOwned
-        + Serialize,
+        + Serialize
 {
-    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+}
+
+/// An Api for `obj`'s kind in `obj`'s namespace.
+pub fn namespaced_api<K: Namespaced>(client: &kube::Client, obj: &K) -> Api<K> {
+    Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+/// Creates `obj`: `Ok(true)` when created, `Ok(false)` when it existed (409).
+async fn create<K: Namespaced>(
+    client: &kube::Client,
+    obj: &K,
+    post: &PostParams,
+) -> Result<bool, kube::Error> {
+    let api: Api<K> = namespaced_api(client, obj);
     match api.create(post, obj).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
@@ -263,15 +284,12 @@ where
     }
 }
 
-async fn apply<K>(client: &kube::Client, obj: &K, params: &PatchParams) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Serialize,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+async fn apply<K: Namespaced>(
+    client: &kube::Client,
+    obj: &K,
+    params: &PatchParams,
+) -> Result<(), kube::Error> {
+    let api: Api<K> = namespaced_api(client, obj);
     api.patch(&obj.name_any(), params, &Patch::Apply(obj))
         .await
         .map(|_| ())

@@ -22,7 +22,7 @@ use tracing::{Instrument, info_span, warn};
 
 mod execute;
 
-pub use execute::{ExecuteError, execute, write_status};
+pub use execute::{ExecuteError, Namespaced, execute, namespaced_api, write_status};
 
 use super::{Context, RETRY_AFTER};
 use crate::plan::{Child, Decide, Invalid};
