@@ -17,22 +17,25 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{ListParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
+use nodeops::api::Command;
 use nodeops::api::agent_invocation::AgentInvocation;
 use nodeops::keys::{OWNER_UID_LABEL, sim};
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
-use support::{Operator, TestNamespace, apply, install_crds, node_names};
+use support::{Operator, TestNamespace, apply, install_crds, manifest, node_names};
 
 #[tokio::test]
 async fn host_installer_runs_installer_jobs_with_scripted_failures() {
     let ns = TestNamespace::new("agent-host").await;
     install_crds(&ns.client).await;
     let op = Operator::start(&ns.name, &["--host-mode-namespaces", &ns.name]);
-    let commands: Api<nodeops::api::Command> = ns.api();
+    let commands: Api<Command> = ns.api();
     apply(
         &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "install-agent"},
-               "spec": {"content": "/opt/agent/install.sh \"$NODEOPS_PARAM_action\" \"$NODEOPS_PARAM_version\""}}),
+        manifest::<Command>(
+            "install-agent",
+            json!({"content": "/opt/agent/install.sh \"$NODEOPS_PARAM_action\" \"$NODEOPS_PARAM_version\""}),
+        ),
     )
     .await;
     let agent = Agent::create(
@@ -190,11 +193,13 @@ async fn remote_install_from_the_remote_install_host_keeps_the_secret_secret() {
         )
         .await
         .expect("secret");
-    let commands: Api<nodeops::api::Command> = ns.api();
+    let commands: Api<Command> = ns.api();
     apply(
         &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "remote-install"},
-               "spec": {"content": "curl -fsS https://repo.example.com/telescope-{{version}}.sh | sh", "enableParameters": true}}),
+        manifest::<Command>(
+            "remote-install",
+            json!({"content": "curl -fsS https://repo.example.com/telescope-{{version}}.sh | sh", "enableParameters": true}),
+        ),
     )
     .await;
     let agent = Agent::create(

@@ -22,7 +22,7 @@ use nodeops::api::agent_upgrade_job::{
 use nodeops::keys::{UPGRADE_JOB_UID_LABEL, sim};
 use serde_json::json;
 use support::agents::{Agent, ok, results};
-use support::{TestNamespace, apply, node_names, wait_for};
+use support::{TestNamespace, apply, manifest, node_names, wait_for};
 
 const FINISH: Duration = Duration::from_secs(240);
 
@@ -47,11 +47,7 @@ fn selector(agent: &Agent) -> serde_json::Value {
 
 async fn start_job(ns: &TestNamespace, spec: serde_json::Value) -> Api<AgentUpgradeJob> {
     let api: Api<AgentUpgradeJob> = ns.api();
-    apply(
-        &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "upgrade"}, "spec": spec}),
-    )
-    .await;
+    apply(&api, manifest::<AgentUpgradeJob>("upgrade", spec)).await;
     api
 }
 
@@ -156,9 +152,11 @@ async fn a_simulated_upgrade_reports_the_plan_and_changes_nothing() {
     for (name, allow) in [("down", false), ("down-allowed", true)] {
         apply(
             &api,
-            json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": name},
-                   "spec": {"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "0.9.0",
-                            "simulated": true, "allowDowngrade": allow}}),
+            manifest::<AgentUpgradeJob>(
+                name,
+                json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "0.9.0",
+                       "simulated": true, "allowDowngrade": allow}),
+            ),
         )
         .await;
         let s = wait_for(&api, name, FINISH, "the simulation", done)
@@ -227,9 +225,11 @@ async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
     let jobs: Api<AgentUpgradeJob> = ns.api();
     apply(
         &jobs,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "plan"},
-               "spec": {"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
-                        "maxConcurrency": 5, "simulated": true}}),
+        manifest::<AgentUpgradeJob>(
+            "plan",
+            json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
+                   "maxConcurrency": 5, "simulated": true}),
+        ),
     )
     .await;
     let plan = wait_for(&jobs, "plan", FINISH, "the simulation", done).await;

@@ -12,10 +12,13 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use nodeops::api::Command;
 use nodeops::api::async_command::{AsyncCommand, CommandPhase, NodePhase};
 use nodeops::keys::{OWNER_UID_LABEL, sim};
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, finished, install_crds, node_names, wait_for};
+use support::{
+    Operator, TestNamespace, apply, finished, install_crds, manifest, node_names, wait_for,
+};
 
 const FINISH: Duration = Duration::from_secs(180);
 
@@ -48,10 +51,9 @@ async fn hundred_nodes_with_mixed_outcomes_are_each_reported() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "mixed"},
-            "spec": {
+        manifest::<AsyncCommand>(
+            "mixed",
+            json!({
                 "command": "ls -l /system",
                 "nodeNames": targets,
                 "nodeReadyTimeoutSeconds": 5,
@@ -60,8 +62,8 @@ async fn hundred_nodes_with_mixed_outcomes_are_each_reported() {
                     format!("{}node-0042", sim::EXIT_CODE_NODE_PREFIX): "137",
                     sim::MESSAGE: "simulated output"
                 }
-            }
-        }),
+            }),
+        ),
     )
     .await;
     let done = wait_for(&api, "mixed", FINISH, "all 100 nodes final", finished).await;
@@ -117,16 +119,15 @@ async fn operator_killed_mid_fan_out_resumes_without_duplicates_or_excess_concur
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "fanout"},
-            "spec": {
+        manifest::<AsyncCommand>(
+            "fanout",
+            json!({
                 "command": "uptime",
                 "nodeNames": node_names(1..=100),
                 "maxConcurrency": 10,
                 "podAnnotations": {sim::DELAY: "300ms"}
-            }
-        }),
+            }),
+        ),
     )
     .await;
     // Kill it twice mid-way, at different depths of the fan-out.
@@ -177,12 +178,11 @@ async fn deleting_mid_way_removes_jobs_and_pods() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "doomed"},
-            "spec": {"command": "uptime", "nodeNames": node_names(1..=30), "maxConcurrency": 5,
-                     "podAnnotations": {sim::OUTCOME: "running"}}
-        }),
+        manifest::<AsyncCommand>(
+            "doomed",
+            json!({"command": "uptime", "nodeNames": node_names(1..=30), "maxConcurrency": 5,
+                   "podAnnotations": {sim::OUTCOME: "running"}}),
+        ),
     )
     .await;
     let running = wait_for(
@@ -233,12 +233,11 @@ async fn max_errors_stops_starting_nodes_and_cancels_the_rest() {
     }
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "fragile"},
-            "spec": {"command": "uptime", "nodeNames": node_names(1..=20), "maxConcurrency": 2, "maxErrors": 1,
-                     "podAnnotations": annotations}
-        }),
+        manifest::<AsyncCommand>(
+            "fragile",
+            json!({"command": "uptime", "nodeNames": node_names(1..=20), "maxConcurrency": 2, "maxErrors": 1,
+                   "podAnnotations": annotations}),
+        ),
     )
     .await;
     let done = wait_for(&api, "fragile", FINISH, "completion", finished).await;
@@ -279,13 +278,12 @@ async fn host_mode_only_where_the_operator_allows_it() {
         &["--host-mode-namespaces", "some-other-namespace"],
     );
     let api: Api<AsyncCommand> = ns.api();
-    let manifest = json!({
-        "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-        "metadata": {"name": "on-host"},
-        "spec": {"command": "systemctl is-active kubelet", "nodeNames": ["node-0001", "node-0002"],
-                 "executionMode": "Host", "username": "root"}
-    });
-    apply(&api, manifest).await;
+    let on_host = manifest::<AsyncCommand>(
+        "on-host",
+        json!({"command": "systemctl is-active kubelet", "nodeNames": ["node-0001", "node-0002"],
+               "executionMode": "Host", "username": "root"}),
+    );
+    apply(&api, on_host).await;
     let stalled = wait_for(&api, "on-host", FINISH, "Stalled", |c: &AsyncCommand| {
         c.status.as_ref().is_some_and(|s| {
             s.conditions
@@ -315,12 +313,11 @@ async fn host_mode_only_where_the_operator_allows_it() {
     wait_for_gone(&api, "on-host").await;
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "on-host"},
-            "spec": {"command": "systemctl is-active kubelet", "nodeNames": ["node-0001", "node-0002"],
-                     "executionMode": "Host", "username": "root"}
-        }),
+        manifest::<AsyncCommand>(
+            "on-host",
+            json!({"command": "systemctl is-active kubelet", "nodeNames": ["node-0001", "node-0002"],
+                   "executionMode": "Host", "username": "root"}),
+        ),
     )
     .await;
     let done = wait_for(&api, "on-host", FINISH, "completion", finished).await;
@@ -357,24 +354,22 @@ async fn host_mode_only_where_the_operator_allows_it() {
 #[tokio::test]
 async fn command_ref_parameters_reach_the_pod_as_environment() {
     let (ns, _op) = TestNamespace::with_operator("acmd-cmdref").await;
-    let commands: Api<nodeops::api::Command> = ns.api();
+    let commands: Api<Command> = ns.api();
     apply(
         &commands,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "Command",
-            "metadata": {"name": "disk-usage"},
-            "spec": {"content": "df -h {{path}}", "enableParameters": true, "defaultParameters": {"path": "/"}, "timeoutSeconds": 30}
-        }),
+        manifest::<Command>(
+            "disk-usage",
+            json!({"content": "df -h {{path}}", "enableParameters": true, "defaultParameters": {"path": "/"}, "timeoutSeconds": 30}),
+        ),
     )
     .await;
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "df"},
-            "spec": {"commandRef": "disk-usage", "parameters": {"path": "/var; reboot"}, "nodeNames": ["node-0003"]}
-        }),
+        manifest::<AsyncCommand>(
+            "df",
+            json!({"commandRef": "disk-usage", "parameters": {"path": "/var; reboot"}, "nodeNames": ["node-0003"]}),
+        ),
     )
     .await;
     let done = wait_for(&api, "df", FINISH, "completion", finished).await;
@@ -407,11 +402,10 @@ async fn command_ref_parameters_reach_the_pod_as_environment() {
     // An unknown parameter is a Stalled condition, not a run.
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "df-bad"},
-            "spec": {"commandRef": "disk-usage", "parameters": {"nope": "x"}, "nodeNames": ["node-0003"]}
-        }),
+        manifest::<AsyncCommand>(
+            "df-bad",
+            json!({"commandRef": "disk-usage", "parameters": {"nope": "x"}, "nodeNames": ["node-0003"]}),
+        ),
     )
     .await;
     let bad = wait_for(&api, "df-bad", FINISH, "Stalled", |c: &AsyncCommand| {
@@ -466,11 +460,10 @@ async fn admission_refusal_is_reported_per_node() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "refused"},
-            "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002"], "executionMode": "Host"}
-        }),
+        manifest::<AsyncCommand>(
+            "refused",
+            json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002"], "executionMode": "Host"}),
+        ),
     )
     .await;
     let done = wait_for(&api, "refused", FINISH, "completion", finished).await;

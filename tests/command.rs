@@ -16,15 +16,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::ListParams;
 use nodeops::api::Command;
-use serde_json::{Value, json};
-use support::{TestNamespace, apply, wait_for, wait_for_event};
+use serde_json::json;
+use support::{TestNamespace, apply, manifest, wait_for, wait_for_event};
 
 /// The controller only reads the Command: its status follows at once.
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn manifest(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": name}, "spec": spec})
-}
 
 fn condition<'a>(c: &'a Command, type_: &str) -> Option<&'a Condition> {
     c.status
@@ -90,7 +86,7 @@ async fn a_command_reports_its_placeholders_and_is_ready() {
     let api: Api<Command> = ns.api();
     apply(
         &api,
-        manifest(
+        manifest::<Command>(
             "disk-usage",
             json!({"content": "du -h --max-depth={{ depth }} {{path}} {{path}}", "enableParameters": true,
                    "defaultParameters": {"path": "/"}}),
@@ -110,7 +106,11 @@ async fn a_command_reports_its_placeholders_and_is_ready() {
     assert!(condition(&cmd, "Stalled").is_none(), "{:?}", cmd.status);
 
     // A Command without parameters is usable too, and has none to report.
-    apply(&api, manifest("uptime", json!({"content": "uptime"}))).await;
+    apply(
+        &api,
+        manifest::<Command>("uptime", json!({"content": "uptime"})),
+    )
+    .await;
     let cmd = wait_for(&api, "uptime", SETTLE, "Ready", ready).await;
     assert!(parameters(&cmd).is_empty(), "{:?}", cmd.status);
     assert_eq!(condition(&cmd, "Ready").expect("Ready").reason, "Valid");
@@ -121,11 +121,19 @@ async fn unused_default_parameters_stall_the_command_until_fixed() {
     let (ns, _op) = TestNamespace::with_operator("cmd-stall").await;
     let api: Api<Command> = ns.api();
     let spec = |content: &str| json!({"content": content, "enableParameters": true, "defaultParameters": {"path": "/"}});
-    apply(&api, manifest("disk-usage", spec("df -h {{path}}"))).await;
+    apply(
+        &api,
+        manifest::<Command>("disk-usage", spec("df -h {{path}}")),
+    )
+    .await;
     wait_for(&api, "disk-usage", SETTLE, "Ready", ready).await;
 
     // The script no longer says {{path}}: its default is for nothing.
-    apply(&api, manifest("disk-usage", spec("df -h {{dir}}"))).await;
+    apply(
+        &api,
+        manifest::<Command>("disk-usage", spec("df -h {{dir}}")),
+    )
+    .await;
     let cmd = wait_for(&api, "disk-usage", SETTLE, "Stalled", stalled).await;
     assert_eq!(parameters(&cmd), ["dir"]);
     let s = condition(&cmd, "Stalled").expect("Stalled");
@@ -156,7 +164,11 @@ async fn unused_default_parameters_stall_the_command_until_fixed() {
     );
 
     // Fixed: Ready again, Stalled gone, and a Normal Event says so.
-    apply(&api, manifest("disk-usage", spec("df -h {{path}} {{dir}}"))).await;
+    apply(
+        &api,
+        manifest::<Command>("disk-usage", spec("df -h {{path}} {{dir}}")),
+    )
+    .await;
     let cmd = wait_for(&api, "disk-usage", SETTLE, "Ready again", ready).await;
     assert_eq!(parameters(&cmd), ["dir", "path"]);
     assert!(condition(&cmd, "Stalled").is_none(), "{:?}", cmd.status);
@@ -179,7 +191,7 @@ async fn edits_that_keep_the_command_usable_record_no_event() {
     let api: Api<Command> = ns.api();
     apply(
         &api,
-        manifest(
+        manifest::<Command>(
             "rotate",
             json!({"content": "rotate-logs {{dir}}", "enableParameters": true}),
         ),
@@ -189,7 +201,7 @@ async fn edits_that_keep_the_command_usable_record_no_event() {
     // A new generation, the same verdict: the status follows the generation, no Event.
     apply(
         &api,
-        manifest(
+        manifest::<Command>(
             "rotate",
             json!({"content": "rotate-logs {{dir}}", "enableParameters": true,
                    "description": "rotates the logs", "timeoutSeconds": 120}),
@@ -211,7 +223,7 @@ async fn edits_that_keep_the_command_usable_record_no_event() {
     // status), so it is the only one.
     apply(
         &api,
-        manifest(
+        manifest::<Command>(
             "rotate",
             json!({"content": "rotate-logs {{9dir}}", "enableParameters": true}),
         ),

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use kube::Api;
 use mlua::{Lua, LuaSerdeExt};
+use nodeops::api::{AgentInvocation, AgentUpgradeJob, AsyncCommand, Command, Invoker};
 use nodeops::keys::sim;
 use serde_json::{Value, json};
 use support::agents::Agent;
-use support::{TestNamespace, apply};
+use support::{TestNamespace, apply, manifest};
 
 /// `kind -> Lua source`, from the `resource.customizations.health.nodeops.io_<Kind>` keys.
 fn checks() -> Vec<(String, String)> {
@@ -414,11 +415,10 @@ where
 #[tokio::test]
 async fn checks_judge_what_the_controllers_really_write() {
     let (ns, _op) = TestNamespace::with_operator("gitops").await;
-    let manifest = |kind: &str, name: &str, spec: Value| json!({"apiVersion": "nodeops.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
     let mut verdicts = Vec::new();
     let mut objects = Vec::new();
 
-    let commands: Api<nodeops::api::Command> = ns.api();
+    let commands: Api<Command> = ns.api();
     for (name, spec, want) in [
         ("uptime", json!({"content": "uptime"}), "Healthy"),
         (
@@ -427,11 +427,11 @@ async fn checks_judge_what_the_controllers_really_write() {
             "Degraded",
         ),
     ] {
-        let got = settled(&commands, manifest("Command", name, spec)).await;
+        let got = settled(&commands, manifest::<Command>(name, spec)).await;
         verdicts.push(("Command", name, want, got.0));
         objects.push(got.1);
     }
-    let runs: Api<nodeops::api::AsyncCommand> = ns.api();
+    let runs: Api<AsyncCommand> = ns.api();
     for (name, spec, want) in [
         (
             "fine",
@@ -450,11 +450,11 @@ async fn checks_judge_what_the_controllers_really_write() {
             "Degraded",
         ),
     ] {
-        let got = settled(&runs, manifest("AsyncCommand", name, spec)).await;
+        let got = settled(&runs, manifest::<AsyncCommand>(name, spec)).await;
         verdicts.push(("AsyncCommand", name, want, got.0));
         objects.push(got.1);
     }
-    let invokers: Api<nodeops::api::Invoker> = ns.api();
+    let invokers: Api<Invoker> = ns.api();
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1))
         .round(jiff::Unit::Second)
         .expect("round");
@@ -464,7 +464,7 @@ async fn checks_judge_what_the_controllers_really_write() {
     ] {
         let spec = json!({"commandRef": "uptime", "nodeNames": ["node-0001"],
                           "scheduleSettings": {"policy": "Once", "invokeTime": time}});
-        let got = settled(&invokers, manifest("Invoker", name, spec)).await;
+        let got = settled(&invokers, manifest::<Invoker>(name, spec)).await;
         verdicts.push(("Invoker", name, want, got.0));
         objects.push(got.1);
     }
@@ -474,23 +474,23 @@ async fn checks_judge_what_the_controllers_really_write() {
         json!({"mode": "DaemonSet", "image": "registry.example.com/telescope", "basicVersion": "1.0.0"}),
     )
     .await;
-    let invocations: Api<nodeops::api::AgentInvocation> = ns.api();
+    let invocations: Api<AgentInvocation> = ns.api();
     for (name, target, want) in [
         ("install", agent.name.as_str(), "Healthy"),
         ("no-such-agent", "no-such-agent", "Degraded"),
     ] {
         let spec = json!({"invocationType": "Install", "invocationTarget": target, "nodeNames": ["node-0030"]});
-        let got = settled(&invocations, manifest("AgentInvocation", name, spec)).await;
+        let got = settled(&invocations, manifest::<AgentInvocation>(name, spec)).await;
         verdicts.push(("AgentInvocation", name, want, got.0));
         objects.push(got.1);
     }
     let got = judged(&agent.api(), "NodeAgent", &agent.name).await;
     verdicts.push(("NodeAgent", "installed", "Healthy", got.0));
     objects.push(got.1);
-    let jobs: Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> = ns.api();
+    let jobs: Api<AgentUpgradeJob> = ns.api();
     let spec = json!({"agent": agent.name, "targetVersion": "2.0.0", "simulated": true,
                       "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}});
-    let got = settled(&jobs, manifest("AgentUpgradeJob", "plan", spec)).await;
+    let got = settled(&jobs, manifest::<AgentUpgradeJob>("plan", spec)).await;
     verdicts.push(("AgentUpgradeJob", "plan", "Healthy", got.0));
     objects.push(got.1);
 
@@ -509,13 +509,13 @@ async fn checks_judge_what_the_controllers_really_write() {
         ("sick-install-fails", "node-0032", "Degraded"),
     ] {
         let spec = json!({"invocationType": "Install", "invocationTarget": sick.name, "nodeNames": [node]});
-        let got = settled(&invocations, manifest("AgentInvocation", name, spec)).await;
+        let got = settled(&invocations, manifest::<AgentInvocation>(name, spec)).await;
         verdicts.push(("AgentInvocation", name, want, got.0));
         objects.push(got.1);
     }
     let spec = json!({"agent": sick.name, "targetVersion": "2.0.0",
                       "nodeSelector": {"matchExpressions": [{"key": sick.label(), "operator": "Exists"}]}});
-    let got = settled(&jobs, manifest("AgentUpgradeJob", "upgrade-fails", spec)).await;
+    let got = settled(&jobs, manifest::<AgentUpgradeJob>("upgrade-fails", spec)).await;
     verdicts.push(("AgentUpgradeJob", "upgrade-fails", "Degraded", got.0));
     objects.push(got.1);
 

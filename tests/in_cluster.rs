@@ -26,7 +26,9 @@ use nodeops::api::async_command::{AsyncCommand, NodePhase};
 use nodeops::keys::REAL_NODE_TAINT;
 use serde_json::{Value, json};
 use support::helm::{CHART, Release, helm, run};
-use support::{TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl, wait_for};
+use support::{
+    TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl, manifest, wait_for,
+};
 
 /// Until an install is Available: the images are on the node, so this is the operator's
 /// start.
@@ -216,12 +218,7 @@ async fn run_on(ns: &TestNamespace, name: &str, node: &str, spec: Value) -> Stri
     let api: Api<AsyncCommand> = ns.api();
     let mut spec = spec;
     spec["nodeNames"] = json!([node]);
-    apply(
-        &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-               "metadata": {"name": name}, "spec": spec}),
-    )
-    .await;
+    apply(&api, manifest::<AsyncCommand>(name, spec)).await;
     let done = wait_for(&api, name, FINISH, "every node final", finished).await;
     let status = done.status.as_ref().expect("status");
     let entry = status

@@ -16,7 +16,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use nodeops::api::{AsyncCommand, Command, Invoker};
 use serde_json::json;
-use support::{Operator, TestNamespace, apply, finished, install_crds, node_ready, wait_for};
+use support::{
+    Operator, TestNamespace, apply, finished, install_crds, manifest, node_ready, wait_for,
+};
 
 /// Two minute boundaries and some slack.
 const TWO_SLOTS: Duration = Duration::from_secs(150);
@@ -44,8 +46,10 @@ async fn command(ns: &TestNamespace) {
     let commands: Api<Command> = ns.api();
     apply(
         &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "disk-usage"},
-               "spec": {"content": "df -h {{path}}", "enableParameters": true, "defaultParameters": {"path": "/"}}}),
+        manifest::<Command>(
+            "disk-usage",
+            json!({"content": "df -h {{path}}", "enableParameters": true, "defaultParameters": {"path": "/"}}),
+        ),
     )
     .await;
 }
@@ -58,7 +62,7 @@ fn every_minute(name: &str, nodes: &[&str], extra: serde_json::Value) -> serde_j
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
     }
-    json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": name}, "spec": spec})
+    manifest::<Invoker>(name, spec)
 }
 
 fn last_invoke(i: &Invoker) -> Option<String> {
@@ -104,9 +108,11 @@ async fn once_invoker_fires_exactly_once() {
     let invokers: Api<Invoker> = ns.api();
     apply(
         &invokers,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": "once"},
-               "spec": {"commandRef": "disk-usage", "nodeNames": ["node-0001"], "parameters": {"path": "/var"},
-                        "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}}),
+        manifest::<Invoker>(
+            "once",
+            json!({"commandRef": "disk-usage", "nodeNames": ["node-0001"], "parameters": {"path": "/var"},
+                   "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}),
+        ),
     )
     .await;
     let fired = wait_for(

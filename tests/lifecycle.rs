@@ -8,7 +8,7 @@ use kube::Api;
 use nodeops::api::AsyncCommand;
 use nodeops::keys::sim;
 use serde_json::json;
-use support::{TestNamespace, apply, wait_for};
+use support::{TestNamespace, apply, manifest, wait_for};
 
 #[tokio::test]
 async fn sigterm_stops_the_operator_cleanly() {
@@ -16,9 +16,11 @@ async fn sigterm_stops_the_operator_cleanly() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "busy"},
-               "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002"],
-                        "podAnnotations": {sim::OUTCOME: "running"}}}),
+        manifest::<AsyncCommand>(
+            "busy",
+            json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002"],
+                   "podAnnotations": {sim::OUTCOME: "running"}}),
+        ),
     )
     .await;
     wait_for(

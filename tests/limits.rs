@@ -12,7 +12,7 @@ use nodeops::api::AsyncCommand;
 use nodeops::api::async_command::NodePhase;
 use nodeops::keys::sim;
 use serde_json::json;
-use support::{TestNamespace, apply, finished, wait_for};
+use support::{TestNamespace, apply, finished, manifest, wait_for};
 
 /// The API server refuses requests over 3 MiB and etcd values over 1.5 MiB.
 const ETCD_VALUE_LIMIT: usize = 1536 * 1024;
@@ -35,12 +35,11 @@ async fn hundred_maximal_outputs_fit_and_are_marked_truncated() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "big"},
-            "spec": {"command": "cat /var/log/big", "nodeNames": nodes,
-                     "podAnnotations": {sim::MESSAGE: message}},
-        }),
+        manifest::<AsyncCommand>(
+            "big",
+            json!({"command": "cat /var/log/big", "nodeNames": nodes,
+                   "podAnnotations": {sim::MESSAGE: message}}),
+        ),
     )
     .await;
     let done = wait_for(

@@ -19,8 +19,8 @@ use nodeops::api::async_command::NodePhase;
 use nodeops::keys::{NODE_ANNOTATION, sim};
 use serde_json::json;
 use support::{
-    Operator, TestNamespace, apply, finished, install_crds, repo_root, track_jobs_in_flight,
-    wait_for,
+    Operator, TestNamespace, apply, finished, install_crds, manifest, repo_root,
+    track_jobs_in_flight, wait_for,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -86,12 +86,11 @@ async fn the_standby_replica_finishes_the_work_when_the_leader_dies() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "fleet"},
-            "spec": {"command": "uptime", "nodeNames": nodes, "maxConcurrency": 5,
-                     "podAnnotations": {sim::DELAY: "1s"}},
-        }),
+        manifest::<AsyncCommand>(
+            "fleet",
+            json!({"command": "uptime", "nodeNames": nodes, "maxConcurrency": 5,
+                   "podAnnotations": {sim::DELAY: "1s"}}),
+        ),
     )
     .await;
     wait_for(
@@ -209,12 +208,11 @@ async fn metrics_endpoint_serves_the_documented_series() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "mixed"},
-            "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
-                     "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3"}},
-        }),
+        manifest::<AsyncCommand>(
+            "mixed",
+            json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
+                   "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3"}}),
+        ),
     )
     .await;
     wait_for(&api, "mixed", Duration::from_secs(120), "final", finished).await;
@@ -300,14 +298,13 @@ async fn events_mark_transitions_and_never_repeat() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({
-            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-            "metadata": {"name": "mixed"},
-            "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
-                     "maxConcurrency": 1,
-                     "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3",
-                                        sim::DELAY: "1s"}},
-        }),
+        manifest::<AsyncCommand>(
+            "mixed",
+            json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0003"],
+                   "maxConcurrency": 1,
+                   "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3",
+                                      sim::DELAY: "1s"}}),
+        ),
     )
     .await;
     // Changes that wake the controller but change nothing it decides, all through the run.
@@ -363,8 +360,10 @@ async fn json_logs_are_one_object_per_line_with_the_reconcile_span() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "logged"},
-               "spec": {"command": "uptime", "nodeNames": ["node-0001"]}}),
+        manifest::<AsyncCommand>(
+            "logged",
+            json!({"command": "uptime", "nodeNames": ["node-0001"]}),
+        ),
     )
     .await;
     wait_for(&api, "logged", Duration::from_secs(60), "final", finished).await;

@@ -8,13 +8,13 @@ mod support;
 use std::time::Duration;
 
 use kube::Api;
-use nodeops::api::{AsyncCommand, Invoker};
+use nodeops::api::{AgentUpgradeJob, AsyncCommand, Command, Invoker};
 use nodeops::keys::sim;
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
 use support::{
-    Operator, TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl, repo_root,
-    wait_for,
+    Operator, TestNamespace, apply, finished, install_crds, kubeconfig_path, kubectl, manifest,
+    repo_root, wait_for,
 };
 
 /// A kubeconfig that authenticates as the operator's ServiceAccount.
@@ -86,19 +86,20 @@ async fn operator_needs_no_more_than_its_cluster_role() {
         &sa_kubeconfig,
     );
 
-    let commands: Api<nodeops::api::Command> = ns.api();
+    let commands: Api<Command> = ns.api();
     apply(
         &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "uptime"},
-               "spec": {"content": "uptime"}}),
+        manifest::<Command>("uptime", json!({"content": "uptime"})),
     )
     .await;
     let acmds: Api<AsyncCommand> = ns.api();
     apply(
         &acmds,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "rbac-check"},
-               "spec": {"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0404"],
-                        "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3"}}}),
+        manifest::<AsyncCommand>(
+            "rbac-check",
+            json!({"command": "uptime", "nodeNames": ["node-0001", "node-0002", "node-0404"],
+                   "podAnnotations": {format!("{}node-0002", sim::EXIT_CODE_NODE_PREFIX): "3"}}),
+        ),
     )
     .await;
     let done = wait_for(
@@ -114,8 +115,10 @@ async fn operator_needs_no_more_than_its_cluster_role() {
 
     apply(
         &acmds,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "on-host"},
-               "spec": {"command": "uptime", "nodeNames": ["node-0004"], "executionMode": "Host"}}),
+        manifest::<AsyncCommand>(
+            "on-host",
+            json!({"command": "uptime", "nodeNames": ["node-0004"], "executionMode": "Host"}),
+        ),
     )
     .await;
     let refused = wait_for(
@@ -139,9 +142,11 @@ async fn operator_needs_no_more_than_its_cluster_role() {
     let invokers: Api<Invoker> = ns.api();
     apply(
         &invokers,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": "once"},
-               "spec": {"commandRef": "uptime", "nodeNames": ["node-0003"],
-                        "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}}),
+        manifest::<Invoker>(
+            "once",
+            json!({"commandRef": "uptime", "nodeNames": ["node-0003"],
+                   "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}),
+        ),
     )
     .await;
     let fired = wait_for(
@@ -172,7 +177,7 @@ async fn operator_needs_no_more_than_its_cluster_role() {
         "uptime",
         Duration::from_secs(30),
         "Command status",
-        |c: &nodeops::api::Command| c.status.is_some(),
+        |c: &Command| c.status.is_some(),
     )
     .await;
     assert!(
@@ -200,12 +205,14 @@ async fn operator_needs_no_more_than_its_cluster_role() {
     )
     .await;
     assert!(results(&update).values().all(ok), "{update:?}");
-    let jobs: Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> = ns.api();
+    let jobs: Api<AgentUpgradeJob> = ns.api();
     apply(
         &jobs,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "rest"},
-               "spec": {"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 2,
-                        "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}}}),
+        manifest::<AgentUpgradeJob>(
+            "rest",
+            json!({"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 2,
+                   "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}}),
+        ),
     )
     .await;
     let upgraded = wait_for(
@@ -213,9 +220,7 @@ async fn operator_needs_no_more_than_its_cluster_role() {
         "rest",
         Duration::from_secs(180),
         "the upgrade",
-        |j: &nodeops::api::agent_upgrade_job::AgentUpgradeJob| {
-            j.status.as_ref().is_some_and(|s| s.completed_at.is_some())
-        },
+        |j: &AgentUpgradeJob| j.status.as_ref().is_some_and(|s| s.completed_at.is_some()),
     )
     .await;
     let states: Vec<_> = upgraded

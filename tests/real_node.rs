@@ -17,11 +17,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{LimitRange, Node, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
+use nodeops::api::Command;
 use nodeops::api::async_command::{AsyncCommand, CmdJob, NodePhase};
 use nodeops::api::invoker::Invoker;
 use nodeops::keys::sim;
 use serde_json::{Value, json};
-use support::{Operator, TestNamespace, apply, finished, install_crds, wait_for};
+use support::{Operator, TestNamespace, apply, finished, install_crds, manifest, wait_for};
 
 const FINISH: Duration = Duration::from_secs(120);
 
@@ -33,12 +34,7 @@ fn operator(ns: &TestNamespace) -> Operator {
 
 async fn run(ns: &TestNamespace, name: &str, spec: Value) -> AsyncCommand {
     let api: Api<AsyncCommand> = ns.api();
-    apply(
-        &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-               "metadata": {"name": name}, "spec": spec}),
-    )
-    .await;
+    apply(&api, manifest::<AsyncCommand>(name, spec)).await;
     wait_for(&api, name, FINISH, "every node final", finished).await
 }
 
@@ -53,13 +49,8 @@ fn entry<'a>(c: &'a AsyncCommand, node: &str) -> &'a CmdJob {
 }
 
 async fn command(ns: &TestNamespace, name: &str, spec: Value) {
-    let api: Api<nodeops::api::Command> = ns.api();
-    apply(
-        &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command",
-               "metadata": {"name": name}, "spec": spec}),
-    )
-    .await;
+    let api: Api<Command> = ns.api();
+    apply(&api, manifest::<Command>(name, spec)).await;
 }
 
 /// A directory on the host (this machine) for one test.
@@ -177,8 +168,7 @@ async fn a_timeout_kills_the_whole_process_group_on_the_node() {
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "hang"},
-               "spec": {"commandRef": "hang", "nodeNames": [node]}}),
+        manifest::<AsyncCommand>("hang", json!({"commandRef": "hang", "nodeNames": [node]})),
     )
     .await;
     // Positive evidence first: both sleeps run on the host.
@@ -295,9 +285,11 @@ async fn a_once_invoker_delivers_a_hostile_parameter_as_data() {
     let invokers: Api<Invoker> = ns.api();
     apply(
         &invokers,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": "once"},
-               "spec": {"commandRef": "echo-param", "nodeNames": [node], "parameters": {"value": hostile},
-                        "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}}),
+        manifest::<Invoker>(
+            "once",
+            json!({"commandRef": "echo-param", "nodeNames": [node], "parameters": {"value": hostile},
+                   "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}),
+        ),
     )
     .await;
     let fired = wait_for(&invokers, "once", FINISH, "the Once run", |i: &Invoker| {

@@ -16,11 +16,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
+use nodeops::api::Command;
 use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
 use nodeops::keys::OWNER_UID_LABEL;
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
-use support::{Operator, TestNamespace, apply, install_crds, wait_for};
+use support::{Operator, TestNamespace, apply, install_crds, manifest, wait_for};
 
 const FINISH: Duration = Duration::from_secs(180);
 
@@ -145,9 +146,11 @@ async fn the_sample_agent_is_installed_updated_rolled_back_and_upgraded_on_the_r
     let jobs: Api<AgentUpgradeJob> = ns.api();
     apply(
         &jobs,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "upgrade"},
-               "spec": {"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 2,
-                        "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}}}),
+        manifest::<AgentUpgradeJob>(
+            "upgrade",
+            json!({"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 2,
+                   "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}}),
+        ),
     )
     .await;
     let job = wait_for(
@@ -302,11 +305,13 @@ async fn a_host_installer_installs_updates_rolls_back_and_undoes_on_the_real_nod
     let images = support::real_node_images();
     let host = HostAgent::new(&ns.name);
     let _op = Operator::start(&ns.name, &["--host-mode-namespaces", &ns.name]);
-    let commands: Api<nodeops::api::Command> = ns.api();
+    let commands: Api<Command> = ns.api();
     apply(
         &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "install-agent"},
-               "spec": {"content": format!("AGENT_PREFIX={} exec sh \"$NODEOPS_PAYLOAD/install.sh\"", host.prefix.display())}}),
+        manifest::<Command>(
+            "install-agent",
+            json!({"content": format!("AGENT_PREFIX={} exec sh \"$NODEOPS_PAYLOAD/install.sh\"", host.prefix.display())}),
+        ),
     )
     .await;
     let agent = Agent::create(

@@ -112,17 +112,21 @@ pub(crate) async fn operator_killed_at_seeded_points_runs_nothing_twice_and_lose
     let upgrades: Api<AgentUpgradeJob> = ns.api();
     apply(
         &upgrades,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob", "metadata": {"name": "upgrade"},
-               "spec": {"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 5,
-                        "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}}}),
+        manifest::<AgentUpgradeJob>(
+            "upgrade",
+            json!({"agent": agent.name, "targetVersion": "2.0.0", "maxConcurrency": 5,
+                   "nodeSelector": {"matchExpressions": [{"key": agent.label(), "operator": "Exists"}]}}),
+        ),
     )
     .await;
     let invokers: Api<Invoker> = ns.api();
     apply(
         &invokers,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": "every-minute"},
-               "spec": {"commandRef": "disk-usage", "nodeNames": ["node-0001", "node-0002"],
-                        "scheduleSettings": {"policy": "Recurrence", "recurrence": "* * * * *"}}}),
+        manifest::<Invoker>(
+            "every-minute",
+            json!({"commandRef": "disk-usage", "nodeNames": ["node-0001", "node-0002"],
+                   "scheduleSettings": {"policy": "Recurrence", "recurrence": "* * * * *"}}),
+        ),
     )
     .await;
 

@@ -40,7 +40,7 @@ use nodeops::keys::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use support::agents::{Agent, invoke, ok, results};
-use support::{Operator, TestNamespace, apply, finished, install_crds, repo_root};
+use support::{Operator, TestNamespace, apply, finished, install_crds, manifest, repo_root};
 
 /// How long a fan-out may take to finish once its fault is over.
 const FINISH: Duration = Duration::from_secs(240);

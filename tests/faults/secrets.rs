@@ -49,8 +49,10 @@ pub(crate) async fn secrets_never_reach_status_events_or_logs() {
     let commands: Api<Command> = ns.api();
     apply(
         &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "remote-install"},
-               "spec": {"content": "curl -fsS https://repo.example.com/telescope-{{version}}.sh | sh", "enableParameters": true}}),
+        manifest::<Command>(
+            "remote-install",
+            json!({"content": "curl -fsS https://repo.example.com/telescope-{{version}}.sh | sh", "enableParameters": true}),
+        ),
     )
     .await;
     let agent = Agent::create(
@@ -86,24 +88,30 @@ pub(crate) async fn secrets_never_reach_status_events_or_logs() {
     // Stalled condition and Event that name the parameter).
     apply(
         &commands,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "rotate"},
-               "spec": {"content": "rotate-credentials --token {{token}}", "enableParameters": true}}),
+        manifest::<Command>(
+            "rotate",
+            json!({"content": "rotate-credentials --token {{token}}", "enableParameters": true}),
+        ),
     )
     .await;
     let acmds: Api<AsyncCommand> = ns.api();
     apply(
         &acmds,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "rotate"},
-               "spec": {"commandRef": "rotate", "parameters": {"token": token},
-                        "nodeNames": ["node-0011", "node-0012", "node-0013"],
-                        "podAnnotations": {format!("{}node-0012", sim::EXIT_CODE_NODE_PREFIX): "3"}}}),
+        manifest::<AsyncCommand>(
+            "rotate",
+            json!({"commandRef": "rotate", "parameters": {"token": token},
+                   "nodeNames": ["node-0011", "node-0012", "node-0013"],
+                   "podAnnotations": {format!("{}node-0012", sim::EXIT_CODE_NODE_PREFIX): "3"}}),
+        ),
     )
     .await;
     apply(
         &acmds,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "rotate-unknown"},
-               "spec": {"commandRef": "rotate", "parameters": {"token": token, "tokenCopy": token},
-                        "nodeNames": ["node-0014"]}}),
+        manifest::<AsyncCommand>(
+            "rotate-unknown",
+            json!({"commandRef": "rotate", "parameters": {"token": token, "tokenCopy": token},
+                   "nodeNames": ["node-0014"]}),
+        ),
     )
     .await;
     let rotated = eventually(&acmds, "rotate", FINISH, "the rotation final", finished).await;

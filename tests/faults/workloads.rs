@@ -9,16 +9,15 @@ pub(crate) fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> 
 /// A 100-node AsyncCommand at maxConcurrency 10 whose pods take 500 ms: long enough to be
 /// hit mid-way.
 pub(crate) fn fan_out(name: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-        "metadata": {"name": name},
-        "spec": {
+    manifest::<AsyncCommand>(
+        name,
+        json!({
             "command": "uptime",
             "nodeNames": node_names(1..=100),
             "maxConcurrency": 10,
             "podAnnotations": {sim::DELAY: "500ms"}
-        }
-    })
+        }),
+    )
 }
 
 pub(crate) fn succeeded_at_least(n: i32) -> impl Fn(&AsyncCommand) -> bool {
@@ -106,7 +105,40 @@ pub(crate) async fn assert_fan_out_complete(
     let lp = ListParams::default().labels(&selector);
     let (job_api, pod_api) = (ns.api::<Job>(), ns.api::<Pod>());
     let list = retry("list Jobs", || job_api.list(&lp)).await.items;
-    assert_eq!(list.len(), nodes, "exactly one Job per node");
+    if list.len() != nodes {
+        // Say which nodes have no Job, what the status says of them, and what the test's
+        // own Job watch saw: a Job deleted, or one the API never listed.
+        let listed: BTreeSet<String> = list
+            .iter()
+            .filter_map(|j| j.annotations().get(NODE_ANNOTATION).cloned())
+            .collect();
+        let missing: Vec<_> = status
+            .cmd_jobs
+            .iter()
+            .filter(|e| !listed.contains(&e.node_name))
+            .map(|e| {
+                (
+                    e.node_name.clone(),
+                    e.phase,
+                    e.reason.clone(),
+                    e.message.clone(),
+                )
+            })
+            .collect();
+        let names: BTreeSet<String> = list.iter().map(|j| j.name_any()).collect();
+        let watched = jobs
+            .lock()
+            .map(|w| {
+                let seen = &w.ledger.uids_by_name;
+                let unlisted: Vec<&String> = seen.keys().filter(|n| !names.contains(*n)).collect();
+                format!("{} Job names, not listed now: {unlisted:?}", seen.len())
+            })
+            .unwrap_or_default();
+        panic!(
+            "exactly one Job per node: {} listed for {nodes}; without a Job: {missing:?}; the Job watch saw: {watched}",
+            list.len()
+        );
+    }
     let by_node: BTreeMap<String, &Job> = list
         .iter()
         .filter_map(|j| Some((j.annotations().get(NODE_ANNOTATION)?.clone(), j)))
@@ -255,8 +287,10 @@ pub(crate) async fn agent_installed(ns: &TestNamespace, nodes: &[String]) -> Age
 pub(crate) async fn disk_usage_command(ns: &TestNamespace) {
     apply(
         &ns.api::<Command>(),
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "Command", "metadata": {"name": "disk-usage"},
-               "spec": {"content": "df -h {{path}}", "enableParameters": true, "defaultParameters": {"path": "/"}}}),
+        manifest::<Command>(
+            "disk-usage",
+            json!({"content": "df -h {{path}}", "enableParameters": true, "defaultParameters": {"path": "/"}}),
+        ),
     )
     .await;
 }

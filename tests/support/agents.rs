@@ -14,7 +14,7 @@ use nodeops::api::node_agent::NodeAgent;
 use nodeops::keys::agent_node_label;
 use serde_json::json;
 
-use super::{TestNamespace, apply, wait_for};
+use super::{TestNamespace, apply, manifest, wait_for};
 
 /// How long an invocation may take in the tests.
 pub const FINISH: Duration = Duration::from_secs(120);
@@ -32,11 +32,7 @@ impl Agent {
         let mut spec = spec;
         spec["namespace"] = json!(ns.name);
         let api: Api<NodeAgent> = Api::all(ns.client.clone());
-        apply(
-            &api,
-            json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "NodeAgent", "metadata": {"name": name}, "spec": spec}),
-        )
-        .await;
+        apply(&api, manifest::<NodeAgent>(&name, spec)).await;
         Self {
             name,
             client: ns.client.clone(),
@@ -142,11 +138,7 @@ pub fn is_final(inv: &AgentInvocation) -> bool {
 /// Creates an AgentInvocation and waits until every instance is final.
 pub async fn invoke(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> AgentInvocation {
     let api: Api<AgentInvocation> = ns.api();
-    apply(
-        &api,
-        json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentInvocation", "metadata": {"name": name}, "spec": spec}),
-    )
-    .await;
+    apply(&api, manifest::<AgentInvocation>(name, spec)).await;
     wait_for(&api, name, FINISH, "every instance final", is_final).await
 }
 

@@ -595,6 +595,19 @@ impl Drop for Operator {
     }
 }
 
+/// A manifest of `K` named `name` with `spec`: apiVersion and kind come from the Rust type.
+pub fn manifest<K: kube::Resource<DynamicType = ()>>(
+    name: &str,
+    spec: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
 /// Applies a manifest (JSON) to the namespace with server-side apply, as `kubectl apply`.
 pub async fn apply<K>(api: &Api<K>, obj: serde_json::Value) -> K
 where
