@@ -48,6 +48,29 @@ pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// How long an agent pod must have been Ready before an invocation counts the agent as
+/// running: an agent that exits at start (crash-looping) can show Ready for an instant
+/// between its start and its exit.
+pub const AGENT_MIN_READY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether a Pod has been Ready for at least `min` at `now` (a Ready condition without a
+/// transition time counts as Ready since ever).
+pub fn pod_ready_for(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    now: jiff::Timestamp,
+    min: std::time::Duration,
+) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|c| {
+            c.last_transition_time
+                .as_ref()
+                .is_none_or(|t| now.duration_since(t.0).as_secs_f64() >= min.as_secs_f64())
+        })
+}
+
 fn uuid_v5(namespace: &str, name: &str) -> String {
     // The namespace uuid is itself derived from a string (the object's uid is a uuid, but
     // nothing guarantees it), so any uid works.
@@ -223,5 +246,31 @@ mod tests {
         let long = daemonset_name(&"a".repeat(40), &"1".repeat(64));
         assert!(long.len() <= 63, "{long}");
         assert!(!daemonset_name("t", "1.-").ends_with('-'));
+    }
+
+    #[test]
+    fn an_agent_pod_counts_once_it_stayed_ready() {
+        let pod = |status: &str, since: &str| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "status": {"conditions": [{"type": "Ready", "status": status, "lastTransitionTime": since}]}
+            }))
+            .expect("pod")
+        };
+        let now: jiff::Timestamp = "2026-11-29T06:00:10Z".parse().expect("now");
+        assert!(pod_ready_for(
+            &pod("True", "2026-11-29T06:00:05Z"),
+            now,
+            AGENT_MIN_READY
+        ));
+        assert!(
+            !pod_ready_for(&pod("True", "2026-11-29T06:00:09Z"), now, AGENT_MIN_READY),
+            "Ready for an instant (a crash-looping agent's start) is not running"
+        );
+        assert!(!pod_ready_for(
+            &pod("False", "2026-11-29T06:00:00Z"),
+            now,
+            AGENT_MIN_READY
+        ));
     }
 }

@@ -9,6 +9,8 @@ pub mod agent;
 #[cfg(feature = "operator")]
 pub mod api;
 #[cfg(feature = "operator")]
+pub mod complete;
+#[cfg(feature = "operator")]
 pub mod conditions;
 #[cfg(feature = "operator")]
 pub mod controller;
@@ -17,6 +19,8 @@ pub mod engine;
 pub mod exec;
 #[cfg(feature = "operator")]
 pub mod keys;
+#[cfg(feature = "operator")]
+pub mod logs;
 #[cfg(feature = "operator")]
 pub mod metrics;
 #[cfg(feature = "operator")]

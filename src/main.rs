@@ -8,7 +8,7 @@ use nodeops::settings::Settings;
 use nodeops::telemetry::{self, LogFormat};
 
 /// Runs nodeops' controllers against the cluster in the kubeconfig or in-cluster config;
-/// `nodeops get` prints an object's per-node table.
+/// `nodeops get` prints an object's per-node table, `nodeops logs` a node's whole output.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -63,12 +63,39 @@ enum Sub {
         /// agentinvocation (ainv) or agentupgradejob (aupj).
         kind: String,
         name: String,
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
+        /// Namespace (default: the kubeconfig context's).
+        #[arg(short, long)]
+        namespace: Option<String>,
         /// Print each node's result as it arrives, then the table once the object is
         /// finished (asynccommand, agentinvocation, agentupgradejob).
         #[arg(short, long)]
         watch: bool,
+    },
+    /// Print a node's whole output from its Pod: `nodeops logs KIND NAME --node NODE`
+    /// (status keeps only its beginning and end). Says so when the Pod is gone.
+    Logs {
+        /// Kind: asynccommand (acmd) or agentinvocation (ainv).
+        kind: String,
+        name: String,
+        /// The node (an AgentInvocation's instance id).
+        #[arg(long)]
+        node: String,
+        /// Namespace (default: the kubeconfig context's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Print a shell completion script: `source <(nodeops completion bash)`.
+    Completion {
+        shell: clap_complete::Shell,
+        /// The command name to complete (`kubectl-nodeops` for the plugin).
+        #[arg(long, default_value = "nodeops")]
+        name: String,
+    },
+    /// Completion candidates for `kubectl nodeops` (what `kubectl_complete-nodeops` runs).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
     },
 }
 
@@ -114,6 +141,36 @@ where
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match &args.command {
+        Some(Sub::Completion { shell, name }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Args::command(), name, &mut std::io::stdout());
+            return Ok(());
+        }
+        Some(Sub::Complete { words }) => {
+            // Completion must not fail loudly: without a cluster it offers the static words.
+            let client = kube::Client::try_default().await.ok();
+            let text = nodeops::complete::complete(client.as_ref(), words).await;
+            print!("{text}");
+            return Ok(());
+        }
+        _ => {}
+    }
+    if let Some(Sub::Logs {
+        kind,
+        name,
+        node,
+        namespace,
+    }) = &args.command
+    {
+        let client = kube::Client::try_default().await?;
+        let namespace = namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let text = nodeops::logs::node_output(&client, kind, &namespace, name, node).await?;
+        print!("{text}");
+        return Ok(());
+    }
     if let Some(Sub::Get {
         kind,
         name,
@@ -122,6 +179,9 @@ async fn main() -> anyhow::Result<()> {
     }) = &args.command
     {
         let client = kube::Client::try_default().await?;
+        let namespace = &namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
         let kind = kind.to_lowercase();
         let text = match kind.as_str() {
             "asynccommand" | "asynccommands" | "acmd" => {

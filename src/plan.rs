@@ -65,6 +65,15 @@ pub fn clip(text: &str, limit: usize) -> String {
     format!("{}...", &text[..end])
 }
 
+/// The first at most `limit` bytes of `text`, cut on a character boundary (no marker).
+pub fn clip_to(text: &str, limit: usize) -> String {
+    let mut end = limit.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
 /// Whether a Node's Ready condition is True.
 pub fn node_ready(node: &Node) -> bool {
     node.status

@@ -133,7 +133,8 @@ async fn container_mode_reports_real_output_exactly() {
         "{e:#?}"
     );
 
-    // More output than the report holds: its tail, marked.
+    // More output than status holds: its beginning and its end, the bytes between them
+    // counted; all of it from the Pod with `nodeops logs`.
     command(&ns, "long", json!({"content": "seq 1 50000"})).await;
     let done = run(
         &ns,
@@ -143,10 +144,75 @@ async fn container_mode_reports_real_output_exactly() {
     .await;
     let e = entry(&done, &node);
     let out = e.output.as_deref().expect("output");
+    let whole: String = (1..=50000).map(|i| format!("{i}\n")).collect();
     assert_eq!(e.phase, NodePhase::Succeeded, "{e:#?}");
     assert!(e.output_truncated, "{e:#?}");
     assert!(out.ends_with("49999\n50000\n"), "{out:?}");
-    assert!(out.len() < 4096, "{}", out.len());
+    assert!(out.len() <= 2048, "{}", out.len());
+    let head = e.output_head.as_deref().expect("the output's beginning");
+    assert!(head.starts_with("1\n2\n3\n"), "{head:?}");
+    assert!(whole.starts_with(head) && whole.ends_with(out));
+    assert_eq!(
+        head.len() as i64 + e.output_bytes_dropped.expect("dropped") + out.len() as i64,
+        whole.len() as i64,
+        "beginning, dropped and end add up to the whole output"
+    );
+    let logs = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
+        .args([
+            "logs",
+            "asynccommand",
+            "long",
+            "--node",
+            &node,
+            "-n",
+            &ns.name,
+        ])
+        .env("KUBECONFIG", support::kubeconfig_path())
+        .output()
+        .expect("nodeops logs");
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&logs.stdout) == whole,
+        "nodeops logs prints the whole output ({} bytes, want {})",
+        logs.stdout.len(),
+        whole.len()
+    );
+
+    // Once the Pod is gone, it says so instead of printing part of the output.
+    let pods: Api<Pod> = ns.api();
+    let uid = done.metadata.uid.clone().expect("uid");
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default().labels(&format!("{}={uid}", nodeops::keys::OWNER_UID_LABEL)),
+    )
+    .await
+    .expect("delete the Pods");
+    support::wait_until_none(
+        &pods,
+        &format!("{}={uid}", nodeops::keys::OWNER_UID_LABEL),
+        FINISH,
+    )
+    .await;
+    let gone = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
+        .args([
+            "logs",
+            "asynccommand",
+            "long",
+            "--node",
+            &node,
+            "-n",
+            &ns.name,
+        ])
+        .env("KUBECONFIG", support::kubeconfig_path())
+        .output()
+        .expect("nodeops logs");
+    let said = String::from_utf8_lossy(&gone.stderr);
+    assert!(!gone.status.success() && gone.stdout.is_empty());
+    assert!(said.contains("no longer exists"), "{said}");
 }
 
 #[tokio::test]

@@ -259,12 +259,21 @@ pub struct CmdJob {
     /// Exit code of the command, once it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// Tail of the command's combined output (bounded; see `outputTruncated`).
+    /// The command's combined output, or its end (at most 2048 bytes) when it is longer
+    /// (`outputTruncated`). `nodeops logs asynccommand NAME --node NODE` prints all of it
+    /// while the node's Pod exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     /// True when `output` holds only the end of a longer output.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_truncated: bool,
+    /// The output's beginning (at most 512 bytes), when it is too long to keep whole: the
+    /// output is `outputHead`, then `outputBytesDropped` bytes not kept, then `output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_head: Option<String>,
+    /// Bytes of the output between `outputHead` and `output` that are not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes_dropped: Option<i64>,
     /// Machine-readable reason of a failure or cancellation: NodeNotFound, NodeNotReady,
     /// AdmissionRefused, Timeout, ExitCode, MaxErrorsReached, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -67,7 +67,8 @@ pub struct NodeAgentSpec {
     pub installer: Option<InstallerSpec>,
 
     /// Seconds an install, update or rollback may take on one node before it is reported
-    /// failed (10 to 3600, default 300).
+    /// failed (10 to 3600, default 300). In DaemonSet mode the agent counts as running once
+    /// its pod has stayed Ready for 3 s (a crash-looping agent is Ready for an instant).
     #[serde(default = "default_ready_timeout")]
     #[schemars(range(min = 10, max = 3600))]
     pub ready_timeout_seconds: i64,

@@ -66,9 +66,13 @@ struct Args {
     /// Working directory.
     #[arg(long)]
     workdir: Option<PathBuf>,
-    /// Bytes of output tail to keep in the report.
+    /// Bytes of the output's end to keep in the report.
     #[arg(long, default_value_t = 2048)]
     output_limit: usize,
+    /// Bytes of the output's beginning to keep in the report when it is too long to keep
+    /// whole (the bytes between the two ends are counted, not kept).
+    #[arg(long, default_value_t = 1024)]
+    output_head_limit: usize,
     /// Where the report goes (the container's terminationMessagePath).
     #[arg(long, default_value = "/dev/termination-log")]
     termination_log: PathBuf,
@@ -207,6 +211,7 @@ fn host_and_run(args: &Args, staged: Option<&PathBuf>) -> Result<RunReport, Stri
         timeout: Duration::from_secs(args.timeout),
         workdir: args.workdir.clone().or_else(|| staged.cloned()),
         output_limit: args.output_limit,
+        head_limit: args.output_head_limit,
         env,
         echo: true,
     };

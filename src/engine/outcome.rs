@@ -67,8 +67,13 @@ pub enum RunState {
 pub struct Observed {
     pub state: RunState,
     pub exit_code: Option<i32>,
+    /// The output, or its end when it is too long to keep whole (`truncated`).
     pub output: Option<String>,
     pub truncated: bool,
+    /// The output's beginning, when it is too long to keep whole.
+    pub output_head: Option<String>,
+    /// Bytes between `output_head` and `output` that are not kept.
+    pub dropped_bytes: u64,
     pub reason: Option<String>,
     pub message: Option<String>,
     pub start_time: Option<Time>,
@@ -252,19 +257,17 @@ pub fn observe(job: &Job, pods: &[&Pod], output_limit: usize) -> Observed {
         .as_ref()
         .and_then(|r| r.exit_code)
         .or(terminated.as_ref().map(|t| t.exit_code));
-    let (output, truncated) = match report.as_ref().and_then(|r| r.output.clone()) {
-        Some(out) => bound(
-            &out,
-            output_limit,
-            report.as_ref().is_some_and(|r| r.truncated),
-        ),
-        None => (None, false),
+    let ends = match &report {
+        Some(r) if r.output.is_some() => ends(r, output_limit),
+        _ => Ends::default(),
     };
     let mut observed = Observed {
         state: RunState::Active { pods: pods.len() },
         exit_code,
-        output,
-        truncated,
+        output: ends.output,
+        truncated: ends.truncated,
+        output_head: ends.head,
+        dropped_bytes: ends.dropped,
         reason: None,
         message: None,
         start_time,
@@ -352,6 +355,8 @@ struct Report {
     exit_code: Option<i32>,
     output: Option<String>,
     truncated: bool,
+    head: Option<String>,
+    dropped_bytes: u64,
     timed_out: bool,
     error: Option<String>,
     /// The signal that killed the command.
@@ -364,6 +369,8 @@ fn parse_report(message: &str) -> Report {
             exit_code: Some(r.exit_code),
             output: Some(r.output),
             truncated: r.truncated,
+            head: r.head,
+            dropped_bytes: r.dropped_bytes,
             timed_out: r.timed_out,
             error: r.error,
             signal: r.signal,
@@ -372,6 +379,66 @@ fn parse_report(message: &str) -> Report {
             output: (!message.is_empty()).then(|| message.to_string()),
             ..Default::default()
         },
+    }
+}
+
+/// Bytes of an output's beginning kept in status when the output is too long to keep whole.
+pub const HEAD_LIMIT: usize = 512;
+
+/// Both ends of a report's output as status keeps them.
+#[derive(Debug, Default, PartialEq)]
+struct Ends {
+    head: Option<String>,
+    output: Option<String>,
+    truncated: bool,
+    dropped: u64,
+}
+
+/// The report's output within status' bounds: at most [`HEAD_LIMIT`] bytes of its
+/// beginning and `limit` bytes of its end, with the bytes between them counted. A runner
+/// older than the head (or a report that fits) gives no head; what status cuts from the
+/// middle of a whole output becomes a head, the dropped bytes and the end.
+fn ends(r: &Report, limit: usize) -> Ends {
+    let text = r.output.clone().unwrap_or_default();
+    let mut dropped = r.dropped_bytes;
+    let head = match &r.head {
+        Some(head) => Some(head.clone()),
+        None if !r.truncated && text.len() > HEAD_LIMIT + limit => Some(text.clone()),
+        None => None,
+    };
+    let Some(mut head) = head else {
+        let (output, truncated) = bound(&text, limit, r.truncated);
+        return Ends {
+            head: None,
+            output,
+            truncated,
+            dropped: 0,
+        };
+    };
+    let mut tail = if r.head.is_some() {
+        text
+    } else {
+        String::new()
+    };
+    if r.head.is_none() {
+        // A whole output, too long: its head and its end come from the same text.
+        let (end, _) = bound(&head, limit, false);
+        tail = end.unwrap_or_default();
+        dropped += (head.len() - tail.len()) as u64;
+        head = crate::plan::clip_to(&head, HEAD_LIMIT);
+        dropped -= head.len() as u64;
+    } else {
+        let before = head.len() + tail.len();
+        head = crate::plan::clip_to(&head, HEAD_LIMIT);
+        let (end, _) = bound(&tail, limit, true);
+        tail = end.unwrap_or_default();
+        dropped += (before - head.len() - tail.len()) as u64;
+    }
+    Ends {
+        head: Some(head),
+        output: Some(tail),
+        truncated: true,
+        dropped,
     }
 }
 
@@ -732,5 +799,72 @@ mod tests {
         assert!(o.output.expect("output").len() <= 9);
         assert_eq!(bound("abc", 3, false), (Some("abc".into()), false));
         assert_eq!(bound("abc", 3, true), (Some("abc".into()), true));
+    }
+
+    #[test]
+    fn status_keeps_both_ends_of_the_output_and_counts_the_rest() {
+        let sum = |o: &Observed| {
+            o.output_head.as_ref().map_or(0, String::len) as u64
+                + o.dropped_bytes
+                + o.output.as_ref().map_or(0, String::len) as u64
+        };
+        // The runner's head and end, each longer than status keeps.
+        let report = RunReport {
+            exit_code: 0,
+            head: Some("h".repeat(1000)),
+            output: "t".repeat(3000),
+            dropped_bytes: 7,
+            truncated: true,
+            ..Default::default()
+        };
+        let p = pod(0, &serde_json::to_string(&report).expect("json"));
+        let o = observe(&job(json!([])), &[&p], 100);
+        assert_eq!(o.output_head.as_deref().map(str::len), Some(HEAD_LIMIT));
+        assert_eq!(o.output.as_deref().map(str::len), Some(100));
+        assert!(o.truncated);
+        assert_eq!(sum(&o), 1000 + 7 + 3000, "nothing unaccounted for");
+
+        // A whole output (no head from the runner) too long for status: split.
+        let whole = format!("{}{}", "a".repeat(600), "z".repeat(600));
+        let p = pod(
+            0,
+            &serde_json::to_string(&RunReport {
+                output: whole.clone(),
+                ..Default::default()
+            })
+            .expect("json"),
+        );
+        let o = observe(&job(json!([])), &[&p], 100);
+        assert!(
+            o.output_head
+                .as_deref()
+                .is_some_and(|h| h.len() == HEAD_LIMIT && h.starts_with('a'))
+        );
+        assert!(
+            o.output
+                .as_deref()
+                .is_some_and(|t| t.len() == 100 && t.ends_with('z'))
+        );
+        assert_eq!(sum(&o), whole.len() as u64);
+
+        // What fits is kept whole; a runner without heads keeps its end only.
+        let p = pod(0, r#"{"exitCode":0,"output":"short\n"}"#);
+        let o = observe(&job(json!([])), &[&p], 100);
+        assert_eq!(
+            (o.output_head, o.output.as_deref(), o.truncated),
+            (None, Some("short\n"), false)
+        );
+        let p = pod(
+            0,
+            &format!(
+                r#"{{"exitCode":0,"output":"{}","truncated":true}}"#,
+                "x".repeat(150)
+            ),
+        );
+        let o = observe(&job(json!([])), &[&p], 100);
+        assert_eq!(
+            (o.output_head, o.output.map(|t| t.len()), o.truncated),
+            (None, Some(100), true)
+        );
     }
 }

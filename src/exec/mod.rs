@@ -24,7 +24,7 @@ use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use tail::TailBuffer;
+use tail::HeadTail;
 
 /// Exit code reported when the timeout killed the command (as coreutils `timeout`).
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
@@ -45,8 +45,10 @@ pub struct RunSpec {
     pub user: Option<String>,
     pub timeout: Duration,
     pub workdir: Option<PathBuf>,
-    /// Bytes of the output tail to keep.
+    /// Bytes of the output's end to keep.
     pub output_limit: usize,
+    /// Bytes of the output's beginning to keep when it is too long to keep whole.
+    pub head_limit: usize,
     /// The command's environment besides PATH, LANG and the user's HOME, USER, LOGNAME
     /// (parameters).
     pub env: Vec<(String, String)>,
@@ -59,10 +61,18 @@ pub struct RunSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RunReport {
     pub exit_code: i32,
+    /// The output, or its end when it was too long (`truncated`).
     pub output: String,
-    /// The output shown is only its end.
+    /// The output shown is not all of it: `head`, then `droppedBytes` not kept, then
+    /// `output`.
     #[serde(default)]
     pub truncated: bool,
+    /// The output's beginning, when it was too long to keep whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// Bytes between `head` and `output` that were not kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_bytes: u64,
     #[serde(default)]
     pub timed_out: bool,
     /// The signal that killed the command (not our timeout kill); `exit_code` is then
@@ -93,6 +103,10 @@ pub enum Error {
     Wait(std::io::Error),
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl RunReport {
     /// The report of a command that never started.
     pub fn start_failed(error: &Error) -> Self {
@@ -104,22 +118,37 @@ impl RunReport {
     }
 
     /// JSON for the termination message, at most `TERMINATION_MESSAGE_LIMIT` bytes: the
-    /// output is cut from the front (and marked truncated) until it fits.
+    /// output's end is cut from its front, then the head from its end, until it fits; what
+    /// is cut is counted in `droppedBytes` (the head, empty if need be, stays in front).
     pub fn to_termination_message(&self) -> String {
         let mut report = self.clone();
         loop {
             let json = serde_json::to_string(&report)
                 .unwrap_or_else(|_| format!("{{\"exitCode\":{}}}", report.exit_code));
-            if json.len() <= TERMINATION_MESSAGE_LIMIT || report.output.is_empty() {
+            let head_len = report.head.as_ref().map_or(0, String::len);
+            if json.len() <= TERMINATION_MESSAGE_LIMIT || report.output.len() + head_len == 0 {
                 return json;
             }
-            let excess = json.len() - TERMINATION_MESSAGE_LIMIT;
             // Escaping can make a byte cost up to 6 in JSON; cut at least the excess.
-            let mut cut = excess.max(16).min(report.output.len());
-            while !report.output.is_char_boundary(cut) {
-                cut += 1;
-            }
-            report.output.drain(..cut);
+            let excess = (json.len() - TERMINATION_MESSAGE_LIMIT).max(16);
+            let head = report.head.get_or_insert_with(String::new);
+            let cut = if !report.output.is_empty() {
+                let mut cut = excess.min(report.output.len());
+                while !report.output.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                report.output.drain(..cut);
+                cut
+            } else {
+                let mut keep = head.len().saturating_sub(excess);
+                while !head.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                let cut = head.len() - keep;
+                head.truncate(keep);
+                cut
+            };
+            report.dropped_bytes += cut as u64;
             report.truncated = true;
         }
     }
@@ -173,10 +202,10 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
     // Drop our copies of the write end so the reader sees EOF when the command exits.
     drop(cmd);
 
-    let limit = spec.output_limit;
+    let (head_limit, limit) = (spec.head_limit, spec.output_limit);
     let echo = spec.echo;
     let collector = std::thread::spawn(move || {
-        let mut tail = TailBuffer::new(limit);
+        let mut tail = HeadTail::new(head_limit, limit);
         let mut buf = [0u8; 8192];
         let mut stdout = std::io::stdout();
         loop {
@@ -213,7 +242,10 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
     // output collector finishes.
     let _ = killpg(pgid, Signal::SIGKILL);
     let status = status?;
-    let tail = collector.join().unwrap_or_else(|_| TailBuffer::new(0));
+    let ends = collector
+        .join()
+        .unwrap_or_else(|_| HeadTail::new(0, 0))
+        .into_ends();
     let signal = if timed_out { None } else { status.signal() };
     let exit_code = if timed_out {
         TIMEOUT_EXIT_CODE
@@ -223,11 +255,12 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
             .or_else(|| signal.map(|s| 128 + s))
             .unwrap_or(1)
     };
-    let (output, truncated) = tail.into_string();
     Ok(RunReport {
         exit_code,
-        output,
-        truncated,
+        truncated: ends.dropped > 0,
+        output: ends.tail,
+        head: ends.head,
+        dropped_bytes: ends.dropped,
         timed_out,
         signal,
         error: None,
@@ -395,5 +428,53 @@ mod tests {
         };
         let back: RunReport = serde_json::from_str(&small.to_termination_message()).expect("json");
         assert_eq!(back, small);
+    }
+
+    #[test]
+    fn keeps_both_ends_of_long_output_and_counts_the_middle() {
+        let mut s = spec(&[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done",
+        ]);
+        s.output_limit = 64;
+        s.head_limit = 32;
+        let r = run(&s).expect("run");
+        let total: usize = (0..1000).map(|i| format!("line-{i}\n").len()).sum();
+        let head = r.head.as_deref().expect("head");
+        assert!(head.starts_with("line-0\nline-1\n"), "{head:?}");
+        assert!(r.output.ends_with("line-999\n"), "{:?}", r.output);
+        assert!(r.truncated);
+        assert_eq!(
+            head.len() + r.dropped_bytes as usize + r.output.len(),
+            total,
+            "head, dropped and tail add up to the whole output"
+        );
+    }
+
+    #[test]
+    fn a_cut_termination_message_still_adds_up() {
+        let report = RunReport {
+            exit_code: 1,
+            head: Some("h".repeat(1024)),
+            output: "\"".repeat(3000),
+            dropped_bytes: 10,
+            truncated: true,
+            ..Default::default()
+        };
+        let msg = report.to_termination_message();
+        assert!(msg.len() <= TERMINATION_MESSAGE_LIMIT, "{}", msg.len());
+        let back: RunReport = serde_json::from_str(&msg).expect("json");
+        let shown = back.head.as_ref().map_or(0, String::len) + back.output.len();
+        assert_eq!(
+            shown as u64 + back.dropped_bytes,
+            1024 + 3000 + 10,
+            "what was cut is counted"
+        );
+        assert_eq!(
+            back.head.as_deref(),
+            Some("h".repeat(1024).as_str()),
+            "the head stays"
+        );
     }
 }

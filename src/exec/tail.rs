@@ -1,5 +1,6 @@
-//! A bounded buffer that keeps the last bytes of a stream, so a command that prints
-//! gigabytes costs the runner a fixed amount of memory.
+//! Bounded buffers that keep the first and the last bytes of a stream, so a command that
+//! prints gigabytes costs the runner a fixed amount of memory and its report still shows
+//! both ends (where the command said what it does, and where it said how it ended).
 
 use std::collections::VecDeque;
 
@@ -52,6 +53,76 @@ impl TailBuffer {
     }
 }
 
+/// Both ends of a stream: its first `head_limit` bytes, its last `tail_limit` bytes, and
+/// how many bytes between them were not kept.
+pub struct HeadTail {
+    head_limit: usize,
+    head: Vec<u8>,
+    tail: TailBuffer,
+    total: u64,
+}
+
+/// What a [`HeadTail`] kept, as text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ends {
+    /// The beginning, when the stream was too long to keep whole.
+    pub head: Option<String>,
+    /// The end (the whole stream when `head` is none).
+    pub tail: String,
+    /// Bytes between `head` and `tail` that were not kept.
+    pub dropped: u64,
+}
+
+impl HeadTail {
+    pub fn new(head_limit: usize, tail_limit: usize) -> Self {
+        Self {
+            head_limit,
+            head: Vec::with_capacity(head_limit.min(64 * 1024)),
+            tail: TailBuffer::new(tail_limit),
+            total: 0,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let room = self.head_limit - self.head.len();
+        let (to_head, rest) = bytes.split_at(room.min(bytes.len()));
+        self.head.extend_from_slice(to_head);
+        self.tail.push(rest);
+    }
+
+    pub fn into_ends(self) -> Ends {
+        let kept = (self.head.len() + self.tail.buf.len()) as u64;
+        let dropped = self.total - kept;
+        if dropped == 0 {
+            let mut whole = self.head;
+            whole.extend(self.tail.buf);
+            return Ends {
+                head: None,
+                tail: String::from_utf8_lossy(&whole).into_owned(),
+                dropped: 0,
+            };
+        }
+        // A character cut at the head's end is left out (and counted as dropped).
+        let valid = match std::str::from_utf8(&self.head) {
+            Ok(_) => self.head.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.head.len(),
+        };
+        let head = String::from_utf8_lossy(&self.head[..valid]).into_owned();
+        let cut = (self.head.len() - valid) as u64;
+        let tail_len = self.tail.buf.len();
+        let (tail, _) = self.tail.into_string();
+        // Bytes of a character cut at the tail's front are not shown either.
+        let skipped = (tail_len - tail.len().min(tail_len)) as u64;
+        Ends {
+            head: Some(head),
+            dropped: dropped + cut + skipped.min(3),
+            tail,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +154,42 @@ mod tests {
         let mut t = TailBuffer::new(4);
         t.push("aé€".as_bytes()); // the cut falls inside é
         assert_eq!(t.into_string(), ("€".to_string(), true));
+    }
+
+    #[test]
+    fn head_and_tail_keep_both_ends_and_count_the_middle() {
+        let mut b = HeadTail::new(4, 6);
+        b.push(b"0123");
+        b.push(b"456789abcdefghij");
+        let ends = b.into_ends();
+        assert_eq!(ends.head.as_deref(), Some("0123"));
+        assert_eq!(ends.tail, "efghij");
+        assert_eq!(ends.dropped, 10, "20 bytes, 4 + 6 kept");
+
+        let mut short = HeadTail::new(4, 6);
+        short.push(b"0123456789");
+        assert_eq!(
+            short.into_ends(),
+            Ends {
+                head: None,
+                tail: "0123456789".into(),
+                dropped: 0
+            },
+            "what fits is kept whole"
+        );
+    }
+
+    #[test]
+    fn characters_cut_at_either_end_are_not_shown_but_counted() {
+        let mut b = HeadTail::new(4, 4);
+        // "abc" + "é" (2 bytes: the head ends inside it) + 8 x "x" + "é" + "yz"
+        b.push("abcé".as_bytes());
+        b.push(b"xxxxxxxx");
+        b.push("éyz".as_bytes());
+        let ends = b.into_ends();
+        assert_eq!(ends.head.as_deref(), Some("abc"));
+        assert_eq!(ends.tail, "éyz");
+        let total = "abcéxxxxxxxxéyz".len() as u64;
+        assert_eq!(ends.dropped, total - 3 - "éyz".len() as u64);
     }
 }

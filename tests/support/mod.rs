@@ -332,6 +332,51 @@ where
     }
 }
 
+/// Waits until no object of `K` matches `selector`, from a reflector of them (the list
+/// that starts it, then its watch): the positive evidence is the watch's own view of the
+/// set becoming empty. A watch that breaks fails the wait.
+pub async fn wait_until_none<K>(api: &Api<K>, selector: &str, timeout: Duration)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher};
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().labels(selector)),
+    );
+    futures::pin_mut!(stream);
+    let wait = async {
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitDone | watcher::Event::Delete(_)) if store.is_empty() => {
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the watch of {selector} broke: {e}"),
+            }
+        }
+        panic!("the watch of {selector} ended");
+    };
+    if tokio::time::timeout(timeout, wait).await.is_err() {
+        panic!(
+            "timed out after {timeout:?}: still there ({selector}): {:?}",
+            store
+                .state()
+                .iter()
+                .map(|o| o.name_any())
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Waits until an Event about `kind` `name` with `type_` (`Normal` or `Warning`) and
 /// `reason` has been recorded in the namespace, watching Events (the ones already there
 /// included; no polling sleeps); panics after `timeout` with the object's Events so far.

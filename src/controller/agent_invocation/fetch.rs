@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use super::decide::{Fetched, Found};
 use super::plan::{self, Installer, NodeFacts, Source, World};
 use super::{Error, OUTPUT_LIMIT, Reconciler, jobs};
-use crate::agent::pod_ready;
+use crate::agent::pod_ready_for;
 use crate::api::agent_invocation::{InstanceAction, InvocationPhase, InvocationType};
 use crate::api::{AgentInvocation, Command, NodeAgent};
 use crate::controller::Context;
@@ -49,7 +49,7 @@ pub async fn world(
         now,
         agent: agent.spec.clone(),
         nodes: nodes(base, &agent),
-        ready_pods: ready_pods(base, &target),
+        ready_pods: ready_pods(base, &target, now),
         runs: runs(base, obj, &job_list).await?,
         sources,
         host_mode_allowed: base
@@ -350,12 +350,18 @@ fn nodes(base: &Context, agent: &NodeAgent) -> BTreeMap<String, NodeFacts> {
         .collect()
 }
 
-fn ready_pods(base: &Context, agent: &str) -> BTreeSet<(String, String)> {
+/// (node, version) of the agent's pods that have stayed Ready for
+/// [`crate::agent::AGENT_MIN_READY`]; a running instance looks again every
+/// `plan::POLL`, so one Ready for less is counted on a later reconcile.
+fn ready_pods(base: &Context, agent: &str, now: Timestamp) -> BTreeSet<(String, String)> {
     base.pods
         .state()
         .iter()
         .filter(|p| p.labels().get(AGENT_LABEL).map(String::as_str) == Some(agent))
-        .filter(|p| pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            pod_ready_for(p, now, crate::agent::AGENT_MIN_READY)
+                && p.metadata.deletion_timestamp.is_none()
+        })
         .filter_map(|p| {
             Some((
                 p.spec.as_ref()?.node_name.clone()?,

@@ -82,6 +82,11 @@ pub(super) fn record(e: &mut CmdJob, obs: &Observed, owner: &str, uid: &str, now
     e.exit_code = obs.exit_code;
     e.output = obs.output.clone();
     e.output_truncated = obs.truncated;
+    e.output_head = obs.output_head.clone();
+    e.output_bytes_dropped = obs
+        .output_head
+        .is_some()
+        .then(|| i64::try_from(obs.dropped_bytes).unwrap_or(i64::MAX));
     e.reason = obs.reason.clone();
     e.message = obs.message.as_deref().map(|m| clip(m, MESSAGE_LIMIT));
     if e.start_time.is_none() {

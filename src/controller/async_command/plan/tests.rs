@@ -37,6 +37,8 @@ fn observed(state: RunState, exit: Option<i32>) -> Observed {
         exit_code: exit,
         output: Some("out".into()),
         truncated: false,
+        output_head: None,
+        dropped_bytes: 0,
         reason: failed.then(|| reason::EXIT_CODE.to_string()),
         message: None,
         start_time: Some(Time(at(1))),
