@@ -6,7 +6,7 @@ BIN = $(shell hack/k8s-binaries.sh dir)
 KUBECONFIG_LOCAL := $(CURDIR)/.local-cluster/kubeconfig
 KUBECTL = $(BIN)/kubectl --kubeconfig $(KUBECONFIG_LOCAL)
 
-.PHONY: demo test faults bench lint k8s-binaries cluster-up cluster-down install-crds run crds build chart-lint
+.PHONY: demo test faults bench lint k8s-binaries cluster-up cluster-down install-crds run crds build chart-lint plugin
 
 ## demo: local control plane with simulated nodes, CRDs, the operator, the samples.
 demo:
@@ -45,6 +45,13 @@ run: install-crds build
 
 build:
 	cargo build --bins
+
+## plugin: install `kubectl nodeops` (get, logs, with completion) into PLUGIN_DIR
+## (default ~/.local/bin, which must be on PATH).
+PLUGIN_DIR ?= $(HOME)/.local/bin
+plugin:
+	cargo build --release --bin nodeops
+	hack/install-plugin.sh $(PLUGIN_DIR) target/release/nodeops
 
 ## crds: regenerate crds/ from the Rust types, and its copies in the Helm chart and kustomize.
 crds:

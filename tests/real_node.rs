@@ -175,11 +175,14 @@ async fn container_mode_reports_real_output_exactly() {
         "{}",
         String::from_utf8_lossy(&logs.stderr)
     );
+    let printed = String::from_utf8_lossy(&logs.stdout);
     assert!(
-        String::from_utf8_lossy(&logs.stdout) == whole,
-        "nodeops logs prints the whole output ({} bytes, want {})",
+        printed == whole,
+        "nodeops logs prints the whole output ({} bytes, want {}; first lines {:?}, last lines {:?})",
         logs.stdout.len(),
-        whole.len()
+        whole.len(),
+        printed.lines().take(3).collect::<Vec<_>>(),
+        printed.lines().rev().take(3).collect::<Vec<_>>()
     );
 
     // Once the Pod is gone, it says so instead of printing part of the output.

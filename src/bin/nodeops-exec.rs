@@ -149,6 +149,8 @@ fn main() {
     if let Some(file) = log.as_mut() {
         let _ = file.write_all(report.to_termination_message().as_bytes());
     }
+    // The Pod's log is the only whole copy of the output (`nodeops logs`).
+    exec::drain_stdout(std::time::Duration::from_secs(10));
     std::process::exit(report.exit_code);
 }
 

@@ -154,6 +154,26 @@ impl RunReport {
     }
 }
 
+/// Waits (at most `limit`) until what this process wrote to its stdout has been read. A
+/// container's stdout is a pipe the container runtime copies into the Pod's log, and
+/// containerd stops copying when the container's first process exits: a runner that
+/// exits right after the command printed fast loses the end of the log (seen: the last
+/// 46 KB of 289 KB). The output is all in the pipe by then; this waits for it to be empty.
+pub fn drain_stdout(limit: Duration) {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let mut pending: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to `pending`; on an fd that is no pipe it
+        // fails, and we stop.
+        let ok = unsafe { nix::libc::ioctl(1, nix::libc::FIONREAD, &mut pending) } == 0;
+        if !ok || pending <= 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs the command to completion (or timeout) and reports how it ended.
 pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
     let (program, args) = spec.argv.split_first().ok_or(Error::EmptyArgv)?;
