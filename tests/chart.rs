@@ -588,12 +588,17 @@ async fn chart_installs_upgrades_and_uninstalls() {
     );
 
     let full = format!("{release_name}-nodeops");
-    let deployment = ns.api::<Deployment>().get(&full).await.expect("Deployment");
+    // `helm install --wait` returns once replicas minus maxUnavailable are ready: wait for
+    // both from the Deployment's watch.
+    let deployment = support::wait_for(
+        &ns.api::<Deployment>(),
+        &full,
+        std::time::Duration::from_secs(120),
+        "both replicas ready",
+        |d: &Deployment| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2),
+    )
+    .await;
     assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(2));
-    assert_eq!(
-        deployment.status.as_ref().and_then(|s| s.ready_replicas),
-        Some(2)
-    );
     ns.api::<ServiceAccount>()
         .get(&full)
         .await

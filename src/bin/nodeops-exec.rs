@@ -150,7 +150,7 @@ fn main() {
         let _ = file.write_all(report.to_termination_message().as_bytes());
     }
     // The Pod's log is the only whole copy of the output (`nodeops logs`).
-    exec::drain_stdout(std::time::Duration::from_secs(10));
+    exec::drain_stdout(std::time::Duration::from_secs(10), report.printed());
     std::process::exit(report.exit_code);
 }
 

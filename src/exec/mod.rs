@@ -108,6 +108,11 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl RunReport {
+    /// Bytes the command printed in all (shown or not).
+    pub fn printed(&self) -> u64 {
+        (self.head.as_ref().map_or(0, String::len) + self.output.len()) as u64 + self.dropped_bytes
+    }
+
     /// The report of a command that never started.
     pub fn start_failed(error: &Error) -> Self {
         Self {
@@ -154,12 +159,17 @@ impl RunReport {
     }
 }
 
-/// Waits (at most `limit`) until what this process wrote to its stdout has been read. A
-/// container's stdout is a pipe the container runtime copies into the Pod's log, and
-/// containerd stops copying when the container's first process exits: a runner that
-/// exits right after the command printed fast loses the end of the log (seen: the last
-/// 46 KB of 289 KB). The output is all in the pipe by then; this waits for it to be empty.
-pub fn drain_stdout(limit: Duration) {
+/// Waits (at most `limit`) until what this process wrote to its stdout has been read, then
+/// a moment more. A container's stdout is a pipe the runtime's shim copies into a second
+/// pipe that containerd's CRI logger copies into the Pod's log; when the container's first
+/// process exits, containerd deletes the task and closes both, and whatever is still in
+/// them is lost (seen: the last 22 to 76 KB of 289 KB; with this, 5 runs of 5 kept all of it). The first pipe is visible here
+/// (FIONREAD) and is waited for; the second is not, and the logger empties it within
+/// milliseconds once nothing more arrives, so `SETTLE` stands in for it, after an output
+/// (`printed` bytes) larger than a pipe holds: a smaller one is long copied by then.
+pub fn drain_stdout(limit: Duration, printed: u64) {
+    const SETTLE: Duration = Duration::from_secs(1);
+    const PIPE_BUFFER: u64 = 64 * 1024;
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
@@ -167,7 +177,13 @@ pub fn drain_stdout(limit: Duration) {
         // SAFETY: FIONREAD writes one int to `pending`; on an fd that is no pipe it
         // fails, and we stop.
         let ok = unsafe { nix::libc::ioctl(1, nix::libc::FIONREAD, &mut pending) } == 0;
-        if !ok || pending <= 0 {
+        if !ok {
+            return;
+        }
+        if pending <= 0 {
+            if printed > PIPE_BUFFER {
+                std::thread::sleep(SETTLE);
+            }
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
