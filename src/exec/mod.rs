@@ -163,7 +163,7 @@ impl RunReport {
 /// a moment more. A container's stdout is a pipe the runtime's shim copies into a second
 /// pipe that containerd's CRI logger copies into the Pod's log; when the container's first
 /// process exits, containerd deletes the task and closes both, and whatever is still in
-/// them is lost (seen: the last 22 to 76 KB of 289 KB; with this, 5 runs of 5 kept all of it). The first pipe is visible here
+/// them is lost (seen: the last 22 to 76 KB of 289 KB; with a 500 ms settle, 3 runs of 3 kept all of it). The first pipe is visible here
 /// (FIONREAD) and is waited for; the second is not, and the logger empties it within
 /// milliseconds once nothing more arrives, so `SETTLE` stands in for it, after an output
 /// (`printed` bytes) larger than a pipe holds: a smaller one is long copied by then.
