@@ -161,37 +161,28 @@ pub fn render(candidates: &[String], partial: &str) -> String {
 }
 
 async fn names(client: &Client, kind: &str, ns: &str) -> Vec<String> {
-    let lp = ListParams::default();
     let c = client.clone();
-    let listed = match kind {
-        "asynccommand" | "acmd" => Api::<AsyncCommand>::namespaced(c, ns)
-            .list_metadata(&lp)
-            .await
-            .map(|l| l.items.iter().map(|o| o.name_any()).collect()),
-        "command" | "ncmd" => Api::<Command>::namespaced(c, ns)
-            .list_metadata(&lp)
-            .await
-            .map(|l| l.items.iter().map(|o| o.name_any()).collect()),
-        "invoker" | "ivk" => Api::<Invoker>::namespaced(c, ns)
-            .list_metadata(&lp)
-            .await
-            .map(|l| l.items.iter().map(|o| o.name_any()).collect()),
-        "nodeagent" | "nagent" => Api::<NodeAgent>::all(c)
-            .list_metadata(&lp)
-            .await
-            .map(|l| l.items.iter().map(|o| o.name_any()).collect()),
-        "agentinvocation" | "ainv" => Api::<AgentInvocation>::namespaced(c, ns)
-            .list_metadata(&lp)
-            .await
-            .map(|l| l.items.iter().map(|o| o.name_any()).collect()),
-        "agentupgradejob" | "aupj" => Api::<AgentUpgradeJob>::namespaced(c, ns)
-            .list_metadata(&lp)
-            .await
-            .map(|l| l.items.iter().map(|o| o.name_any()).collect()),
-        _ => Ok(vec![]),
-    };
-    // Completion offers what it can read; an error offers nothing rather than noise.
-    listed.unwrap_or_default()
+    match kind {
+        "asynccommand" | "acmd" => names_in(Api::<AsyncCommand>::namespaced(c, ns)).await,
+        "command" | "ncmd" => names_in(Api::<Command>::namespaced(c, ns)).await,
+        "invoker" | "ivk" => names_in(Api::<Invoker>::namespaced(c, ns)).await,
+        "nodeagent" | "nagent" => names_in(Api::<NodeAgent>::all(c)).await,
+        "agentinvocation" | "ainv" => names_in(Api::<AgentInvocation>::namespaced(c, ns)).await,
+        "agentupgradejob" | "aupj" => names_in(Api::<AgentUpgradeJob>::namespaced(c, ns)).await,
+        _ => vec![],
+    }
+}
+
+/// The names of the objects `api` lists; completion offers what it can read, and an
+/// error offers nothing rather than noise.
+async fn names_in<K>(api: Api<K>) -> Vec<String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.list_metadata(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().map(|o| o.name_any()).collect())
+        .unwrap_or_default()
 }
 
 async fn nodes(client: &Client, kind: &str, name: &str, ns: &str) -> Vec<String> {

@@ -138,6 +138,13 @@ where
     anyhow::bail!("the watch of {name} ended")
 }
 
+/// The namespace given, else the kubeconfig context's.
+fn namespace_or_context(given: &Option<String>, client: &kube::Client) -> String {
+    given
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -164,9 +171,7 @@ async fn main() -> anyhow::Result<()> {
     }) = &args.command
     {
         let client = kube::Client::try_default().await?;
-        let namespace = namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
+        let namespace = namespace_or_context(namespace, &client);
         let text = nodeops::logs::node_output(&client, kind, &namespace, name, node).await?;
         print!("{text}");
         return Ok(());
@@ -179,9 +184,7 @@ async fn main() -> anyhow::Result<()> {
     }) = &args.command
     {
         let client = kube::Client::try_default().await?;
-        let namespace = &namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
+        let namespace = &namespace_or_context(namespace, &client);
         let kind = kind.to_lowercase();
         let text = match kind.as_str() {
             "asynccommand" | "asynccommands" | "acmd" => {

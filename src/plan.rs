@@ -58,11 +58,7 @@ pub fn clip(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_string();
     }
-    let mut end = limit.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
+    format!("{}...", clip_to(text, limit.saturating_sub(3)))
 }
 
 /// The first at most `limit` bytes of `text`, cut on a character boundary (no marker).

@@ -157,19 +157,22 @@ async fn container_mode_reports_real_output_exactly() {
         whole.len() as i64,
         "beginning, dropped and end add up to the whole output"
     );
-    let logs = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
-        .args([
-            "logs",
-            "asynccommand",
-            "long",
-            "--node",
-            &node,
-            "-n",
-            &ns.name,
-        ])
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .output()
-        .expect("nodeops logs");
+    let nodeops_logs = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
+            .args([
+                "logs",
+                "asynccommand",
+                "long",
+                "--node",
+                &node,
+                "-n",
+                &ns.name,
+            ])
+            .env("KUBECONFIG", support::kubeconfig_path())
+            .output()
+            .expect("nodeops logs")
+    };
+    let logs = nodeops_logs();
     assert!(
         logs.status.success(),
         "{}",
@@ -188,31 +191,15 @@ async fn container_mode_reports_real_output_exactly() {
     // Once the Pod is gone, it says so instead of printing part of the output.
     let pods: Api<Pod> = ns.api();
     let uid = done.metadata.uid.clone().expect("uid");
+    let runs = format!("{}={uid}", nodeops::keys::OWNER_UID_LABEL);
     pods.delete_collection(
         &DeleteParams::default().grace_period(0),
-        &ListParams::default().labels(&format!("{}={uid}", nodeops::keys::OWNER_UID_LABEL)),
+        &ListParams::default().labels(&runs),
     )
     .await
     .expect("delete the Pods");
-    support::wait_until_none(
-        &pods,
-        &format!("{}={uid}", nodeops::keys::OWNER_UID_LABEL),
-        FINISH,
-    )
-    .await;
-    let gone = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
-        .args([
-            "logs",
-            "asynccommand",
-            "long",
-            "--node",
-            &node,
-            "-n",
-            &ns.name,
-        ])
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .output()
-        .expect("nodeops logs");
+    support::wait_until_none(&pods, &runs, FINISH).await;
+    let gone = nodeops_logs();
     let said = String::from_utf8_lossy(&gone.stderr);
     assert!(!gone.status.success() && gone.stdout.is_empty());
     assert!(said.contains("no longer exists"), "{said}");

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use nodeops::api::Command;
 use nodeops::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeState, UpgradeJobState};
@@ -278,22 +277,10 @@ impl Drop for HostAgent {
 /// Waits until no Job of `inv` and no Pod of those Jobs is left (the invocation deletes the
 /// Jobs once it recorded them; a Pod is gone once the kubelet stopped its containers).
 async fn jobs_gone(ns: &TestNamespace, inv: &nodeops::api::agent_invocation::AgentInvocation) {
-    let jobs: Api<Job> = ns.api();
-    let pods: Api<Pod> = ns.api();
-    let lp =
-        ListParams::default().labels(&format!("{OWNER_UID_LABEL}={}", inv.uid().expect("uid")));
-    for _ in 0..300 {
-        let jobs_left = jobs.list_metadata(&lp).await.expect("jobs").items.len();
-        let pods_left = pods.list_metadata(&lp).await.expect("pods").items.len();
-        if jobs_left + pods_left == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "the installer Jobs or Pods of {} are still there",
-        inv.name_any()
-    );
+    let runs = format!("{OWNER_UID_LABEL}={}", inv.uid().expect("uid"));
+    let timeout = Duration::from_secs(60);
+    support::wait_until_none(&ns.api::<Job>(), &runs, timeout).await;
+    support::wait_until_none(&ns.api::<Pod>(), &runs, timeout).await;
 }
 
 #[tokio::test]

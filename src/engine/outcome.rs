@@ -399,46 +399,31 @@ struct Ends {
 /// older than the head (or a report that fits) gives no head; what status cuts from the
 /// middle of a whole output becomes a head, the dropped bytes and the end.
 fn ends(r: &Report, limit: usize) -> Ends {
-    let text = r.output.clone().unwrap_or_default();
-    let mut dropped = r.dropped_bytes;
-    let head = match &r.head {
-        Some(head) => Some(head.clone()),
-        None if !r.truncated && text.len() > HEAD_LIMIT + limit => Some(text.clone()),
-        None => None,
+    let text = r.output.as_deref().unwrap_or_default();
+    // Where the beginning comes from, and how long the whole output was.
+    let (head_source, total) = match &r.head {
+        Some(head) => (
+            head.as_str(),
+            (head.len() + text.len()) as u64 + r.dropped_bytes,
+        ),
+        None if !r.truncated && text.len() > HEAD_LIMIT + limit => (text, text.len() as u64),
+        None => {
+            let (output, truncated) = bound(text, limit, r.truncated);
+            return Ends {
+                head: None,
+                output,
+                truncated,
+                dropped: 0,
+            };
+        }
     };
-    let Some(mut head) = head else {
-        let (output, truncated) = bound(&text, limit, r.truncated);
-        return Ends {
-            head: None,
-            output,
-            truncated,
-            dropped: 0,
-        };
-    };
-    let mut tail = if r.head.is_some() {
-        text
-    } else {
-        String::new()
-    };
-    if r.head.is_none() {
-        // A whole output, too long: its head and its end come from the same text.
-        let (end, _) = bound(&head, limit, false);
-        tail = end.unwrap_or_default();
-        dropped += (head.len() - tail.len()) as u64;
-        head = crate::plan::clip_to(&head, HEAD_LIMIT);
-        dropped -= head.len() as u64;
-    } else {
-        let before = head.len() + tail.len();
-        head = crate::plan::clip_to(&head, HEAD_LIMIT);
-        let (end, _) = bound(&tail, limit, true);
-        tail = end.unwrap_or_default();
-        dropped += (before - head.len() - tail.len()) as u64;
-    }
+    let head = crate::plan::clip_to(head_source, HEAD_LIMIT);
+    let tail = bound(text, limit, true).0.unwrap_or_default();
     Ends {
+        dropped: total - (head.len() + tail.len()) as u64,
         head: Some(head),
         output: Some(tail),
         truncated: true,
-        dropped,
     }
 }
 

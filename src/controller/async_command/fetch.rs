@@ -8,6 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::Error;
@@ -34,18 +35,18 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
             })?,
         None => None,
     };
-    let fleet = ctx.nodes.state();
     let mut world = observe_world(obj, ctx, now).await?;
-    world.nodes = fleet
-        .iter()
-        .map(|n| {
-            let ready = crate::plan::node_ready(n);
-            (n.name_any(), NodeInfo { ready })
-        })
-        .collect();
-    world.fleet = fleet;
+    world.fleet = ctx.nodes.state();
     world.command = command;
     world.settings = ctx.config.clone();
+    // Readiness of the addressed nodes only (a lookup each), not of the whole fleet on
+    // every reconcile; an invalid spec addresses none and is stalled by validation.
+    for node in super::plan::targets(obj, &world).unwrap_or_default() {
+        if let Some(n) = ctx.nodes.get(&ObjectRef::new(&node)) {
+            let ready = crate::plan::node_ready(&n);
+            world.nodes.insert(node, NodeInfo { ready });
+        }
+    }
     Ok(world)
 }
 
