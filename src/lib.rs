@@ -28,6 +28,8 @@ pub mod operator;
 #[cfg(feature = "operator")]
 pub mod plan;
 #[cfg(feature = "operator")]
+pub mod rollout;
+#[cfg(feature = "operator")]
 pub mod schedule;
 #[cfg(feature = "operator")]
 pub mod settings;

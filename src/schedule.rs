@@ -88,18 +88,24 @@ pub fn parse(settings: &ScheduleSettings) -> Result<Schedule, ScheduleError> {
                 .recurrence
                 .as_deref()
                 .ok_or(ScheduleError::Missing("recurrence"))?;
-            let cron = parse_cron(expr)?;
-            let tz = match settings.time_zone.as_deref() {
-                None | Some("UTC") => TimeZone::UTC,
-                Some(name) => TimeZone::get(name)
-                    .map_err(|_| ScheduleError::InvalidTimeZone(name.to_string()))?,
-            };
-            Ok(Schedule::Recurrence {
-                cron: Box::new(cron),
-                tz,
-            })
+            recurrence(expr, settings.time_zone.as_deref())
         }
     }
+}
+
+/// Parses a 5-field cron expression read in an IANA time zone (none: UTC).
+pub fn recurrence(expr: &str, time_zone: Option<&str>) -> Result<Schedule, ScheduleError> {
+    let cron = parse_cron(expr)?;
+    let tz = match time_zone {
+        None | Some("UTC") => TimeZone::UTC,
+        Some(name) => {
+            TimeZone::get(name).map_err(|_| ScheduleError::InvalidTimeZone(name.to_string()))?
+        }
+    };
+    Ok(Schedule::Recurrence {
+        cron: Box::new(cron),
+        tz,
+    })
 }
 
 impl Schedule {
@@ -115,7 +121,7 @@ impl Schedule {
     }
 
     /// The last slot at or before `t`.
-    fn latest_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
+    pub fn latest_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
         match self {
             Schedule::Once(at) => (*at <= t).then_some(*at),
             Schedule::Recurrence { cron, tz } => cron

@@ -573,3 +573,193 @@ async fn agents_named_by_uuid_and_failed_nodes_rolled_back() {
         "the failed node is back at 1.0.0; nodes not named are untouched"
     );
 }
+
+/// Seconds past the minute of an instant.
+fn second_of_minute(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
+    t.0.as_second().rem_euclid(60)
+}
+
+fn paused_reason(j: &AgentUpgradeJob) -> Option<String> {
+    j.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Paused" && c.status == "True")
+            .map(|c| c.reason.clone())
+    })
+}
+
+#[tokio::test]
+async fn a_window_and_a_soak_time_hold_the_rollout_across_an_operator_restart() {
+    let (ns, mut op) = TestNamespace::with_operator("aup-window").await;
+    let nodes = node_names(87..=92);
+    let agent = installed(&ns, &nodes, json!({})).await;
+    // Open for the first 25 s of every minute; a 10 s soak after each one-node batch: at
+    // most three nodes fit in a window, so six need at least two.
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
+               "maxConcurrency": 1, "rollout": {"soakSeconds": 10,
+               "maintenanceWindows": [{"schedule": "* * * * *", "duration": "25s"}]}}),
+    )
+    .await;
+    // Stopped by the window's end with some done: the operator is killed there, and a new
+    // one resumes the rollout in the next window.
+    wait_for(
+        &api,
+        "upgrade",
+        FINISH,
+        "held outside the window after an upgrade",
+        |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.agents
+                    .iter()
+                    .any(|a| a.status == AgentUpgradeState::Success)
+                    && s.next_start_time.is_some()
+            }) && paused_reason(j).as_deref() == Some("OutsideMaintenanceWindow")
+        },
+    )
+    .await;
+    op.kill();
+    op.restart();
+    let job = wait_for(
+        &api,
+        "upgrade",
+        Duration::from_secs(300),
+        "the rollout finished",
+        done,
+    )
+    .await;
+    let s = job.status.expect("status");
+    assert_eq!(s.status, UpgradeJobState::Success, "{s:#?}");
+    assert_eq!(s.progress.as_deref(), Some("6/6"));
+    // Every node started inside a window, by the operator's decision (startTime) and by
+    // the API server's clock (the child's creation).
+    let mut starts: Vec<_> = s
+        .agents
+        .iter()
+        .map(|a| {
+            let start = a.start_time.clone().expect("started");
+            assert!(
+                second_of_minute(&start) < 25,
+                "{:?} started outside the window at {}",
+                a.node_name,
+                start.0
+            );
+            (start.0, a.completion_time.clone().expect("finished").0)
+        })
+        .collect();
+    for child in children(&ns).await {
+        let created = child.metadata.creation_timestamp.clone().expect("created");
+        assert!(
+            second_of_minute(&created) <= 25,
+            "{} created outside the window at {}",
+            child.name_any(),
+            created.0
+        );
+    }
+    starts.sort();
+    let minutes: BTreeSet<i64> = starts
+        .iter()
+        .map(|(s, _)| s.as_second().div_euclid(60))
+        .collect();
+    assert!(
+        minutes.len() >= 2,
+        "the rollout went on in a later window: {starts:?}"
+    );
+    // Each batch started at least the soak time after the previous one finished.
+    for pair in starts.windows(2) {
+        let gap = pair[1].0.duration_since(pair[0].1).as_secs();
+        assert!(
+            gap >= 10,
+            "a batch started {gap} s after the previous finished: {starts:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_health_gate_holds_the_rollout_until_its_object_is_ready() {
+    let (ns, _op) = TestNamespace::with_operator("aup-gate").await;
+    let nodes = node_names(93..=96);
+    let agent = installed(&ns, &nodes, json!({})).await;
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0",
+               "maxConcurrency": 2, "rollout": {"healthGates": [{"object":
+               {"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "name": "smoke"}}]}}),
+    )
+    .await;
+    let held = wait_for(&api, "upgrade", FINISH, "held by the gate", |j| {
+        paused_reason(j).as_deref() == Some("HealthGateUnhealthy")
+    })
+    .await;
+    let message = held
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Paused"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("AsyncCommand smoke does not exist"),
+        "{message}"
+    );
+    support::wait_for_event(
+        &ns,
+        "AgentUpgradeJob",
+        "upgrade",
+        "Warning",
+        "HealthGateUnhealthy",
+        FINISH,
+    )
+    .await;
+    assert!(children(&ns).await.is_empty(), "held: nothing started");
+    let commands: Api<nodeops::api::AsyncCommand> = ns.api();
+    apply(
+        &commands,
+        manifest::<nodeops::api::AsyncCommand>(
+            "smoke",
+            json!({"command": "uptime", "nodeNames": [nodes[0]]}),
+        ),
+    )
+    .await;
+    let smoke = wait_for(
+        &commands,
+        "smoke",
+        FINISH,
+        "the smoke test finished",
+        support::finished,
+    )
+    .await;
+    let ready_at = smoke
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.clone())
+        .expect("completed");
+    let job = wait_for(&api, "upgrade", FINISH, "the rollout finished", done).await;
+    assert_eq!(job.status.expect("status").status, UpgradeJobState::Success);
+    // Every node started after the gate's object became Ready (the API server's clock).
+    let kids = children(&ns).await;
+    assert_eq!(kids.len(), 4);
+    for child in kids {
+        let created = child
+            .metadata
+            .creation_timestamp
+            .clone()
+            .expect("created")
+            .0;
+        assert!(
+            created >= ready_at.0,
+            "{} created at {created}, before the gate was Ready at {}",
+            child.name_any(),
+            ready_at.0
+        );
+    }
+    support::wait_for_event(
+        &ns,
+        "AgentUpgradeJob",
+        "upgrade",
+        "Normal",
+        "Resumed",
+        FINISH,
+    )
+    .await;
+}

@@ -349,3 +349,86 @@ async fn replace_stops_the_active_run_for_the_new_one() {
         .delete(&stuck, &DeleteParams::default())
         .await;
 }
+
+#[tokio::test]
+async fn an_invokers_run_starts_nodes_only_inside_its_window() {
+    let (ns, _op) = TestNamespace::with_operator("ivk-window").await;
+    command(&ns).await;
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    let at = at.round(jiff::Unit::Second).expect("round");
+    let nodes = ["node-0041", "node-0042", "node-0043", "node-0044"];
+    // Open for the first 20 s of every minute; one node at a time with an 8 s soak: at
+    // most three nodes fit in a window, so four need two.
+    let rollout = json!({"soakSeconds": 8,
+        "maintenanceWindows": [{"schedule": "* * * * *", "duration": "20s"}]});
+    let invokers: Api<Invoker> = ns.api();
+    apply(
+        &invokers,
+        manifest::<Invoker>(
+            "win",
+            json!({"commandRef": "disk-usage", "nodeNames": nodes, "maxConcurrency": 1,
+                   "rollout": rollout,
+                   "scheduleSettings": {"policy": "Once", "invokeTime": at.to_string()}}),
+        ),
+    )
+    .await;
+    let fired = wait_for(
+        &invokers,
+        "win",
+        Duration::from_secs(60),
+        "the run",
+        |i: &Invoker| last_invoke(i).is_some(),
+    )
+    .await;
+    let child_name = fired.status.expect("status").recent_runs[0]
+        .async_command
+        .clone();
+    let acmds: Api<AsyncCommand> = ns.api();
+    let child = wait_for(
+        &acmds,
+        &child_name,
+        Duration::from_secs(240),
+        "the run finished",
+        finished,
+    )
+    .await;
+    assert_eq!(
+        serde_json::to_value(&child.spec.rollout).expect("json"),
+        rollout,
+        "the run carries the Invoker's rollout policy"
+    );
+    assert_eq!(
+        child.spec.max_concurrency,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let status = child.status.expect("status");
+    assert_eq!(status.succeeded, 4, "{status:#?}");
+    let second = |t: &jiff::Timestamp| t.as_second().rem_euclid(60);
+    let mut minutes = BTreeSet::new();
+    for e in &status.cmd_jobs {
+        let start = e.start_time.as_ref().expect("started").0;
+        assert!(
+            second(&start) < 20,
+            "{} started outside the window at {start}",
+            e.node_name
+        );
+        minutes.insert(start.as_second().div_euclid(60));
+    }
+    assert!(
+        minutes.len() >= 2,
+        "the run went on in the next window: {:?}",
+        status.cmd_jobs
+    );
+    // The Jobs by the API server's clock.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = ns.api();
+    let jobs = jobs.list(&Default::default()).await.expect("jobs").items;
+    assert_eq!(jobs.len(), 4);
+    for job in jobs {
+        let created = job.metadata.creation_timestamp.clone().expect("created").0;
+        assert!(
+            second(&created) <= 20,
+            "{} created outside the window at {created}",
+            job.name_any()
+        );
+    }
+}

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{COUNT_OR_PERCENT_RULE, Condition, NODE_NAME_PATTERN, VERSION_PATTERN};
+use super::rollout::RolloutPolicy;
 
 /// An agent UUID as NodeAgent status reports it.
 pub const AGENT_UUID_PATTERN: &str =
@@ -102,6 +103,11 @@ pub struct AgentUpgradeJobSpec {
     /// mistake, not an intent.
     #[serde(default)]
     pub allow_downgrade: bool,
+
+    /// When new nodes may start: maintenance windows, a soak time between batches and
+    /// health gates that hold the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
 }
 
 fn default_agent() -> String {
@@ -224,6 +230,10 @@ pub struct AgentUpgradeJobStatus {
     /// When the job finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// When the next node may start, while the rollout is held by a maintenance window or
+    /// a soak time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_time: Option<Time>,
     /// Ready, Reconciling, Stalled, Complete, Failed, Paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

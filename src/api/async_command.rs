@@ -13,6 +13,7 @@ use super::common::{
     COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, IMAGE_PATTERN, NODE_NAME_PATTERN,
     USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
 };
+use super::rollout::RolloutPolicy;
 
 /// The seed's command charset plus space: letters, digits, `_ . / : -`. The command is split
 /// into argv on spaces and exec'd; no shell ever sees it.
@@ -162,6 +163,11 @@ pub struct AsyncCommandSpec {
     #[x_kube(validation = Rule::new(ZERO_COUNT_OR_PERCENT_RULE).message("spec.maxErrors must be a count of at least 0 or a percentage from 0% to 100%"))]
     pub max_errors: Option<IntOrString>,
 
+    /// When new nodes may start: maintenance windows, a soak time between batches of
+    /// `maxConcurrency` nodes and health gates. Nodes that have started always finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
+
     /// Annotations added to every node's Pod (for example to opt out of a sidecar
     /// injector). At most 20; keys under `nodeops.io/` are reserved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +204,7 @@ impl Default for AsyncCommandSpec {
             node_ready_timeout_seconds: default_node_ready_timeout(),
             max_concurrency: None,
             max_errors: None,
+            rollout: None,
             pod_annotations: None,
             ttl_seconds_after_finished: None,
         }
@@ -333,7 +340,12 @@ pub struct AsyncCommandStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["nodeName"]))]
     pub cmd_jobs: Vec<CmdJob>,
-    /// Ready, Reconciling, Stalled (kstatus), Complete and Failed.
+    /// When the next node may start, while `spec.rollout` holds the run (a maintenance
+    /// window, a soak time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_time: Option<Time>,
+    /// Ready, Reconciling, Stalled (kstatus), Complete, Failed, and Paused while
+    /// `spec.rollout` holds the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -4,13 +4,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, ExecutionMode, NODE_NAME_PATTERN, OBJECT_NAME_PATTERN, USERNAME_PATTERN,
+    COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, NODE_NAME_PATTERN, OBJECT_NAME_PATTERN,
+    USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
 };
+use super::rollout::RolloutPolicy;
 
 /// Runs a Command on a set of nodes on a schedule: once at `invokeTime`, or on a cron
 /// `recurrence`. Each firing creates a child AsyncCommand named from its scheduled time.
@@ -98,6 +101,24 @@ pub struct InvokerSpec {
 
     /// When to run (TAT's ScheduleSettings).
     pub schedule_settings: ScheduleSettings,
+
+    /// Most nodes of a run at once, as AsyncCommand's `maxConcurrency` (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(COUNT_OR_PERCENT_RULE).message("spec.maxConcurrency must be a count of at least 1 or a percentage from 1% to 100%"))]
+    pub max_concurrency: Option<IntOrString>,
+
+    /// Failed nodes of a run after which no further node of it starts, as AsyncCommand's
+    /// `maxErrors` (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(ZERO_COUNT_OR_PERCENT_RULE).message("spec.maxErrors must be a count of at least 0 or a percentage from 0% to 100%"))]
+    pub max_errors: Option<IntOrString>,
+
+    /// When the nodes of each run may start (maintenance windows, soak time, health
+    /// gates), handed to every run. A firing outside every window still creates its run,
+    /// which waits for the next window; with the default `Forbid` policy later firings
+    /// are skipped while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
 
     /// Stops further firings while true; runs already started go on.
     #[serde(default)]

@@ -16,6 +16,7 @@ pub mod common;
 pub mod invoker;
 pub mod manifests;
 pub mod node_agent;
+pub mod rollout;
 
 pub use agent_invocation::{AgentInvocation, AgentInvocationSpec, AgentInvocationStatus};
 pub use agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeJobSpec, AgentUpgradeJobStatus};

@@ -7,6 +7,7 @@ pub mod agent_invocation;
 pub mod agent_upgrade_job;
 pub mod async_command;
 pub mod command;
+pub mod gates;
 pub mod invoker;
 pub mod lean;
 pub mod node_agent;
@@ -32,6 +33,10 @@ pub struct Context {
     /// Ticks on every Node and nodeops Pod change: wakes the agent controllers, whose
     /// objects depend on node labels and agent pods fleet-wide.
     pub activity: tokio::sync::watch::Sender<u64>,
+    /// The resources of the health gates' kinds, by group/version/kind, with whether
+    /// they are namespaced: discovered once.
+    pub gate_kinds:
+        std::sync::Mutex<std::collections::BTreeMap<String, (kube::api::ApiResource, bool)>>,
 }
 
 impl Context {
@@ -53,6 +58,7 @@ impl Context {
             nodes,
             pods,
             activity: tokio::sync::watch::Sender::new(0),
+            gate_kinds: Default::default(),
         }
     }
 

@@ -79,6 +79,7 @@ pub fn agent_upgrade_job(obj: &AgentUpgradeJob) -> String {
         status.in_flight,
         status.failures,
     );
+    out.push_str(&super::held(&status.conditions));
     let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
     let rows: Vec<Vec<String>> = status
         .agents

@@ -20,6 +20,7 @@ pub fn async_command(obj: &AsyncCommand) -> String {
         status.failed,
         status.cancelled
     );
+    out.push_str(&super::held(&status.conditions));
     let rows: Vec<Vec<String>> = status
         .cmd_jobs
         .iter()

@@ -40,6 +40,18 @@ fn preview(text: Option<&str>) -> String {
 }
 
 /// Lays out rows under headers, columns padded to their widest cell.
+/// The line saying why a rollout starts no node now (its `Paused` condition), if it is
+/// held: `held: OutsideMaintenanceWindow: ...`.
+pub(crate) fn held(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> String {
+    conditions
+        .iter()
+        .find(|c| c.type_ == crate::rollout::PAUSED && c.status == "True")
+        .map(|c| format!("held: {}: {}\n", c.reason, c.message))
+        .unwrap_or_default()
+}
+
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {

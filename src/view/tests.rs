@@ -199,3 +199,30 @@ fn long_output_is_cut_from_the_front() {
     assert_eq!(preview(Some(&"x".repeat(100))).chars().count(), PREVIEW);
     assert_eq!(preview(None), "");
 }
+
+#[test]
+fn a_held_rollout_says_why_under_its_summary() {
+    let cmd: crate::api::AsyncCommand = serde_json::from_value(json!({
+        "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "metadata": {"name": "patch"},
+        "spec": {"command": "uptime", "nodeNames": ["n1"]},
+        "status": {"phase": "Pending", "total": 1, "pending": 1,
+                   "cmdJobs": [{"nodeName": "n1", "jobId": "j", "phase": "Pending", "reason": "OutsideMaintenanceWindow"}],
+                   "conditions": [{"type": "Paused", "status": "True", "reason": "OutsideMaintenanceWindow",
+                                   "message": "outside every maintenance window: ... at 2026-12-01T01:00:00Z",
+                                   "lastTransitionTime": "2026-11-29T00:00:00Z"}]}
+    }))
+    .expect("command");
+    let text = async_command(&cmd);
+    assert_eq!(
+        text.lines().nth(1),
+        Some(
+            "held: OutsideMaintenanceWindow: outside every maintenance window: ... at 2026-12-01T01:00:00Z"
+        ),
+        "{text}"
+    );
+    let mut resumed = cmd.clone();
+    if let Some(s) = resumed.status.as_mut() {
+        s.conditions[0].status = "False".into();
+    }
+    assert!(!async_command(&resumed).contains("held:"));
+}

@@ -45,6 +45,7 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
                 ready: crate::plan::node_ready(n),
                 version: n.labels().get(&key).cloned(),
                 selected: selector.as_ref().is_some_and(|s| s.matches(n.labels())),
+                conditions: crate::rollout::conditions_of(n),
             };
             (n.name_any(), view)
         })
@@ -62,6 +63,12 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
         agent_found: agent.is_some(),
         agent_uid: agent.and_then(|a| a.metadata.uid).unwrap_or_default(),
         nodes,
+        object_gates: crate::controller::gates::read(
+            ctx,
+            &job.namespace().unwrap_or_default(),
+            job.spec.rollout.as_ref(),
+        )
+        .await,
         ..Default::default()
     };
     for child in list.items {

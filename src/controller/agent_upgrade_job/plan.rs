@@ -44,8 +44,8 @@ pub use children::child;
 pub use rollout::plan;
 pub use step::step;
 
-/// Condition type while `spec.paused` holds the rollout.
-pub const PAUSED: &str = "Paused";
+pub use crate::rollout::PAUSED;
+use crate::rollout::{self as policy, Conditions, Policy, Reading};
 
 /// A node as the upgrade sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub struct NodeView {
     pub version: Option<String>,
     /// Whether the job's nodeSelector selects it.
     pub selected: bool,
+    /// Its conditions (for the node health gates).
+    pub conditions: Conditions,
 }
 
 /// A child invocation's single instance, as it stands.
@@ -84,6 +86,8 @@ pub struct World {
     pub upgrades: BTreeMap<String, ChildView>,
     /// Rollback children, by node.
     pub rollbacks: BTreeMap<String, ChildView>,
+    /// The object health gates, as read.
+    pub object_gates: Vec<Reading>,
 }
 
 /// A change to make before the status is written.
@@ -111,7 +115,8 @@ impl Decide for Decisions {
     type Kind = AgentUpgradeJob;
     type Status = AgentUpgradeJobStatus;
     type World = World;
-    type Valid = ();
+    /// The rollout policy, parsed.
+    type Valid = Policy;
     const KIND: &'static str = "AgentUpgradeJob";
 
     fn status(job: &AgentUpgradeJob) -> Option<&AgentUpgradeJobStatus> {
@@ -120,7 +125,7 @@ impl Decide for Decisions {
     fn conditions(status: &AgentUpgradeJobStatus) -> &[Condition] {
         &status.conditions
     }
-    fn validate(job: &AgentUpgradeJob, world: &World) -> Result<(), Invalid> {
+    fn validate(job: &AgentUpgradeJob, world: &World) -> Result<Policy, Invalid> {
         if !world.agent_found {
             return Err(Invalid::new(
                 "AgentNotFound",
@@ -131,10 +136,14 @@ impl Decide for Decisions {
             Selector::try_from(s.clone())
                 .map_err(|e| Invalid::new("InvalidNodeSelector", e.to_string()))?;
         }
-        Ok(())
+        policy::parse(job.spec.rollout.as_ref())
     }
-    fn plan(job: &AgentUpgradeJob, world: &World, (): ()) -> Changes<AgentUpgradeJobStatus> {
-        let planned = plan(job, world);
+    fn plan(
+        job: &AgentUpgradeJob,
+        world: &World,
+        policy: Policy,
+    ) -> Changes<AgentUpgradeJobStatus> {
+        let planned = plan(job, world, &policy);
         Changes {
             // Children first, then the status that records them; a crash between is adopted.
             before: planned

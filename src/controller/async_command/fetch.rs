@@ -15,7 +15,7 @@ use super::Error;
 use super::plan::{NodeInfo, OUTPUT_LIMIT, World};
 use crate::api::async_command::AsyncCommand;
 use crate::api::command::Command;
-use crate::controller::Context;
+use crate::controller::{Context, gates};
 use crate::engine::outcome::{RunState, observe};
 use crate::keys::{NODE_ANNOTATION, owner_selector};
 
@@ -39,12 +39,16 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
     world.fleet = ctx.nodes.state();
     world.command = command;
     world.settings = ctx.config.clone();
+    world.object_gates = gates::read(ctx, &ns, obj.spec.rollout.as_ref()).await;
     // Readiness of the addressed nodes only (a lookup each), not of the whole fleet on
     // every reconcile; an invalid spec addresses none and is stalled by validation.
     for node in super::plan::targets(obj, &world).unwrap_or_default() {
         if let Some(n) = ctx.nodes.get(&ObjectRef::new(&node)) {
-            let ready = crate::plan::node_ready(&n);
-            world.nodes.insert(node, NodeInfo { ready });
+            let info = NodeInfo {
+                ready: crate::plan::node_ready(&n),
+                conditions: crate::rollout::conditions_of(&n),
+            };
+            world.nodes.insert(node, info);
         }
     }
     Ok(world)

@@ -27,6 +27,7 @@ use crate::engine::job::{Owner, RunTemplate, job_name, render};
 use crate::engine::outcome::Observed;
 pub use crate::plan::Note;
 use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Plan as Changes};
+use crate::rollout::{self as policy, Conditions, Policy, Reading};
 use crate::settings::Settings;
 
 pub use machine::{NodeEvent, transition};
@@ -41,9 +42,11 @@ pub const OUTPUT_LIMIT: usize = 2048;
 pub const MESSAGE_LIMIT: usize = 512;
 
 /// A node as the controller sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {
     pub ready: bool,
+    /// Its conditions (for the node health gates).
+    pub conditions: Conditions,
 }
 
 /// Everything observed about the world this reconcile.
@@ -61,6 +64,8 @@ pub struct World {
     pub runs: BTreeMap<String, Observed>,
     /// Nodes whose Job cannot create its Pod (admission refused), with the refusal.
     pub refused: BTreeMap<String, String>,
+    /// The object health gates of `spec.rollout`, as read.
+    pub object_gates: Vec<Reading>,
     pub now: Timestamp,
 }
 
@@ -94,8 +99,8 @@ impl Decide for Decisions {
     type Kind = AsyncCommand;
     type Status = AsyncCommandStatus;
     type World = World;
-    /// What each node runs, and the addressed nodes.
-    type Valid = (RunTemplate, Vec<String>);
+    /// What each node runs, the addressed nodes, and the rollout policy.
+    type Valid = (RunTemplate, Vec<String>, Policy);
     const KIND: &'static str = "AsyncCommand";
 
     fn status(obj: &AsyncCommand) -> Option<&AsyncCommandStatus> {
@@ -105,14 +110,15 @@ impl Decide for Decisions {
         &status.conditions
     }
     fn validate(obj: &AsyncCommand, world: &World) -> Result<Self::Valid, Invalid> {
-        Ok((template(obj, world)?, targets(obj, world)?))
+        let policy = policy::parse(obj.spec.rollout.as_ref())?;
+        Ok((template(obj, world)?, targets(obj, world)?, policy))
     }
     fn plan(
         obj: &AsyncCommand,
         world: &World,
-        (template, targets): Self::Valid,
+        (template, targets, policy): Self::Valid,
     ) -> Changes<AsyncCommandStatus> {
-        let planned = plan(obj, &targets, world);
+        let planned = plan(obj, &targets, world, &policy);
         let owner = owner_of(obj);
         let ns = obj.namespace().unwrap_or_default();
         let mut after: Vec<Change> = planned

@@ -116,6 +116,8 @@ fn created(inv: &Invoker, now: Timestamp) -> Timestamp {
 pub fn validate(inv: &Invoker, world: &World) -> Result<schedule::Schedule, Invalid> {
     let sched = schedule::parse(&inv.spec.schedule_settings)
         .map_err(|e| Invalid::new(e.reason(), e.to_string()))?;
+    // Refused here once, rather than in every run it would create.
+    crate::rollout::parse(inv.spec.rollout.as_ref())?;
     let created = created(inv, world.now);
     let last = inv
         .status

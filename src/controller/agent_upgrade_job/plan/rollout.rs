@@ -1,6 +1,7 @@
 //! The whole plan of a reconcile: every agent stepped, the rollout stopped past
-//! maxFailures, the nodes that start now (within maxConcurrency, unless paused), the
-//! rollbacks of failed nodes, and the job's status, conditions and Events.
+//! maxFailures, the nodes that start now (within maxConcurrency, unless paused or held by
+//! the rollout policy: a window, a soak, a health gate), the rollbacks of failed nodes,
+//! and the job's status, conditions and Events.
 
 use std::time::Duration;
 
@@ -14,13 +15,14 @@ use crate::api::agent_upgrade_job::{
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
 use crate::plan::Note;
+use crate::rollout::{self as policy, Policy, Progress};
 
 fn count(agents: &[AgentUpgrade], states: &[S]) -> usize {
     agents.iter().filter(|a| states.contains(&a.status)).count()
 }
 
 /// The whole plan.
-pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
+pub fn plan(job: &AgentUpgradeJob, world: &World, policy: &Policy) -> Plan {
     let spec = &job.spec;
     let prev = job.status.clone().unwrap_or_default();
     let generation = job.metadata.generation;
@@ -76,39 +78,59 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
     // In flight: children that exist and are not final (the cluster's word, not ours).
     let in_flight = world.upgrades.values().filter(|c| !c.is_final()).count()
         + world.rollbacks.values().filter(|c| !c.is_final()).count();
-    if !spec.simulated {
-        if spec.rollback_on_failure {
-            for a in agents.iter().filter(|a| a.status == S::Failed) {
-                let node = a.node_name.clone().unwrap_or_default();
-                let failed_id = world
-                    .upgrades
-                    .get(&node)
-                    .and_then(|c| c.result.as_ref())
-                    .map(|r| r.invocation_id.clone());
-                if let Some(invocation_id) = failed_id
-                    && !world.rollbacks.contains_key(&node)
-                {
-                    effects.push(Effect::Rollback {
-                        node,
-                        invocation_id,
-                    });
-                }
-            }
-        }
-        let mut slots = limit.saturating_sub(in_flight + effects.len());
-        if !spec.paused && !stopped {
-            for a in agents.iter_mut().filter(|a| a.status == S::Pending) {
-                if slots == 0 {
-                    break;
-                }
-                let node = a.node_name.clone().unwrap_or_default();
-                effects.push(Effect::Upgrade { node });
-                a.status = S::Running;
-                a.start_time = Some(Time(now));
-                slots -= 1;
+    if !spec.simulated && spec.rollback_on_failure {
+        for a in agents.iter().filter(|a| a.status == S::Failed) {
+            let node = a.node_name.clone().unwrap_or_default();
+            let failed_id = world
+                .upgrades
+                .get(&node)
+                .and_then(|c| c.result.as_ref())
+                .map(|r| r.invocation_id.clone());
+            if let Some(invocation_id) = failed_id
+                && !world.rollbacks.contains_key(&node)
+            {
+                effects.push(Effect::Rollback {
+                    node,
+                    invocation_id,
+                });
             }
         }
     }
+    // Whether new nodes may start: only asked while some wait and the rollout goes on.
+    let waiting = !stopped && agents.iter().any(|a| a.status == S::Pending);
+    let hold = if spec.simulated || !waiting {
+        None
+    } else {
+        let nodes = agents.iter().filter_map(|a| {
+            let name = a.node_name.as_deref()?;
+            Some((name, &world.nodes.get(name)?.conditions))
+        });
+        let mut gates = policy.node_readings(nodes);
+        gates.extend(world.object_gates.iter().cloned());
+        let last_finished = agents
+            .iter()
+            .filter(|a| matches!(a.status, S::Success | S::Failed | S::RolledBack))
+            .filter_map(|a| a.completion_time.as_ref().map(|t| t.0))
+            .max();
+        let progress = Progress {
+            limit,
+            in_flight: in_flight + effects.len(),
+            last_finished,
+        };
+        let starts = policy::starts(policy, spec.paused, progress, &gates, now);
+        let mut slots = starts.slots;
+        for a in agents.iter_mut().filter(|a| a.status == S::Pending) {
+            if slots == 0 {
+                break;
+            }
+            let node = a.node_name.clone().unwrap_or_default();
+            effects.push(Effect::Upgrade { node });
+            a.status = S::Running;
+            a.start_time = Some(Time(now));
+            slots -= 1;
+        }
+        starts.hold
+    };
 
     let running = count(&agents, &[S::Running]);
     let pending = count(&agents, &[S::Pending]);
@@ -178,6 +200,11 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
         } else {
             None
         },
+        next_start_time: match &hold {
+            Some(policy::Hold::OutsideWindow { opens }) => opens.map(Time),
+            Some(policy::Hold::Soaking { until }) => Some(Time(*until)),
+            _ => None,
+        },
         agents,
         conditions: prev.conditions.clone(),
     };
@@ -240,27 +267,22 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
     }
     conditions::stalled_if_failed(conds, failure, generation, &now_t);
     if !done {
+        let (reason, message) = match &hold {
+            Some(h) => (h.reason(), h.message()),
+            None => ("Resumed", "the rollout proceeds".to_string()),
+        };
         let paused_changed = conditions::set(
             conds,
-            Desired::new(
-                PAUSED,
-                spec.paused,
-                if spec.paused { "Paused" } else { "Resumed" },
-                if spec.paused {
-                    "spec.paused holds the rollout: nodes in flight finish, no new node starts"
-                } else {
-                    "the rollout proceeds"
-                },
-            ),
+            Desired::new(PAUSED, hold.is_some(), reason, message.clone()),
             generation,
             &now_t,
         );
         let had_paused = prev.conditions.iter().any(|c| c.type_ == PAUSED);
-        if paused_changed && (spec.paused || had_paused) {
+        if paused_changed && (hold.is_some() || had_paused) {
             notes.push(Note {
-                warning: false,
-                reason: if spec.paused { "Paused" } else { "Resumed" },
-                message: summary.clone(),
+                warning: matches!(hold, Some(policy::Hold::Unhealthy { .. })),
+                reason,
+                message: format!("{message} ({summary})"),
             });
         }
     }
@@ -289,10 +311,16 @@ pub fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
         status,
         requeue: if done {
             None
-        } else if effects.is_empty() {
-            Some(Duration::from_secs(30))
-        } else {
+        } else if !effects.is_empty() {
             Some(Duration::from_secs(1))
+        } else {
+            // A window opening or a soak ending is woken for exactly; the rest by events,
+            // with this as the safety net.
+            let net = Duration::from_secs(30);
+            Some(
+                hold.and_then(|h| h.recheck(now))
+                    .map_or(net, |d| d.min(net)),
+            )
         },
         effects,
         notes,

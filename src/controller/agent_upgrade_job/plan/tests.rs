@@ -6,6 +6,12 @@ use crate::conditions::{COMPLETE, FAILED};
 use crate::keys::{NODE_ANNOTATION, ROLE_LABEL};
 use serde_json::json;
 
+/// The plan with the job's own rollout policy.
+fn plan(job: &AgentUpgradeJob, world: &World) -> Plan {
+    let policy = policy::parse(job.spec.rollout.as_ref()).expect("valid policy");
+    super::plan(job, world, &policy)
+}
+
 fn now() -> Timestamp {
     "2026-11-26T02:00:00Z".parse().expect("ts")
 }
@@ -37,6 +43,7 @@ fn world() -> World {
                     _ => Some("1.0.0".into()),
                 },
                 selected: i != 8,
+                conditions: vec![("Ready".into(), if i == 3 { "False" } else { "True" }.into())],
             },
         );
     }
@@ -525,4 +532,159 @@ fn children_are_named_by_job_and_node_and_owned() {
     .expect("json");
     assert_ne!(rb["metadata"]["name"], up["metadata"]["name"]);
     assert_eq!(rb["metadata"]["labels"][ROLE_LABEL], "rollback");
+}
+
+fn reason_of(status: &AgentUpgradeJobStatus, type_: &str) -> (String, String) {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .expect("condition")
+}
+
+#[test]
+fn no_node_starts_outside_a_window_and_the_rollout_resumes_in_the_next() {
+    // now() is 02:00Z; the window is 22:00-23:00 UTC every day.
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 2,
+        "rollout": {"maintenanceWindows": [{"schedule": "0 22 * * *", "duration": "1h"}]}}));
+    let mut w = world();
+    let p1 = plan(&j, &w);
+    assert!(p1.effects.is_empty(), "{:?}", p1.effects);
+    assert_eq!(
+        reason_of(&p1.status, PAUSED),
+        ("True".into(), "OutsideMaintenanceWindow".into())
+    );
+    let opens: Timestamp = "2026-11-26T22:00:00Z".parse().expect("ts");
+    assert_eq!(p1.status.next_start_time, Some(Time(opens)));
+    assert!(
+        p1.notes
+            .iter()
+            .any(|n| n.reason == "OutsideMaintenanceWindow")
+    );
+    // Inside the window: two start; the window closes with them in flight.
+    w.now = opens;
+    let p2 = again(&j, &p1.status, &w);
+    assert_eq!(p2.effects.len(), 2);
+    assert_eq!(reason_of(&p2.status, PAUSED).0, "False");
+    w.upgrades.insert("n1".into(), running());
+    w.upgrades.insert("n2".into(), running());
+    w.now = "2026-11-26T23:00:00Z".parse().expect("ts");
+    let p3 = again(&j, &p2.status, &w);
+    assert!(p3.effects.is_empty(), "nothing new starts after the window");
+    // The two in flight finish outside the window: recorded, nothing more starts.
+    w.upgrades.insert(
+        "n1".into(),
+        result(InvocationPhase::Succeeded, "1.0.0", "2.0.0"),
+    );
+    w.upgrades.insert(
+        "n2".into(),
+        result(InvocationPhase::Succeeded, "1.0.0", "2.0.0"),
+    );
+    w.now = "2026-11-26T23:05:00Z".parse().expect("ts");
+    let p4 = again(&j, &p3.status, &w);
+    assert!(p4.effects.is_empty());
+    assert_eq!(
+        p4.status.progress.as_deref(),
+        Some("3/7"),
+        "n1, n2 and n7 (current)"
+    );
+    // The next window resumes where the rollout stopped (n3, not Ready, was skipped).
+    w.now = "2026-11-27T22:00:01Z".parse().expect("ts");
+    let p5 = again(&j, &p4.status, &w);
+    assert_eq!(
+        p5.effects,
+        [
+            Effect::Upgrade { node: "n4".into() },
+            Effect::Upgrade { node: "n5".into() }
+        ]
+    );
+}
+
+#[test]
+fn a_soak_time_waits_after_each_batch() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 2, "rollout": {"soakSeconds": 600}}));
+    let mut w = world();
+    let p1 = plan(&j, &w);
+    assert_eq!(p1.effects.len(), 2);
+    w.upgrades.insert(
+        "n1".into(),
+        result(InvocationPhase::Succeeded, "1.0.0", "2.0.0"),
+    );
+    w.upgrades.insert("n2".into(), running());
+    w.now = now() + jiff::SignedDuration::from_secs(60);
+    let p2 = again(&j, &p1.status, &w);
+    assert!(p2.effects.is_empty(), "a batch in flight: the next waits");
+    w.upgrades.insert(
+        "n2".into(),
+        result(InvocationPhase::Succeeded, "1.0.0", "2.0.0"),
+    );
+    w.now = now() + jiff::SignedDuration::from_secs(120);
+    let p3 = again(&j, &p2.status, &w);
+    assert!(p3.effects.is_empty(), "soaking");
+    assert_eq!(
+        reason_of(&p3.status, PAUSED),
+        ("True".into(), "Soaking".into())
+    );
+    let until = now() + jiff::SignedDuration::from_secs(720);
+    assert_eq!(p3.status.next_start_time, Some(Time(until)));
+    assert_eq!(p3.requeue, Some(Duration::from_secs(30)));
+    w.now = until;
+    let p4 = again(&j, &p3.status, &w);
+    assert_eq!(p4.effects.len(), 2, "soaked: the next batch");
+}
+
+#[test]
+fn an_unhealthy_gate_holds_with_its_reason_and_a_warning() {
+    let j = job(
+        json!({"nodeSelector": {}, "maxConcurrency": 2, "rollout": {"healthGates": [
+            {"nodeCondition": {"type": "DiskPressure"}},
+            {"object": {"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand", "name": "smoke"}}
+        ]}}),
+    );
+    let mut w = world();
+    w.object_gates = vec![policy::Reading {
+        healthy: true,
+        message: "AsyncCommand smoke is Ready".into(),
+    }];
+    w.nodes
+        .get_mut("n5")
+        .expect("n5")
+        .conditions
+        .push(("DiskPressure".into(), "True".into()));
+    let p1 = plan(&j, &w);
+    assert!(p1.effects.is_empty());
+    assert_eq!(
+        reason_of(&p1.status, PAUSED),
+        ("True".into(), "HealthGateUnhealthy".into())
+    );
+    let note = p1
+        .notes
+        .iter()
+        .find(|n| n.reason == "HealthGateUnhealthy")
+        .expect("Event");
+    assert!(note.warning && note.message.contains("DiskPressure=True on 1 node: n5"));
+    // The node recovers, the object gate fails: still held, with the object's reason.
+    w.nodes.get_mut("n5").expect("n5").conditions.pop();
+    w.object_gates[0] = policy::Reading {
+        healthy: false,
+        message: "AsyncCommand smoke is not Ready".into(),
+    };
+    let p2 = again(&j, &p1.status, &w);
+    assert!(p2.effects.is_empty());
+    let msg = p2
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == PAUSED)
+        .expect("Paused");
+    assert!(
+        msg.message.contains("smoke is not Ready"),
+        "{}",
+        msg.message
+    );
+    w.object_gates[0].healthy = true;
+    let p3 = again(&j, &p2.status, &w);
+    assert_eq!(p3.effects.len(), 2);
+    assert!(p3.notes.iter().any(|n| n.reason == "Resumed"));
 }

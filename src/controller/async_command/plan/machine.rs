@@ -92,9 +92,11 @@ pub(super) fn record(e: &mut CmdJob, obs: &Observed, owner: &str, uid: &str, now
     if e.start_time.is_none() {
         e.start_time = obs.start_time.clone();
     }
-    // A run the Pods failed while its Job is active has no Job completion time: now.
+    // A run the Pods failed while its Job is active has no Job completion time: now. (A
+    // final entry is never recorded again, so the stand-in stays put: the soak time
+    // counts from it.)
     e.completion_time = obs
         .completion_time
         .clone()
-        .or_else(|| (obs.state == RunState::Failed).then(|| time(now)));
+        .or_else(|| matches!(obs.state, RunState::Failed | RunState::Succeeded).then(|| time(now)));
 }

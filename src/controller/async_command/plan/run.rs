@@ -1,6 +1,7 @@
 //! One reconcile of a valid AsyncCommand across its nodes: each node's event, the nodes
-//! that start now (within maxConcurrency) or are cancelled (past maxErrors), the Jobs to
-//! delete, the Events, and when to look again.
+//! that start now (within maxConcurrency and the rollout policy: windows, soak, health
+//! gates) or are cancelled (past maxErrors), the Jobs to delete, the Events, and when to
+//! look again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,9 +13,11 @@ use super::status::{summarize, summary_message};
 use super::{Note, Plan, World, time};
 use crate::api::async_command::{AsyncCommand, CmdJob, CommandPhase, NodePhase};
 use crate::api::common::scaled_limit;
+use crate::conditions::{self, Desired};
 use crate::engine::job::{job_id, job_name};
 use crate::engine::outcome::{RunState, reason};
 use crate::plan::clip;
+use crate::rollout::{self as policy, Hold, PAUSED, Policy, Progress};
 
 fn to_duration(d: SignedDuration) -> Duration {
     Duration::from_secs(d.as_secs().max(0) as u64) + Duration::from_millis(100)
@@ -22,7 +25,7 @@ fn to_duration(d: SignedDuration) -> Duration {
 
 /// Plans a valid AsyncCommand. `targets` are the addressed nodes, in order (resolved from
 /// `nodeNames` or the selector the first time, then kept in status).
-pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
+pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Policy) -> Plan {
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let name = obj.metadata.name.clone().unwrap_or_default();
     let prev = obj.status.clone().unwrap_or_default();
@@ -125,6 +128,7 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
     let mut notes = Vec::new();
     let stop_starting = max_errors.is_some_and(|m| failed > m);
     let mut start = Vec::new();
+    let mut hold = None;
     if stop_starting {
         let mut cancelled = 0;
         for e in entries.iter_mut().filter(|e| e.phase == NodePhase::Pending) {
@@ -155,8 +159,32 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
             .as_ref()
             .and_then(|m| scaled_limit(m, total, 1))
             .unwrap_or(total);
-        let slots = limit.saturating_sub(in_flight);
-        for &i in candidates.iter().take(slots) {
+        let last_finished = entries
+            .iter()
+            .filter(|e| e.start_time.is_some() && e.phase.is_final())
+            .filter_map(|e| e.completion_time.as_ref().map(|t| t.0))
+            .max();
+        let nodes = targets
+            .iter()
+            .filter_map(|n| Some((n.as_str(), &world.nodes.get(n)?.conditions)));
+        let mut gates = policy.node_readings(nodes);
+        gates.extend(world.object_gates.iter().cloned());
+        let progress = Progress {
+            limit,
+            in_flight,
+            last_finished,
+        };
+        let starts = policy::starts(policy, false, progress, &gates, now);
+        // Only a rollout with nodes waiting to start is held.
+        hold = starts.hold.filter(|_| !candidates.is_empty());
+        if let Some(h) = &hold {
+            let message = clip(&h.message(), super::MESSAGE_LIMIT);
+            for &i in &candidates {
+                entries[i].reason = Some(h.reason().into());
+                entries[i].message = Some(message.clone());
+            }
+        }
+        for &i in candidates.iter().take(starts.slots) {
             let e = &mut entries[i];
             apply(e, NodeEvent::Started);
             e.job_name = Some(job_name(&name, &uid, &e.node_name));
@@ -175,6 +203,14 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
     }
 
     let mut status = summarize(obj, &prev, entries, now);
+    held(
+        &mut status,
+        &prev,
+        hold.as_ref(),
+        &mut notes,
+        obj.metadata.generation,
+        now,
+    );
     if prev.start_time.is_none() && !start.is_empty() {
         status.start_time = Some(time(now));
         notes.push(Note {
@@ -216,6 +252,11 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
             }
             _ => None,
         }
+    } else if let Some(wake) = hold.as_ref().and_then(|h| h.recheck(now)) {
+        // A window opening or a soak ending, exactly; a gate every few seconds.
+        wake.min(Duration::from_secs(20))
+            .min(waiting_until.map_or(Duration::MAX, |u| to_duration(u.duration_since(now))))
+            .into()
     } else if let Some(until) = waiting_until {
         // Nodes turning Ready are noticed at least every 10s; the deadline exactly.
         Some(to_duration(until.duration_since(now)).min(Duration::from_secs(10)))
@@ -238,5 +279,50 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World) -> Plan {
         requeue_after,
         delete_self,
         notes,
+    }
+}
+
+/// The Paused condition and `nextStartTime` of a rollout held by its policy, with an Event
+/// when it starts or stops being held.
+fn held(
+    status: &mut crate::api::async_command::AsyncCommandStatus,
+    prev: &crate::api::async_command::AsyncCommandStatus,
+    hold: Option<&Hold>,
+    notes: &mut Vec<Note>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.next_start_time = match hold {
+        Some(Hold::OutsideWindow { opens }) => opens.map(time),
+        Some(Hold::Soaking { until }) => Some(time(*until)),
+        _ => None,
+    };
+    let had = prev.conditions.iter().any(|c| c.type_ == PAUSED);
+    if status.completion_time.is_some() {
+        conditions::remove(&mut status.conditions, PAUSED);
+        return;
+    }
+    if hold.is_none() && !had {
+        return;
+    }
+    let (reason, message) = match hold {
+        Some(h) => (h.reason(), h.message()),
+        None => (
+            "Resumed",
+            "nodes start as maxConcurrency allows".to_string(),
+        ),
+    };
+    let changed = conditions::set(
+        &mut status.conditions,
+        Desired::new(PAUSED, hold.is_some(), reason, message.clone()),
+        generation,
+        &time(now),
+    );
+    if changed {
+        notes.push(Note {
+            warning: matches!(hold, Some(Hold::Unhealthy { .. })),
+            reason,
+            message,
+        });
     }
 }

@@ -72,6 +72,7 @@ pub(super) fn summarize(
             None
         },
         cmd_jobs: entries,
+        next_start_time: None,
         conditions: prev.conditions.clone(),
     };
     let now_t = time(now);

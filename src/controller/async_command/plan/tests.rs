@@ -4,6 +4,7 @@ use crate::api::async_command::{CommandPhase, NodePhase};
 use crate::conditions::STALLED;
 use crate::conditions::{self, COMPLETE, FAILED, READY, RECONCILING};
 use crate::engine::outcome::{RunState, reason};
+use crate::rollout::PAUSED;
 use serde_json::json;
 
 fn at(s: i64) -> Timestamp {
@@ -25,7 +26,15 @@ fn nodes(names: &[&str]) -> Vec<String> {
 fn ready(names: &[&str]) -> BTreeMap<String, NodeInfo> {
     names
         .iter()
-        .map(|n| (n.to_string(), NodeInfo { ready: true }))
+        .map(|n| {
+            (
+                n.to_string(),
+                NodeInfo {
+                    ready: true,
+                    ..Default::default()
+                },
+            )
+        })
         .collect()
 }
 
@@ -49,7 +58,8 @@ fn observed(state: RunState, exit: Option<i32>) -> Observed {
 
 /// Runs `plan` and folds its status back into the object, as the next reconcile sees it.
 fn step(obj: &mut AsyncCommand, targets: &[String], world: &World) -> Plan {
-    let p = plan(obj, targets, world);
+    let policy = crate::rollout::parse(obj.spec.rollout.as_ref()).expect("valid policy");
+    let p = plan(obj, targets, world, &policy);
     obj.status = Some(p.status.clone());
     p
 }
@@ -224,7 +234,13 @@ fn missing_and_not_ready_nodes_fail_on_their_own() {
     );
     let targets = nodes(&["ok", "gone", "sick"]);
     let mut cluster = ready(&["ok"]);
-    cluster.insert("sick".into(), NodeInfo { ready: false });
+    cluster.insert(
+        "sick".into(),
+        NodeInfo {
+            ready: false,
+            ..Default::default()
+        },
+    );
     let world = World {
         nodes: cluster,
         now: at(0),
@@ -265,7 +281,13 @@ fn a_node_turning_ready_in_time_starts() {
         command(json!({"command": "uptime", "nodeNames": ["sick"], "nodeReadyTimeoutSeconds": 30}));
     let targets = nodes(&["sick"]);
     let mut cluster = BTreeMap::new();
-    cluster.insert("sick".to_string(), NodeInfo { ready: false });
+    cluster.insert(
+        "sick".to_string(),
+        NodeInfo {
+            ready: false,
+            ..Default::default()
+        },
+    );
     step(
         &mut obj,
         &targets,
@@ -707,7 +729,7 @@ fn validation_is_a_pure_step_with_a_reason_for_each_refusal() {
     world.fleet = fleet(&[("a", "db"), ("b", "web"), ("c", "web")]);
     let web =
         command(json!({"command": "uptime", "nodeSelector": {"matchLabels": {"role": "web"}}}));
-    let (_, targets) = Decisions::validate(&web, &world).expect("valid");
+    let (_, targets, _) = Decisions::validate(&web, &world).expect("valid");
     assert_eq!(targets, ["b", "c"]);
     let none =
         command(json!({"command": "uptime", "nodeSelector": {"matchLabels": {"role": "cache"}}}));
@@ -745,4 +767,92 @@ fn a_stalled_command_says_why_once() {
         again.requeue.is_some(),
         "looks again: the Command may appear"
     );
+}
+
+#[test]
+fn the_rollout_policy_holds_starts_outside_the_window_and_while_soaking() {
+    // at(0) is 08:00Z; the window is 09:00-10:00Z.
+    let mut obj = command(json!({
+        "command": "uptime", "nodeNames": ["a", "b", "c", "d"], "maxConcurrency": 2,
+        "rollout": {"maintenanceWindows": [{"schedule": "0 9 * * *", "duration": "1h"}], "soakSeconds": 300}
+    }));
+    let targets = nodes(&["a", "b", "c", "d"]);
+    let mut world = World {
+        nodes: ready(&["a", "b", "c", "d"]),
+        now: at(0),
+        ..Default::default()
+    };
+    let p = step(&mut obj, &targets, &world);
+    assert!(p.start.is_empty());
+    assert_eq!(p.status.next_start_time, Some(Time(at(3600))));
+    assert_eq!(
+        p.status.cmd_jobs[0].reason.as_deref(),
+        Some("OutsideMaintenanceWindow")
+    );
+    assert!(conditions::is_true(&p.status.conditions, PAUSED));
+    assert_eq!(
+        p.notes
+            .iter()
+            .filter(|n| n.reason == "OutsideMaintenanceWindow")
+            .count(),
+        1
+    );
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(20)));
+    // Near the opening, woken for it exactly.
+    world.now = at(3590);
+    let p = step(&mut obj, &targets, &world);
+    assert_eq!(p.requeue_after, Some(Duration::from_millis(10_200)));
+    assert!(p.notes.is_empty(), "no Event without a transition");
+    // The window opens: a batch of two starts.
+    world.now = at(3600);
+    let p = step(&mut obj, &targets, &world);
+    assert_eq!(p.start, ["a", "b"]);
+    assert!(!conditions::is_true(&p.status.conditions, PAUSED));
+    assert!(p.notes.iter().any(|n| n.reason == "Resumed"));
+    // The batch finishes at +60 s: soaking for 300 s, then the next batch.
+    let mut runs = BTreeMap::new();
+    runs.insert("a".to_string(), observed(RunState::Succeeded, Some(0)));
+    runs.insert("b".to_string(), observed(RunState::Succeeded, Some(0)));
+    world.runs = runs;
+    world.now = at(3660);
+    let p = step(&mut obj, &targets, &world);
+    assert!(p.start.is_empty());
+    assert_eq!(p.status.next_start_time, Some(Time(at(3960))));
+    assert_eq!(p.status.cmd_jobs[2].reason.as_deref(), Some("Soaking"));
+    world.now = at(3960);
+    let p = step(&mut obj, &targets, &world);
+    assert_eq!(p.start, ["c", "d"]);
+    assert_eq!(p.status.next_start_time, None);
+}
+
+#[test]
+fn a_node_gate_holds_while_a_target_has_the_condition() {
+    let mut obj = command(json!({
+        "command": "uptime", "nodeNames": ["a", "b"],
+        "rollout": {"healthGates": [{"nodeCondition": {"type": "MemoryPressure"}}]}
+    }));
+    let targets = nodes(&["a", "b"]);
+    let mut world = World {
+        nodes: ready(&["a", "b"]),
+        now: at(0),
+        ..Default::default()
+    };
+    world.nodes.get_mut("b").expect("b").conditions =
+        vec![("MemoryPressure".into(), "True".into())];
+    let p = step(&mut obj, &targets, &world);
+    assert!(p.start.is_empty());
+    let note = p
+        .notes
+        .iter()
+        .find(|n| n.reason == "HealthGateUnhealthy")
+        .expect("Event");
+    assert!(
+        note.warning && note.message.contains("MemoryPressure=True on 1 node: b"),
+        "{}",
+        note.message
+    );
+    world.nodes.get_mut("b").expect("b").conditions.clear();
+    world.now = at(10);
+    let p = step(&mut obj, &targets, &world);
+    assert_eq!(p.start, ["a", "b"]);
 }

@@ -87,6 +87,9 @@ pub(super) fn child_object(inv: &Invoker, uid: &str, child: &str, slot: Timestam
             node_selector: spec.node_selector.clone(),
             username: spec.username.clone(),
             parameters: spec.parameters.clone(),
+            max_concurrency: spec.max_concurrency.clone(),
+            max_errors: spec.max_errors.clone(),
+            rollout: spec.rollout.clone(),
             ..AsyncCommandSpec::default()
         },
         status: None,

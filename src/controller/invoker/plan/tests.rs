@@ -420,3 +420,30 @@ fn child_names_are_deterministic_and_valid() {
     );
     assert!(child_name(&"x".repeat(253), ts("2026-01-01T00:01:00Z")).len() <= 253);
 }
+
+#[test]
+fn each_run_carries_the_rollout_policy_and_a_bad_window_stalls_the_invoker() {
+    let rollout = json!({"soakSeconds": 60,
+        "maintenanceWindows": [{"schedule": "0 1 * * *", "duration": "4h", "timeZone": "Europe/Berlin"}]});
+    let mut inv = invoker(
+        every_minute(json!({"maxConcurrency": "25%", "maxErrors": 1, "rollout": rollout})),
+        "2026-01-01T00:00:30Z",
+    );
+    let p = step(&mut inv, &[], "2026-01-01T00:01:00Z");
+    let (_, child) = p.create.expect("a run");
+    assert_eq!(child["spec"]["rollout"], rollout);
+    assert_eq!(child["spec"]["maxConcurrency"], json!("25%"));
+    assert_eq!(child["spec"]["maxErrors"], json!(1));
+
+    let mut bad = invoker(
+        every_minute(json!({"rollout": {"maintenanceWindows": [
+            {"schedule": "0 1 * * *", "duration": "4h", "timeZone": "Europe/Atlantis"}]}})),
+        "2026-01-01T00:00:30Z",
+    );
+    let p = step(&mut bad, &[], "2026-01-01T00:01:00Z");
+    assert!(
+        p.create.is_none(),
+        "no run is created with a window that cannot be read"
+    );
+    assert_eq!(reason(&p, crate::conditions::STALLED), "InvalidTimeZone");
+}
