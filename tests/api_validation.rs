@@ -550,6 +550,61 @@ fn bad_manifests() -> Vec<Case> {
             json!({"canaryNodes": ["/etc"]}),
             &["spec.canaryNodes[0]"],
         ),
+        // The rollout policy (shared by AgentUpgradeJob, AsyncCommand and Invoker)
+        case(
+            "window duration in days",
+            "AgentUpgradeJob",
+            json!({"rollout": {"maintenanceWindows": [{"schedule": "0 2 * * *", "duration": "1d"}]}}),
+            &["spec.rollout.maintenanceWindows[0].duration"],
+        ),
+        case(
+            "window longer than a week",
+            "AgentUpgradeJob",
+            json!({"rollout": {"maintenanceWindows": [{"schedule": "0 2 * * *", "duration": "169h"}]}}),
+            &[
+                "spec.rollout.maintenanceWindows[0].duration",
+                "from 1s to 168h",
+            ],
+        ),
+        case(
+            "window schedule of 3 fields",
+            "AsyncCommand",
+            json!({"rollout": {"maintenanceWindows": [{"schedule": "0 2 *", "duration": "1h"}]}}),
+            &["spec.rollout.maintenanceWindows[0].schedule"],
+        ),
+        case(
+            "window time zone with a space",
+            "Invoker",
+            json!({"rollout": {"maintenanceWindows": [{"schedule": "0 2 * * *", "duration": "1h", "timeZone": "Europe/Ber lin"}]}}),
+            &["spec.rollout.maintenanceWindows[0].timeZone"],
+        ),
+        case(
+            "negative soak",
+            "AgentUpgradeJob",
+            json!({"rollout": {"soakSeconds": -1}}),
+            &["spec.rollout.soakSeconds"],
+        ),
+        case(
+            "health gate with both forms",
+            "AgentUpgradeJob",
+            json!({"rollout": {"healthGates": [{"nodeCondition": {"type": "DiskPressure"}, "object": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}]}}),
+            &[
+                "spec.rollout.healthGates[0]",
+                "exactly one of nodeCondition and object",
+            ],
+        ),
+        case(
+            "node gate status that is not a condition status",
+            "AsyncCommand",
+            json!({"rollout": {"healthGates": [{"nodeCondition": {"type": "DiskPressure", "status": "yes"}}]}}),
+            &["spec.rollout.healthGates[0].nodeCondition.status"],
+        ),
+        case(
+            "invoker maxConcurrency 0",
+            "Invoker",
+            json!({"maxConcurrency": 0}),
+            &["spec.maxConcurrency"],
+        ),
     ]
 }
 
@@ -598,7 +653,7 @@ async fn bad_manifests_are_refused_with_the_field_named() {
         failures.join("\n")
     );
     // docs/api.md quotes this number: a case added or lost changes it here first.
-    assert_eq!(cases.len(), 73, "bad manifests in this suite");
+    assert_eq!(cases.len(), 81, "bad manifests in this suite");
 }
 
 #[tokio::test]
@@ -625,10 +680,21 @@ async fn base_specs_are_valid() {
 async fn every_sample_is_accepted() {
     let ns = TestNamespace::new("api-samples").await;
     install_crds(&ns.client).await;
-    let dir = repo_root().join("config/samples");
+    // The samples and those in subdirectories, which need something of the user's.
+    let mut dirs = vec![repo_root().join("config/samples")];
+    let mut paths = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("config/samples") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "yaml") {
+                paths.push(path);
+            }
+        }
+    }
     let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("config/samples") {
-        let path = entry.expect("entry").path();
+    for path in paths {
         let text = std::fs::read_to_string(&path).expect("read sample");
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("yaml");
@@ -636,14 +702,18 @@ async fn every_sample_is_accepted() {
                 continue;
             }
             let obj: DynamicObject = serde_yaml::from_value(value).expect("object");
-            let kind = obj.types.as_ref().map(|t| t.kind.clone()).expect("kind");
+            let types = obj.types.clone().expect("apiVersion and kind");
+            if !types.api_version.starts_with("nodeops.io/") {
+                continue; // the namespace the agent sample runs in
+            }
+            let kind = types.kind;
             apply_dry_run(&api_for(&ns.client, &ns.name, &kind), &obj)
                 .await
                 .unwrap_or_else(|e| panic!("{} refused: {e}", path.display()));
             count += 1;
         }
     }
-    assert!(count >= 6, "one sample per kind at least, found {count}");
+    assert!(count >= 9, "the nine nodeops samples, found {count}");
 }
 
 /// Changes to a running object that would be ambiguous are refused at apply.
