@@ -6,7 +6,7 @@ BIN = $(shell hack/k8s-binaries.sh dir)
 KUBECONFIG_LOCAL := $(CURDIR)/.local-cluster/kubeconfig
 KUBECTL = $(BIN)/kubectl --kubeconfig $(KUBECONFIG_LOCAL)
 
-.PHONY: demo test faults bench lint k8s-binaries cluster-up cluster-down install-crds run crds build chart-lint plugin
+.PHONY: demo test faults bench lint k8s-binaries cluster-up cluster-down install-crds run crds build chart-lint plugin krew
 
 ## demo: local control plane with simulated nodes, CRDs, the operator, the samples.
 demo:
@@ -52,6 +52,14 @@ PLUGIN_DIR ?= $(HOME)/.local/bin
 plugin:
 	cargo build --release --bin nodeops
 	hack/install-plugin.sh $(PLUGIN_DIR) target/release/nodeops
+
+## krew: the plugin's krew archive for this machine's platform and plugins/krew/nodeops.yaml
+## rendered for it, in target/krew/ (PLUGIN_VERSION: default v<Cargo.toml's version>);
+## `kubectl krew install --manifest=... --archive=...` installs it (docs/install.md).
+PLUGIN_VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+krew:
+	cargo build --release --bin nodeops
+	hack/krew-package.sh $(PLUGIN_VERSION) target/krew target/release/nodeops
 
 ## crds: regenerate crds/ from the Rust types, and its copies in the Helm chart and kustomize.
 crds:

@@ -2,6 +2,7 @@
 # Installs `kubectl nodeops`: the nodeops binary as kubectl-nodeops in DIR (kubectl runs
 # any kubectl-* on PATH as a plugin), and kubectl_complete-nodeops, which kubectl 1.26+
 # runs to complete `kubectl nodeops ...` (cobra's protocol: candidates, then :directive).
+# hack/krew-package.sh packs what it installs into the krew archive.
 #
 #   hack/install-plugin.sh DIR [BINARY]     (BINARY: default target/release/nodeops)
 set -euo pipefail

@@ -21,6 +21,11 @@ start=$(date +%s)
 hack/helm.sh >/dev/null
 echo "helm ready in $(($(date +%s) - start))s"
 
+step "building krew (cached after the first run; tests/plugin.rs uses it)"
+start=$(date +%s)
+hack/krew.sh >/dev/null
+echo "krew ready in $(($(date +%s) - start))s"
+
 started_here=false
 if ! { [ -f .local-cluster/kubeconfig ] && "$(hack/k8s-binaries.sh dir)/kubectl" --kubeconfig .local-cluster/kubeconfig get --raw /readyz >/dev/null 2>&1; }; then
 	started_here=true
