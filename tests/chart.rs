@@ -37,7 +37,7 @@ fn documents(text: &str) -> Vec<Value> {
 }
 
 fn yaml_file(path: &str) -> Value {
-    let text = std::fs::read_to_string(repo_root().join(path))
+    let text = std::fs::read_to_string(support::repo_root().join(path))
         .unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
@@ -69,6 +69,19 @@ fn render(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
 fn only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "one {kind} expected, found {}", found.len());
+    found[0]
+}
+
+/// The operator's own ClusterRole (the others are the roles to grant people).
+fn operator_role(docs: &[Value]) -> &Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"] == "ClusterRole"
+                && d["metadata"]["labels"]["app.kubernetes.io/component"] != "user-role"
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one operator ClusterRole expected");
     found[0]
 }
 
@@ -134,6 +147,10 @@ fn chart_lints_and_renders() {
         kinds(&docs),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
             "Namespace",
@@ -142,8 +159,30 @@ fn chart_lints_and_renders() {
             "Role",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding"
         ]
+    );
+    let bare = render(
+        "demo",
+        "ops",
+        &["admissionPolicies.enabled=false,userRoles.enabled=false"],
+    );
+    assert_eq!(
+        kinds(&bare)
+            .iter()
+            .filter(|k| k.starts_with("ValidatingAdmission"))
+            .count(),
+        0
+    );
+    assert_eq!(
+        kinds(&bare).iter().filter(|k| *k == "ClusterRole").count(),
+        1
     );
     for doc in &docs {
         for label in LABELS {
@@ -364,6 +403,8 @@ fn chart_lints_and_renders() {
             "leaderElection.enabled=false",
             "replicaCount=1",
             "defaultAgent.enabled=false",
+            "admissionPolicies.enabled=false",
+            "userRoles.enabled=false",
         ],
     );
     assert_eq!(
@@ -505,10 +546,54 @@ fn chart_and_kustomize_crds_are_the_generated_crds() {
     );
 }
 
+/// The chart's admission policies and user roles are config/policy's, under the release's
+/// names.
+#[test]
+fn chart_policies_are_config_policies() {
+    let docs = render("demo", "ops", &[]);
+    let strip = |v: &Value| {
+        let text = serde_json::to_string(v).expect("json");
+        let text = text.replace("demo-nodeops-", "nodeops-");
+        let mut v: Value = serde_json::from_str(&text).expect("json");
+        v["metadata"] = json!({"name": v["metadata"]["name"]});
+        v
+    };
+    let mut config = documents(
+        &std::fs::read_to_string(
+            support::repo_root().join("config/policy/admission_policies.yaml"),
+        )
+        .expect("read"),
+    );
+    config.extend(documents(
+        &std::fs::read_to_string(support::repo_root().join("config/policy/user_roles.yaml"))
+            .expect("read"),
+    ));
+    for want in &config {
+        let want = strip(want);
+        let got = docs
+            .iter()
+            .map(strip)
+            .find(|d| {
+                d["kind"] == want["kind"] && d["metadata"]["name"] == want["metadata"]["name"]
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "the chart has no {} {}",
+                    want["kind"], want["metadata"]["name"]
+                )
+            });
+        assert_eq!(
+            got, want,
+            "the chart's {} differs from config/policy's",
+            want["metadata"]["name"]
+        );
+    }
+}
+
 #[test]
 fn chart_rbac_is_config_rbac() {
     let docs = render("demo", "ops", &[]);
-    let cluster_role = only(&docs, "ClusterRole");
+    let cluster_role = operator_role(&docs);
     assert_eq!(
         cluster_role["rules"],
         yaml_file("config/rbac/cluster_role.yaml")["rules"],
@@ -695,8 +780,10 @@ async fn chart_installs_upgrades_and_uninstalls() {
 fn kustomize_renders_the_chart_defaults_and_applies() {
     let docs = documents(&kubectl(&["kustomize", "config/default"]));
     let mut want = vec!["CustomResourceDefinition"; yaml_files("crds").len()];
+    want.extend(["ClusterRole"; 5]);
+    want.extend(["ValidatingAdmissionPolicy"; 3]);
+    want.extend(["ValidatingAdmissionPolicyBinding"; 3]);
     want.extend([
-        "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
         "Namespace",
@@ -708,7 +795,7 @@ fn kustomize_renders_the_chart_defaults_and_applies() {
     want.sort();
     assert_eq!(kinds(&docs), want);
     assert_eq!(
-        only(&docs, "ClusterRole")["rules"],
+        operator_role(&docs)["rules"],
         yaml_file("config/rbac/cluster_role.yaml")["rules"]
     );
 

@@ -329,6 +329,45 @@ mod tests {
         }
     }
 
+    /// Nothing reaches a node's run that its creator did not send: no service account
+    /// token (the operator's or the namespace's), no Secret, no projected or downward API
+    /// data, no environment from anything but the run's own values.
+    #[test]
+    fn a_run_carries_no_credentials_and_no_secret() {
+        let mut t = template(ExecutionMode::Container);
+        t.env = vec![("NODEOPS_PARAM_path".into(), "/var".into())];
+        for mode in [ExecutionMode::Container, ExecutionMode::Host] {
+            t.mode = mode;
+            let job = render(&owner(), "node-0001", &t);
+            let pod = job.spec.expect("spec").template.spec.expect("pod");
+            assert_eq!(pod.automount_service_account_token, Some(false), "{mode:?}");
+            assert_eq!(pod.service_account_name, None, "{mode:?}");
+            assert!(pod.image_pull_secrets.is_none(), "{mode:?}");
+            for v in pod.volumes.iter().flatten() {
+                assert!(
+                    v.secret.is_none() && v.projected.is_none() && v.downward_api.is_none(),
+                    "{mode:?}: volume {} carries data",
+                    v.name
+                );
+            }
+            for c in pod
+                .containers
+                .iter()
+                .chain(pod.init_containers.iter().flatten())
+            {
+                assert!(c.env_from.is_none(), "{mode:?}: {} env from", c.name);
+                for e in c.env.iter().flatten() {
+                    assert!(
+                        e.value_from.is_none(),
+                        "{mode:?}: {} from {:?}",
+                        e.name,
+                        e.value_from
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn names_are_deterministic_short_and_distinct() {
         let a = job_name("list-system", "uid-1", "node-0001");

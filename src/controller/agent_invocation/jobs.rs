@@ -505,11 +505,17 @@ mod tests {
                 .and_then(|s| s.privileged)
                 .is_none()
         );
-        let vol = &pod.volumes.expect("volumes")[0];
+        // The one Secret the invocation names, and no service account token.
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.service_account_name, None);
+        let volumes = pod.volumes.expect("volumes");
+        assert_eq!(volumes.len(), 1, "{volumes:?}");
+        let vol = &volumes[0];
         assert_eq!(
             vol.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
             Some("ssh-creds")
         );
+        assert!(c.env_from.is_none());
         let env = c.env.clone().expect("env");
         // `$$` is the kubelet's escape of `$`: the runner receives the script as written.
         assert_eq!(
