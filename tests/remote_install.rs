@@ -179,17 +179,31 @@ impl Sshd {
         all
     }
 
-    /// Runs nodeops-exec against this server.
+    /// Runs nodeops-exec against this server, with its host keys pinned (a known_hosts
+    /// file listing them) unless `args` names a known_hosts file or holds `UNPINNED`.
     fn exec(&self, script: &str, params: &[(&str, &str)], args: &[&str]) -> Outcome {
         let log = self.path(&format!("report-{}", N.fetch_add(1, Ordering::SeqCst)));
         static N: AtomicUsize = AtomicUsize::new(0);
+        let pinned = self.write(
+            "known_hosts_pinned",
+            &self
+                .host_keys
+                .iter()
+                .map(|k| self.known_hosts_line(k))
+                .collect::<String>(),
+        );
+        let mut args: Vec<&str> = args.to_vec();
+        if !args.contains(&"--ssh-known-hosts-file") && !args.contains(&UNPINNED) {
+            args.extend(["--ssh-known-hosts-file", pinned.to_str().expect("path")]);
+        }
+        args.retain(|a| *a != UNPINNED);
         let port = self.port.to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodeops-exec"));
         cmd.arg("--termination-log")
             .arg(&log)
             .args(["--ssh-host", "127.0.0.1", "--ssh-port", &port])
             .args(["--ssh-user", USER])
-            .args(args)
+            .args(&args)
             .env("NODEOPS_SCRIPT", script)
             .envs(params.iter().copied());
         let started = Instant::now();
@@ -216,6 +230,9 @@ impl Drop for Sshd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An `exec` argument that leaves out the pinned known_hosts.
+const UNPINNED: &str = "UNPINNED";
 
 #[derive(Debug)]
 struct Outcome {
@@ -255,15 +272,9 @@ fn password_auth_runs_the_script_with_parameters_verbatim() {
         "output is echoed as it comes"
     );
     assert!(out.report.error.is_none() && !out.report.timed_out);
-    // No known_hosts: the key is accepted and its fingerprint logged.
-    let fingerprint = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("nodeops-exec: accepted host key "))
-        .and_then(|rest| rest.strip_suffix(&format!(" for 127.0.0.1:{}", sshd.port)))
-        .unwrap_or_else(|| panic!("no accepted-key line: {:?}", out.stderr));
-    assert!(fingerprint.starts_with("SHA256:"));
-    assert!(sshd.fingerprints().contains(fingerprint), "{fingerprint}");
+    // The host key was verified against the pinned known_hosts: nothing to note.
+    assert_eq!(out.report.note, None);
+    assert!(!out.stderr.contains("accepted host key"), "{}", out.stderr);
     assert!(!out.mentions(user_password()));
 
     // Only the parameter prefix is exported; a bad name is refused before connecting.
@@ -320,20 +331,82 @@ fn key_auth_with_matching_known_hosts() {
         assert!(!out.mentions(body), "key material leaked");
     }
 
-    // A known_hosts flag whose file does not exist: accepted and logged.
+    // A known_hosts flag whose file does not exist (a Secret without the key): refused.
+    let (key, missing) = (sshd.path("id_ed25519"), sshd.path("absent"));
+    let absent = [
+        "--ssh-key-file",
+        key.to_str().expect("path"),
+        "--ssh-known-hosts-file",
+        missing.to_str().expect("path"),
+    ];
+    let out = sshd.exec("true", &[], &absent);
+    assert_eq!(out.code, 255, "{out:?}");
+    assert_eq!(out.report.reason.as_deref(), Some("HostKeyUnknown"));
+    // Accepted only with the explicit opt-in, and the report says it was not verified.
+    let mut opted = absent.to_vec();
+    opted.push("--ssh-accept-unknown-host-key");
+    let out = sshd.exec("true", &[], &opted);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.report
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("accepted without verification")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_unless_accepted_explicitly() {
+    let sshd = Sshd::start();
+    let password = sshd.write("password", user_password());
+    let password = password.to_str().expect("path");
+    // No known_hosts at all: refused before authenticating, the script never runs.
     let out = sshd.exec(
-        "true",
+        "echo should-not-run",
+        &[],
+        &["--ssh-password-file", password, UNPINNED],
+    );
+    assert_eq!(out.code, 255, "{out:?}");
+    assert_eq!(out.report.reason.as_deref(), Some("HostKeyUnknown"));
+    let error = out.report.error.clone().expect("error");
+    assert!(
+        error.contains("cannot be verified") && error.contains("insecureAcceptUnknownHostKey"),
+        "{error}"
+    );
+    let fingerprint = error
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .expect("the fingerprint is named");
+    assert!(sshd.fingerprints().contains(fingerprint), "{fingerprint}");
+    assert!(!out.stdout.contains("should-not-run"));
+    assert!(
+        !sshd
+            .log()
+            .contains(&format!("Accepted password for {USER}")),
+        "the password was sent to an unverified host"
+    );
+
+    // The explicit opt-in: accepted, logged, and said in the report.
+    let out = sshd.exec(
+        "echo ran",
         &[],
         &[
-            "--ssh-key-file",
-            sshd.path("id_ed25519").to_str().expect("path"),
-            "--ssh-known-hosts-file",
-            sshd.path("absent").to_str().expect("path"),
+            "--ssh-password-file",
+            password,
+            "--ssh-accept-unknown-host-key",
+            UNPINNED,
         ],
     );
     assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.report.output, "ran\n");
+    let note = out.report.note.clone().expect("note");
     assert!(
-        out.stderr.contains("accepted host key SHA256:"),
+        note.contains("accepted without verification") && note.contains(fingerprint),
+        "{note}"
+    );
+    assert!(
+        out.stderr.contains("WITHOUT VERIFICATION"),
         "{}",
         out.stderr
     );
@@ -402,6 +475,7 @@ fn known_hosts_mismatch_is_refused() {
         ],
     );
     assert_eq!(out.code, 255, "{out:?}");
+    assert_eq!(out.report.reason.as_deref(), Some("HostKeyMismatch"));
     let error = out.report.error.expect("error");
     assert!(
         error.contains("does not match") && error.contains("SHA256:"),
@@ -427,6 +501,7 @@ fn known_hosts_mismatch_is_refused() {
         ],
     );
     assert_eq!(out.code, 255, "{out:?}");
+    assert_eq!(out.report.reason.as_deref(), Some("HostKeyUnknown"));
     assert!(out.report.error.expect("error").contains("is not listed"));
 }
 

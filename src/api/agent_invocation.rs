@@ -155,6 +155,13 @@ pub struct RemoteInstallHost {
 
     /// Secret in this namespace holding the password or private key.
     pub credentials_secret_ref: SecretKeyRef,
+
+    /// Accept the host's key unverified when the Secret has no `known_hosts` (default
+    /// false: such a host is refused with `HostKeyUnknown` before anything is sent to
+    /// it). The instance's message then says the key was not verified. A `known_hosts`
+    /// in the Secret is always checked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_accept_unknown_host_key: bool,
 }
 
 fn default_ssh_port() -> i32 {

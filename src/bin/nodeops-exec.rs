@@ -105,9 +105,13 @@ struct Args {
     /// Unencrypted OpenSSH or PEM private key (a Secret's `ssh-privatekey` key).
     #[arg(long, value_name = "FILE", requires = "ssh_host")]
     ssh_key_file: Option<PathBuf>,
-    /// Verify the host key against this file when it exists; otherwise accept and log it.
+    /// Verify the host key against this file. Without it (or when it does not exist) the
+    /// host key is refused, unless --ssh-accept-unknown-host-key.
     #[arg(long, value_name = "FILE", requires = "ssh_host")]
     ssh_known_hosts_file: Option<PathBuf>,
+    /// With no known_hosts file, accept the host key unverified; the report says so.
+    #[arg(long, requires = "ssh_host")]
+    ssh_accept_unknown_host_key: bool,
 }
 
 fn main() {
@@ -171,6 +175,7 @@ fn remote_spec(args: &Args) -> Option<Result<RemoteSpec, String>> {
         user: args.ssh_user.clone()?,
         credentials,
         known_hosts: args.ssh_known_hosts_file.clone(),
+        accept_unknown_host_key: args.ssh_accept_unknown_host_key,
         script: script.into_encoded_bytes(),
         params: std::env::vars_os()
             .filter(|(k, _)| k.as_encoded_bytes().starts_with(prefix))

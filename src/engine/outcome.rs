@@ -31,6 +31,10 @@ pub mod reason {
     /// The kubelet refused the Pod at its own admission (OutOfpods, OutOfcpu, NodeAffinity,
     /// NodeShutdown, Evicted, ...) before the command ran.
     pub const NODE_REJECTED: &str = "NodeRejected";
+    /// A remote install's host key could not be verified (no known_hosts for the host).
+    pub const HOST_KEY_UNKNOWN: &str = "HostKeyUnknown";
+    /// A remote install's host presented a key other than the one known_hosts pins.
+    pub const HOST_KEY_MISMATCH: &str = "HostKeyMismatch";
 }
 
 /// Waiting reasons of a container whose image the kubelet cannot get. It retries pulls
@@ -78,6 +82,8 @@ pub struct Observed {
     pub message: Option<String>,
     pub start_time: Option<Time>,
     pub completion_time: Option<Time>,
+    /// What the runner said beside the outcome (a host key accepted unverified).
+    pub note: Option<String>,
     /// The Job has not finished (no Complete or Failed condition). With `state: Failed`
     /// the Pods showed the run cannot succeed: the Job must be deleted, or it keeps a pod
     /// slot on the node until its deadline.
@@ -272,6 +278,7 @@ pub fn observe(job: &Job, pods: &[&Pod], output_limit: usize) -> Observed {
         message: None,
         start_time,
         completion_time: None,
+        note: report.as_ref().and_then(|r| r.note.clone()),
         job_active: !succeeded && !failed,
     };
     let pod_failure = pod_failure(pods);
@@ -302,7 +309,12 @@ pub fn observe(job: &Job, pods: &[&Pod], output_limit: usize) -> Observed {
         } else if job_reason == "DeadlineExceeded" {
             (reason::TIMEOUT, timeout_message(&job_message))
         } else if let Some(error) = report.as_ref().and_then(|r| r.error.clone()) {
-            (reason::START_FAILED, error)
+            // The runner's own reason where it names one (a host key refused).
+            match report.as_ref().and_then(|r| r.reason.as_deref()) {
+                Some(reason::HOST_KEY_UNKNOWN) => (reason::HOST_KEY_UNKNOWN, error),
+                Some(reason::HOST_KEY_MISMATCH) => (reason::HOST_KEY_MISMATCH, error),
+                _ => (reason::START_FAILED, error),
+            }
         } else if let Some(signal) = report.as_ref().and_then(|r| r.signal) {
             (
                 reason::SIGNALED,
@@ -359,6 +371,9 @@ struct Report {
     dropped_bytes: u64,
     timed_out: bool,
     error: Option<String>,
+    /// The runner's machine reason for `error`.
+    reason: Option<String>,
+    note: Option<String>,
     /// The signal that killed the command.
     signal: Option<i32>,
 }
@@ -373,6 +388,8 @@ fn parse_report(message: &str) -> Report {
             dropped_bytes: r.dropped_bytes,
             timed_out: r.timed_out,
             error: r.error,
+            reason: r.reason,
+            note: r.note,
             signal: r.signal,
         },
         Err(_) => Report {

@@ -82,6 +82,14 @@ pub struct RunReport {
     /// Why the command could not be run, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A machine reason for `error`, where the runner can name one (`HostKeyUnknown`,
+    /// `HostKeyMismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Something the outcome should say even when it succeeded (a host key accepted
+    /// without verification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why a command could not be started.
@@ -299,7 +307,7 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, Error> {
         dropped_bytes: ends.dropped,
         timed_out,
         signal,
-        error: None,
+        ..RunReport::default()
     })
 }
 

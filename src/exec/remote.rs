@@ -47,8 +47,11 @@ pub struct RemoteSpec {
     pub port: u16,
     pub user: String,
     pub credentials: Credentials,
-    /// Verify the server key against this file when it exists; else accept and log it.
+    /// Verify the server key against this file when it exists.
     pub known_hosts: Option<PathBuf>,
+    /// With no known_hosts file, accept the server's key unverified (and say so in the
+    /// report) instead of refusing it: the explicit opt-in of a remote install.
+    pub accept_unknown_host_key: bool,
     /// The script for `sh`.
     pub script: Vec<u8>,
     /// Exported to the script (names are checked, values quoted).
@@ -102,6 +105,12 @@ pub enum Error {
         path: PathBuf,
         hashed: usize,
     },
+    #[error(
+        "host key {fingerprint} for {target} cannot be verified: no known_hosts was given \
+         (add the host's keys as the Secret's known_hosts, or accept unverified keys \
+         explicitly with insecureAcceptUnknownHostKey)"
+    )]
+    HostKeyNotPinned { fingerprint: String, target: String },
     #[error("the server presented a host certificate, which is not supported")]
     HostCertificate,
     #[error("authentication failed for user {user} ({method})")]
@@ -126,6 +135,15 @@ fn hashed_note(hashed: usize) -> &'static str {
 }
 
 impl Error {
+    /// The machine reason of a host key refusal.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Error::HostKeyMismatch { .. } | Error::HostKeyRevoked { .. } => Some("HostKeyMismatch"),
+            Error::HostUnknown { .. } | Error::HostKeyNotPinned { .. } => Some("HostKeyUnknown"),
+            _ => None,
+        }
+    }
+
     /// 127 when the input could not make a script (as the local runner's start failures),
     /// 255 for everything SSH.
     pub fn exit_code(&self) -> i32 {
@@ -139,11 +157,13 @@ impl Error {
 /// Runs the script on the host and reports how it ended; failures are reports too.
 pub fn run(spec: &RemoteSpec) -> RunReport {
     let mut tail = TailBuffer::new(spec.output_limit);
+    // The fingerprint of a key accepted unverified, set during the handshake.
+    let unverified: Unverified = Arc::default();
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Runtime)
-        .and_then(|rt| rt.block_on(session(spec, &mut tail)));
+        .and_then(|rt| rt.block_on(session(spec, &mut tail, unverified.clone())));
     let (output, truncated) = tail.into_string();
     let mut report = RunReport {
         output,
@@ -159,7 +179,15 @@ pub fn run(spec: &RemoteSpec) -> RunReport {
         Err(e) => {
             report.exit_code = e.exit_code();
             report.error = Some(format!("ssh {}:{}: {e}", spec.host, spec.port));
+            report.reason = e.reason().map(str::to_string);
         }
+    }
+    if let Some(fingerprint) = unverified.lock().ok().and_then(|f| f.clone()) {
+        report.note = Some(format!(
+            "host key {fingerprint} of {}:{} was accepted without verification \
+             (insecureAcceptUnknownHostKey, no known_hosts)",
+            spec.host, spec.port
+        ));
     }
     report
 }
@@ -169,10 +197,14 @@ enum Ended {
     TimedOut,
 }
 
-async fn session(spec: &RemoteSpec, tail: &mut TailBuffer) -> Result<Ended, Error> {
+async fn session(
+    spec: &RemoteSpec,
+    tail: &mut TailBuffer,
+    unverified: Unverified,
+) -> Result<Ended, Error> {
     let deadline = Instant::now() + spec.timeout;
     let script = script_with_params(&spec.script, &spec.params)?;
-    let Ok(handle) = timeout_at(deadline, connect_and_authenticate(spec)).await else {
+    let Ok(handle) = timeout_at(deadline, connect_and_authenticate(spec, unverified)).await else {
         return Ok(Ended::TimedOut);
     };
     let handle = handle?;
@@ -232,7 +264,10 @@ async fn session(spec: &RemoteSpec, tail: &mut TailBuffer) -> Result<Ended, Erro
     exit.map(Ended::Exit).ok_or(Error::NoExitStatus)
 }
 
-async fn connect_and_authenticate(spec: &RemoteSpec) -> Result<Handle<HostKeyPolicy>, Error> {
+async fn connect_and_authenticate(
+    spec: &RemoteSpec,
+    unverified: Unverified,
+) -> Result<Handle<HostKeyPolicy>, Error> {
     let target = known_hosts_name(&spec.host, spec.port);
     let known_hosts = match &spec.known_hosts {
         Some(path) => match std::fs::read_to_string(path) {
@@ -271,6 +306,7 @@ async fn connect_and_authenticate(spec: &RemoteSpec) -> Result<Handle<HostKeyPol
         target: format!("{}:{}", spec.host, spec.port),
         known_hosts_name: target,
         known_hosts,
+        accept_unknown: spec.accept_unknown_host_key.then_some(unverified),
     };
     let mut handle = client::connect(config, (spec.host.as_str(), spec.port), policy)
         .await
@@ -489,6 +525,9 @@ fn signal_exit_code(sig: &Sig) -> i32 {
         .map_or(SSH_FAILED_EXIT_CODE, |s| 128 + s as i32)
 }
 
+/// The fingerprint of a server key accepted without verification.
+type Unverified = Arc<std::sync::Mutex<Option<String>>>;
+
 /// The server-key decision, made during the handshake.
 struct HostKeyPolicy {
     /// `host:port`, for messages.
@@ -496,6 +535,8 @@ struct HostKeyPolicy {
     known_hosts_name: String,
     /// The file and its text, when given and present.
     known_hosts: Option<(PathBuf, String)>,
+    /// With no file: accept the key (recording it here) rather than refuse it.
+    accept_unknown: Option<Unverified>,
 }
 
 impl client::Handler for HostKeyPolicy {
@@ -507,10 +548,19 @@ impl client::Handler for HostKeyPolicy {
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         let Some((path, text)) = &self.known_hosts else {
+            let Some(unverified) = &self.accept_unknown else {
+                return Err(Error::HostKeyNotPinned {
+                    fingerprint,
+                    target: self.target.clone(),
+                });
+            };
             eprintln!(
-                "nodeops-exec: accepted host key {fingerprint} for {}",
+                "nodeops-exec: accepted host key {fingerprint} for {} WITHOUT VERIFICATION",
                 self.target
             );
+            if let Ok(mut f) = unverified.lock() {
+                *f = Some(fingerprint);
+            }
             return Ok(true);
         };
         let (target, path) = (self.target.clone(), path.clone());

@@ -27,11 +27,13 @@ pub enum ErrorCode {
     JobLost,
     ImageNotAvailable,
     NodeRejected,
+    HostKeyUnknown,
+    HostKeyMismatch,
 }
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::NodeNotFound,
         Self::NodeNotReady,
         Self::AgentNotInstalled,
@@ -54,6 +56,8 @@ impl ErrorCode {
         Self::JobLost,
         Self::ImageNotAvailable,
         Self::NodeRejected,
+        Self::HostKeyUnknown,
+        Self::HostKeyMismatch,
     ];
 
     /// The seed-style code, `invocationmgr.NNNN`.
@@ -81,6 +85,9 @@ impl ErrorCode {
             Self::JobLost => "invocationmgr.0106",
             Self::ImageNotAvailable => "invocationmgr.0107",
             Self::NodeRejected => "invocationmgr.0108",
+            // Refinements of SshFailed (0104): the host key check, told apart.
+            Self::HostKeyUnknown => "invocationmgr.0109",
+            Self::HostKeyMismatch => "invocationmgr.0110",
         }
     }
 
@@ -109,6 +116,8 @@ impl ErrorCode {
             Self::JobLost => "JobLost",
             Self::ImageNotAvailable => "ImageNotAvailable",
             Self::NodeRejected => "NodeRejected",
+            Self::HostKeyUnknown => "HostKeyUnknown",
+            Self::HostKeyMismatch => "HostKeyMismatch",
         }
     }
 
@@ -162,6 +171,12 @@ impl ErrorCode {
             }
             Self::NodeRejected => {
                 "The node's kubelet rejected the installer pod (OutOfpods, OutOfcpu, NodeAffinity, ...); the Job was deleted."
+            }
+            Self::HostKeyUnknown => {
+                "The remote host's key could not be verified: the Secret has no known_hosts listing it (set insecureAcceptUnknownHostKey to accept it unverified). Nothing was sent to the host."
+            }
+            Self::HostKeyMismatch => {
+                "The remote host presented a key other than the one known_hosts pins (or a revoked one): a possible man in the middle. Nothing was sent to the host."
             }
         }
     }

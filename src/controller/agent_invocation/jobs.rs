@@ -265,6 +265,9 @@ pub fn remote_job(
         "--ssh-known-hosts-file".into(),
         format!("{CREDENTIALS_DIR}/known_hosts"),
     ]);
+    if host.insecure_accept_unknown_host_key {
+        args.push("--ssh-accept-unknown-host-key".into());
+    }
     let p = params(e);
     let env = |name: String, value: String| EnvVar {
         name,
@@ -516,6 +519,26 @@ mod tests {
             Some("ssh-creds")
         );
         assert!(c.env_from.is_none());
+        // Host keys are pinned unless the invocation opts out, visibly.
+        assert!(!args.iter().any(|a| a == "--ssh-accept-unknown-host-key"));
+        let mut insecure = host.clone();
+        insecure.insecure_accept_unknown_host_key = true;
+        let job = remote_job(
+            &inv,
+            &agent(),
+            &command("echo {{version}}", true),
+            "node-0007",
+            &insecure,
+            &e,
+            "ghcr.io/nodeops/nodeops-exec:v0.1.0",
+        )
+        .expect("job");
+        let pod = job.spec.expect("spec").template.spec.expect("pod");
+        let args = pod.containers[0].args.clone().expect("args");
+        assert!(
+            args.iter().any(|a| a == "--ssh-accept-unknown-host-key"),
+            "{args:?}"
+        );
         let env = c.env.clone().expect("env");
         // `$$` is the kubelet's escape of `$`: the runner receives the script as written.
         assert_eq!(

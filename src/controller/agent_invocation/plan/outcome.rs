@@ -65,16 +65,22 @@ pub fn job_failure(observed: &Observed, remote: bool) -> (ErrorCode, String) {
         // What the kubelet said first: the installer never ran, whatever the exit code.
         (_, Some(reason::IMAGE_NOT_AVAILABLE)) => (ErrorCode::ImageNotAvailable, detail.into()),
         (_, Some(reason::NODE_REJECTED)) => (ErrorCode::NodeRejected, detail.into()),
+        (Some(TIMEOUT_EXIT_CODE), _) | (_, Some(reason::TIMEOUT)) => {
+            (ErrorCode::InstallerTimeout, with("timed out".into()))
+        }
+        // The host key refused: nothing was sent to the host.
+        (_, Some(reason::HOST_KEY_UNKNOWN)) if remote => (ErrorCode::HostKeyUnknown, detail.into()),
+        (_, Some(reason::HOST_KEY_MISMATCH)) if remote => {
+            (ErrorCode::HostKeyMismatch, detail.into())
+        }
+        // SSH failed before the script ran (the runner reports it as its own error).
+        (Some(SSH_FAILED_EXIT_CODE), _) if remote => {
+            (ErrorCode::SshFailed, with("SSH failed".into()))
+        }
         // The runtime could not start the container (the runner's own start error is its
         // exit code 127, an installer failure like any other).
         (code, Some(reason::START_FAILED)) if code != Some(START_FAILED_EXIT_CODE) => {
             (ErrorCode::JobLost, detail.into())
-        }
-        (Some(TIMEOUT_EXIT_CODE), _) | (_, Some(reason::TIMEOUT)) => {
-            (ErrorCode::InstallerTimeout, with("timed out".into()))
-        }
-        (Some(SSH_FAILED_EXIT_CODE), _) if remote => {
-            (ErrorCode::SshFailed, with("SSH failed".into()))
         }
         // A script that failed says why in its last words, not in the runner's exit message.
         (Some(code), _) if remote => (

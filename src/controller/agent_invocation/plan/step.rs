@@ -187,10 +187,14 @@ fn run(e: &InvocationResult, world: &World) -> (InvocationResult, Vec<Effect>) {
         InstanceAction::RemoteInstall => match world.runs.get(&e.invocation_id) {
             None => create_or_lost(e, now),
             Some(o) if matches!(o.state, RunState::Active { .. }) => (e.clone(), vec![]),
-            Some(o) if o.state == RunState::Succeeded => (
-                succeed(e.clone(), target, Some("installed over SSH".into()), now),
-                vec![],
-            ),
+            Some(o) if o.state == RunState::Succeeded => {
+                // A host key accepted unverified is said beside the success.
+                let message = match &o.note {
+                    Some(note) => format!("installed over SSH; {note}"),
+                    None => "installed over SSH".into(),
+                };
+                (succeed(e.clone(), target, Some(message), now), vec![])
+            }
             Some(o) => {
                 let (code, message) = job_failure(o, true);
                 (refuse(e.clone(), code, message, now), vec![])

@@ -234,6 +234,7 @@ fn host_installer_runs_a_job_then_labels_the_node() {
         start_time: None,
         completion_time: None,
         job_active: true,
+        note: None,
     };
     w.runs.insert(id.clone(), run.clone());
     let p3 = again(&obj, &p2.status, &w);
@@ -270,6 +271,7 @@ fn host_installer_failures_and_lost_jobs() {
         start_time: None,
         completion_time: None,
         job_active: false,
+        note: None,
     };
     w.runs.insert(id.clone(), failed);
     let p3 = again(&obj, &p2.status, &w);
@@ -545,6 +547,7 @@ fn remote_install_preconditions_and_outcomes() {
         start_time: None,
         completion_time: None,
         job_active: false,
+        note: None,
     };
     w.runs.insert(ids[0].clone(), done(0));
     w.runs.insert(ids[1].clone(), done(255));
@@ -569,6 +572,7 @@ fn job_failures_map_to_codes() {
         start_time: None,
         completion_time: None,
         job_active: false,
+        note: None,
     };
     assert_eq!(
         job_failure(&o(Some(124), None), false).0,
@@ -585,6 +589,20 @@ fn job_failures_map_to_codes() {
     assert_eq!(
         job_failure(&o(Some(255), None), false).0,
         ErrorCode::InstallerFailed
+    );
+    // The runner reports an SSH failure as its own error (StartFailed) with exit 255:
+    // SshFailed, not a lost Job; a refused host key by its reason.
+    assert_eq!(
+        job_failure(&o(Some(255), Some(reason::START_FAILED)), true).0,
+        ErrorCode::SshFailed
+    );
+    assert_eq!(
+        job_failure(&o(Some(255), Some(reason::HOST_KEY_UNKNOWN)), true).0,
+        ErrorCode::HostKeyUnknown
+    );
+    assert_eq!(
+        job_failure(&o(Some(255), Some(reason::HOST_KEY_MISMATCH)), true).0,
+        ErrorCode::HostKeyMismatch
     );
     assert_eq!(
         job_failure(&o(Some(2), None), true).0,
@@ -648,6 +666,7 @@ fn an_installer_image_that_cannot_be_pulled_fails_the_instance() {
         start_time: None,
         completion_time: None,
         job_active: true,
+        note: None,
     };
     w.runs.insert(id, failed);
     let p3 = again(&obj, &p2.status, &w);
@@ -731,6 +750,7 @@ fn state_machine_is_exhaustively_well_formed() {
                                         start_time: None,
                                         completion_time: None,
                                         job_active: false,
+                                        note: None,
                                     },
                                 );
                             }

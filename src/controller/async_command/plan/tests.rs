@@ -53,6 +53,7 @@ fn observed(state: RunState, exit: Option<i32>) -> Observed {
         start_time: Some(Time(at(1))),
         completion_time: None,
         job_active,
+        note: None,
     }
 }
 
