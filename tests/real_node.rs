@@ -592,3 +592,85 @@ async fn the_real_node_and_simulated_nodes_are_reported_alike() {
     assert_eq!(by_node["node-0001"], by_node["node-0002"]);
     assert_eq!(by_node[&node].2.as_deref(), Some("same\n"));
 }
+
+/// Labels `ns` to enforce the Pod Security Standards' `level`.
+async fn enforce(ns: &TestNamespace, level: &str) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client.clone());
+    let patch = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": level}}});
+    namespaces
+        .patch(
+            &ns.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("label the namespace");
+}
+
+#[tokio::test]
+async fn container_mode_is_restricted_by_default_and_baseline_on_request() {
+    let _shared = support::real_node_shared().await;
+    let node = {
+        let client = support::client().await;
+        support::ready_real_node(&client).await
+    };
+    // A namespace that enforces restricted: the default run passes it, as user nobody, on
+    // the real kubelet (the runner writes its report as that user); asking for baseline
+    // is refused there by Pod Security.
+    let strict = TestNamespace::new("real-restricted").await;
+    install_crds(&strict.client).await;
+    enforce(&strict, "restricted").await;
+    let _op = Operator::start(&strict.name, &[]);
+    let done = run(
+        &strict,
+        "whoami",
+        json!({"command": "id -u", "nodeNames": [node]}),
+    )
+    .await;
+    let e = entry(&done, &node);
+    assert_eq!(
+        (e.phase, e.output.as_deref()),
+        (NodePhase::Succeeded, Some("65534\n")),
+        "{e:#?}"
+    );
+    let done = run(
+        &strict,
+        "root",
+        json!({"command": "id -u", "nodeNames": [node], "podSecurity": "Baseline"}),
+    )
+    .await;
+    let e = entry(&done, &node);
+    assert_eq!(
+        (e.phase, e.reason.as_deref()),
+        (NodePhase::Failed, Some("AdmissionRefused")),
+        "{e:#?}"
+    );
+    assert!(
+        e.message.as_deref().unwrap_or("").contains("restricted"),
+        "{e:#?}"
+    );
+
+    // A namespace that enforces baseline: both run; baseline as the image's user, root.
+    let base = TestNamespace::new("real-baseline").await;
+    enforce(&base, "baseline").await;
+    let _op2 = Operator::start(&base.name, &[]);
+    let done = run(
+        &base,
+        "whoami",
+        json!({"command": "id -u", "nodeNames": [node]}),
+    )
+    .await;
+    assert_eq!(entry(&done, &node).output.as_deref(), Some("65534\n"));
+    let done = run(
+        &base,
+        "root",
+        json!({"command": "id -u", "nodeNames": [node], "podSecurity": "Baseline"}),
+    )
+    .await;
+    let e = entry(&done, &node);
+    assert_eq!(
+        (e.phase, e.output.as_deref()),
+        (NodePhase::Succeeded, Some("0\n")),
+        "{e:#?}"
+    );
+}

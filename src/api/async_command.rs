@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, IMAGE_PATTERN, NODE_NAME_PATTERN,
+    COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, IMAGE_PATTERN, NODE_NAME_PATTERN, PodSecurity,
     USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
 };
 use super::rollout::RolloutPolicy;
@@ -163,6 +163,12 @@ pub struct AsyncCommandSpec {
     #[x_kube(validation = Rule::new(ZERO_COUNT_OR_PERCENT_RULE).message("spec.maxErrors must be a count of at least 0 or a percentage from 0% to 100%"))]
     pub max_errors: Option<IntOrString>,
 
+    /// Container mode: `Restricted` (default, the Pod Security Standards' restricted level:
+    /// runs as user 65534 with no capabilities) or `Baseline` (the image's user, often root,
+    /// with the runtime's default capabilities) for a command that needs more.
+    #[serde(default)]
+    pub pod_security: PodSecurity,
+
     /// When new nodes may start: maintenance windows, a soak time between batches of
     /// `maxConcurrency` nodes and health gates. Nodes that have started always finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +211,7 @@ impl Default for AsyncCommandSpec {
             max_concurrency: None,
             max_errors: None,
             rollout: None,
+            pod_security: PodSecurity::default(),
             pod_annotations: None,
             ttl_seconds_after_finished: None,
         }

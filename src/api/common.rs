@@ -41,6 +41,20 @@ pub enum ExecutionMode {
     Host,
 }
 
+/// How much a Container-mode run may do, by the Pod Security Standards' levels. Host mode
+/// is always `privileged`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodSecurity {
+    /// The `restricted` level: user 65534 (nobody), no privilege escalation, every
+    /// capability dropped, the runtime's default seccomp profile. Runs in any namespace.
+    #[default]
+    Restricted,
+    /// The `baseline` level: the image's user (often root) with the runtime's default
+    /// capabilities, for a command that needs them; refused (AdmissionRefused) in a
+    /// namespace that enforces `restricted`.
+    Baseline,
+}
+
 /// A key of a Secret in the object's own namespace.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, NODE_NAME_PATTERN, OBJECT_NAME_PATTERN,
-    USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
+    PodSecurity, USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
 };
 use super::rollout::RolloutPolicy;
 
@@ -101,6 +101,10 @@ pub struct InvokerSpec {
 
     /// When to run (TAT's ScheduleSettings).
     pub schedule_settings: ScheduleSettings,
+
+    /// Container mode's Pod Security level of each run, as AsyncCommand's `podSecurity`.
+    #[serde(default)]
+    pub pod_security: PodSecurity,
 
     /// Most nodes of a run at once, as AsyncCommand's `maxConcurrency` (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]

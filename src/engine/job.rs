@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, PodSpec, PodTemplateSpec,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
 use super::MAIN_CONTAINER;
-use crate::api::common::ExecutionMode;
+use crate::api::common::{ExecutionMode, PodSecurity};
 
 /// Where the runner is copied in Container mode.
 const RUNNER_DIR: &str = "/nodeops";
@@ -45,6 +45,9 @@ pub struct Owner {
     pub reference: OwnerReference,
 }
 
+/// The user and group a restricted Container-mode run has: nobody, as on most images.
+pub const NOBODY: i64 = 65534;
+
 /// What every node of one operation runs.
 #[derive(Clone, Debug, Default)]
 pub struct RunTemplate {
@@ -69,6 +72,8 @@ pub struct RunTemplate {
     pub timeout_seconds: i64,
     pub backoff_limit: i32,
     pub pod_annotations: BTreeMap<String, String>,
+    /// Container mode's Pod Security level.
+    pub pod_security: PodSecurity,
 }
 
 fn digest(owner_uid: &str, node: &str) -> String {
@@ -183,6 +188,30 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Job {
         allow_privilege_escalation: Some(false),
         ..SecurityContext::default()
     };
+    // The Pod Security Standards' restricted level, user nobody: what a Container-mode
+    // run gets unless it asks for baseline, and what the runner's installer always gets.
+    let restricted = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        run_as_non_root: Some(true),
+        run_as_user: Some(NOBODY),
+        run_as_group: Some(NOBODY),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    };
+    let baseline = SecurityContext {
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..unprivileged.clone()
+    };
     let install_runner = Container {
         name: "install-runner".into(),
         image: Some(t.runner_image.clone()),
@@ -192,7 +221,7 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Job {
             format!("{RUNNER_DIR}/nodeops-exec"),
         ]),
         volume_mounts: Some(vec![mount(RUNNER_VOLUME, RUNNER_DIR, false)]),
-        security_context: Some(unprivileged.clone()),
+        security_context: Some(restricted.clone()),
         ..Container::default()
     };
     let runner_volume = Volume {
@@ -242,7 +271,10 @@ pub fn render(owner: &Owner, node: &str, t: &RunTemplate) -> Job {
                 &runner_in_image,
                 vec![mount(RUNNER_VOLUME, RUNNER_DIR, true)],
             );
-            c.security_context = Some(unprivileged);
+            c.security_context = Some(match t.pod_security {
+                PodSecurity::Restricted => restricted,
+                PodSecurity::Baseline => baseline,
+            });
             (false, vec![c], vec![install_runner], vec![runner_volume])
         }
     };
@@ -327,6 +359,46 @@ mod tests {
             timeout_seconds: 60,
             ..Default::default()
         }
+    }
+
+    /// A Container-mode run meets the Pod Security Standards' restricted level unless it
+    /// asks for baseline; its runner installer always does.
+    #[test]
+    fn container_mode_is_restricted_unless_baseline_is_asked_for() {
+        let pod_of = |t: &RunTemplate| {
+            render(&owner(), "node-0001", t)
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("pod")
+        };
+        let restricted = |c: &Container| {
+            let s = c.security_context.clone().expect("security context");
+            s.allow_privilege_escalation == Some(false)
+                && s.run_as_non_root == Some(true)
+                && s.run_as_user == Some(NOBODY)
+                && s.privileged.is_none()
+                && s.capabilities.and_then(|c| c.drop) == Some(vec!["ALL".to_string()])
+                && s.seccomp_profile.map(|p| p.type_) == Some("RuntimeDefault".into())
+        };
+        let mut t = template(ExecutionMode::Container);
+        let pod = pod_of(&t);
+        assert!(restricted(&pod.containers[0]), "{:?}", pod.containers[0]);
+        let init = pod.init_containers.clone().expect("init");
+        assert!(restricted(&init[0]), "{:?}", init[0]);
+        assert!(pod.host_pid.is_none() && pod.host_network.is_none());
+        assert!(pod.volumes.iter().flatten().all(|v| v.host_path.is_none()));
+
+        t.pod_security = PodSecurity::Baseline;
+        let pod = pod_of(&t);
+        let s = pod.containers[0].security_context.clone().expect("context");
+        assert_eq!(
+            (s.run_as_non_root, s.run_as_user, s.capabilities),
+            (None, None, None)
+        );
+        assert_eq!(s.allow_privilege_escalation, Some(false));
+        assert!(restricted(&pod.init_containers.expect("init")[0]));
     }
 
     /// Nothing reaches a node's run that its creator did not send: no service account

@@ -40,6 +40,7 @@ pub fn template(obj: &AsyncCommand, world: &World) -> Result<RunTemplate, Invali
         timeout_seconds: spec.timeout_seconds,
         backoff_limit: spec.backoff_limit,
         pod_annotations: spec.pod_annotations.clone().unwrap_or_default(),
+        pod_security: spec.pod_security,
         ..Default::default()
     };
     if let Some(command) = &spec.command {

@@ -90,6 +90,7 @@ pub(super) fn child_object(inv: &Invoker, uid: &str, child: &str, slot: Timestam
             max_concurrency: spec.max_concurrency.clone(),
             max_errors: spec.max_errors.clone(),
             rollout: spec.rollout.clone(),
+            pod_security: spec.pod_security,
             ..AsyncCommandSpec::default()
         },
         status: None,
