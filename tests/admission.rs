@@ -26,10 +26,13 @@ async fn client_as(user: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// Installs the policies and roles as shipped (`kubectl apply -k config/policy`; the same
-/// content from every test, so concurrent applies agree).
+/// Installs the policies and roles as shipped (`kubectl apply -k config/policy`), once per
+/// test binary: the tests run in parallel, and two first applies race to create.
 fn install_policies() {
-    kubectl(&["apply", "-k", "config/policy"]);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        kubectl(&["apply", "-k", "config/policy"]);
+    });
 }
 
 /// Binds the ClusterRole `role` to `user` in the test's namespace.

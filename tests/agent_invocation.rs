@@ -15,7 +15,6 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{ListParams, PostParams};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
 use nodeops::api::Command;
 use nodeops::api::agent_invocation::AgentInvocation;
@@ -109,19 +108,36 @@ async fn host_installer_runs_installer_jobs_with_scripted_failures() {
     );
 
     // Update: the installer gets the action and both versions. Its Job is deleted once
-    // recorded, so a watch keeps every Job as it was created.
+    // recorded, so a watch keeps every Job as it was created: a watch from the
+    // resourceVersion of a list made now, so it sees every Job created after this point
+    // however late it connects. A watch that breaks fails the test.
     let created = Arc::new(Mutex::new(Vec::<Job>::new()));
+    let from = jobs
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("resourceVersion");
     let recorder = {
         let created = created.clone();
-        let stream = kube::runtime::watcher(jobs.clone(), Default::default()).applied_objects();
+        let jobs = jobs.clone();
         tokio::spawn(async move {
+            let stream = jobs
+                .watch(&kube::api::WatchParams::default(), &from)
+                .await
+                .map_err(|e| format!("watching Jobs: {e}"))?;
             futures::pin_mut!(stream);
-            while let Some(Ok(job)) = stream.next().await {
-                created.lock().expect("lock").push(job);
+            while let Some(event) = stream.next().await {
+                match event.map_err(|e| format!("the watch of Jobs broke: {e}"))? {
+                    kube::api::WatchEvent::Added(job) => created.lock().expect("lock").push(job),
+                    kube::api::WatchEvent::Error(e) => return Err(format!("watch error: {e:?}")),
+                    _ => {}
+                }
             }
+            Err::<(), String>("the watch of Jobs ended".into())
         })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let update = invoke(
         &ns,
         "update",
@@ -131,6 +147,11 @@ async fn host_installer_runs_installer_jobs_with_scripted_failures() {
     let r = results(&update);
     assert!(ok(&r["node-0031"]));
     assert_eq!(r["node-0033"].reason.as_deref(), Some("AgentNotInstalled"));
+    assert!(
+        !recorder.is_finished(),
+        "the Job watch stopped: {:?}",
+        recorder.await
+    );
     recorder.abort();
     let update_uid = update.uid().expect("uid");
     let env: BTreeMap<String, String> = created

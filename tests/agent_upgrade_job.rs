@@ -190,7 +190,9 @@ async fn a_simulated_upgrade_reports_the_plan_and_changes_nothing() {
             }
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // No wait for "nothing happened": a reconcile creates children before it writes the
+    // status that records them, and a planned job is idle from then on (no request at
+    // all), so what exists once the plan is written is all that will ever exist.
     assert_eq!(agent.versions().await, before_labels, "no label changed");
     let after_ds: Vec<String> = dss
         .list(&ListParams::default())
@@ -242,7 +244,7 @@ async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
                 && a.old_version.as_deref() == Some("1.0.0")
                 && a.new_version.as_deref() == Some("2.0.0"))
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Planned is final and idle: what exists now is all the plan will ever have done.
     assert_eq!(
         agent.versions().await,
         labels_before,
@@ -273,7 +275,6 @@ async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
     })
     .await;
     op.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     op.restart();
     let job = wait_for(&api, "upgrade", FINISH, "the rollout finished", done).await;
     let s = job.status.expect("status");
@@ -313,25 +314,14 @@ async fn fifty_nodes_at_max_concurrency_five_across_an_operator_restart() {
     // The old version's DaemonSet goes with its last node.
     let dss: Api<DaemonSet> = ns.api();
     let old_ds = format!("{}-1.0.0", agent.name);
-    let mut names = Vec::new();
-    for _ in 0..100 {
-        names = dss
-            .list(&ListParams::default())
-            .await
-            .expect("ds")
-            .items
-            .iter()
-            .map(|d| d.name_any())
-            .collect();
-        if !names.contains(&old_ds) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(
-        !names.contains(&old_ds),
-        "no node runs 1.0.0 any more: {names:?}"
-    );
+    let gone =
+        kube::runtime::wait::await_condition(dss.clone(), &old_ds, |d: Option<&DaemonSet>| {
+            d.is_none()
+        });
+    tokio::time::timeout(FINISH, gone)
+        .await
+        .unwrap_or_else(|_| panic!("{old_ds} still there: a node still runs 1.0.0"))
+        .expect("the watch of the DaemonSet");
 }
 
 #[tokio::test]
@@ -400,6 +390,28 @@ async fn failures_past_max_failures_stop_the_rollout() {
     );
 }
 
+/// Positive evidence that the operator has reconciled the job once more, at a spec it
+/// reads the same way: the generation is bumped (maxFailures up by one, with no failure
+/// in sight) and the status' observedGeneration catches up. A reconcile creates its
+/// children before it writes that status, so what exists afterwards is what it decided.
+async fn reconciled_again(api: &Api<AgentUpgradeJob>, name: &str) {
+    let job = api.get(name).await.expect("job");
+    let patch = json!({"spec": {"maxFailures": job.spec.max_failures + 1}});
+    let bumped = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("bump the generation");
+    let generation = bumped.metadata.generation;
+    wait_for(
+        api,
+        name,
+        FINISH,
+        "the operator reconciled the new generation",
+        |j| j.status.as_ref().and_then(|s| s.observed_generation) == generation,
+    )
+    .await;
+}
+
 async fn job_condition(api: &Api<AgentUpgradeJob>, type_: &str) -> (String, String) {
     let job = api.get("upgrade").await.expect("job");
     let c = job
@@ -431,8 +443,12 @@ async fn pause_holds_the_rollout_and_resume_finishes_it() {
         })
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(children(&ns).await.is_empty(), "paused: nothing starts");
+    reconciled_again(&api, "upgrade").await;
+    assert!(
+        children(&ns).await.is_empty(),
+        "paused: a reconcile after the pause started nothing"
+    );
 
     let set_paused = |paused: bool| {
         let api = api.clone();
@@ -469,7 +485,7 @@ async fn pause_holds_the_rollout_and_resume_finishes_it() {
     })
     .await;
     let started = children(&ns).await.len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    reconciled_again(&api, "upgrade").await;
     assert_eq!(
         children(&ns).await.len(),
         started,

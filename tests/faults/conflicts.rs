@@ -172,7 +172,7 @@ pub(crate) async fn conflicting_status_writers_leave_a_complete_and_correct_stat
     )
     .await;
     let elapsed = started.elapsed();
-    let report = assert_fan_out_complete(&ns, &done, 100, 10, &jobs, Expect::AllSucceeded).await;
+    let report = assert_fan_out_complete(&ns, &done, 100, 10, &jobs).await;
     let managers: BTreeSet<String> = done
         .metadata
         .managed_fields

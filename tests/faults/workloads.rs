@@ -7,7 +7,8 @@ pub(crate) fn node_names(range: std::ops::RangeInclusive<usize>) -> Vec<String> 
 }
 
 /// A 100-node AsyncCommand at maxConcurrency 10 whose pods take 500 ms: long enough to be
-/// hit mid-way.
+/// hit mid-way. Its Jobs' deadline (timeoutSeconds + 120 s) is an hour away, so no outage a
+/// scenario makes can fail a node: every node must end Succeeded.
 pub(crate) fn fan_out(name: &str) -> serde_json::Value {
     manifest::<AsyncCommand>(
         name,
@@ -15,6 +16,7 @@ pub(crate) fn fan_out(name: &str) -> serde_json::Value {
             "command": "uptime",
             "nodeNames": node_names(1..=100),
             "maxConcurrency": 10,
+            "timeoutSeconds": 3600,
             "podAnnotations": {sim::DELAY: "500ms"}
         }),
     )
@@ -29,18 +31,6 @@ pub(crate) struct FanOutReport {
     pub(crate) jobs: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) lists: usize,
-    /// Nodes that ended final but not Succeeded, with their reason.
-    pub(crate) not_succeeded: Vec<String>,
-}
-
-/// What a fan-out must end with.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expect {
-    /// Every node Succeeded (nothing but the operator was disturbed).
-    AllSucceeded,
-    /// Every node final, each result the one its Job ended with: under a control-plane
-    /// outage a Job can legitimately run out of its deadline before its Pod ran.
-    AllFinal,
 }
 
 pub(crate) fn job_failed(job: &Job) -> Option<String> {
@@ -53,8 +43,7 @@ pub(crate) fn job_failed(job: &Job) -> Option<String> {
         .map(|c| c.reason.clone().unwrap_or_default())
 }
 
-/// Asserts an AsyncCommand's end: every node final (and Succeeded, with
-/// [`Expect::AllSucceeded`]), each result the one its Job ended with, the counts right; one
+/// Asserts an AsyncCommand's end: every node Succeeded, as its Job did, the counts right; one
 /// Job per node, never a Job name with a second uid, at most one Pod per node (no node ran
 /// twice); and no more than `max_concurrency` Jobs in flight at any point the watch saw.
 pub(crate) async fn assert_fan_out_complete(
@@ -63,7 +52,6 @@ pub(crate) async fn assert_fan_out_complete(
     nodes: usize,
     max_concurrency: usize,
     jobs: &Shared<Jobs>,
-    expect: Expect,
 ) -> FanOutReport {
     let status = done.status.clone().expect("status");
     let n = nodes as i32;
@@ -199,23 +187,15 @@ pub(crate) async fn assert_fan_out_complete(
         for line in component_log_lines(&job.name_any()) {
             println!("    {line}");
         }
-        assert!(
-            expect == Expect::AllFinal && e.phase == NodePhase::Failed && job_failed(job).is_some(),
-            "every node Succeeded, or failed as its Job did: {why}"
-        );
-        if job_failed(job).as_deref() == Some("DeadlineExceeded") {
-            assert_eq!(e.reason.as_deref(), Some("Timeout"), "{why}");
-        }
-        not_succeeded.push(format!(
-            "{} {} (Job {})",
-            e.node_name,
-            e.reason.clone().unwrap_or_default(),
-            job_failed(job).unwrap_or_default()
-        ));
+        not_succeeded.push(why);
     }
-    if expect == Expect::AllSucceeded {
-        assert_eq!(pods_per_node.len(), nodes, "one Pod per node");
-    }
+    // Nothing in any scenario scripts a failure, and no outage can reach a Job's deadline
+    // (an hour away): every node, exactly, Succeeded.
+    assert!(
+        not_succeeded.is_empty(),
+        "every node Succeeded: {not_succeeded:#?}"
+    );
+    assert_eq!(pods_per_node.len(), nodes, "one Pod per node");
 
     let ledger = jobs.lock().expect("ledger");
     let w = &ledger.ledger;
@@ -244,7 +224,6 @@ pub(crate) async fn assert_fan_out_complete(
         jobs: list.len(),
         max_in_flight: max,
         lists: ledger.lists,
-        not_succeeded,
     }
 }
 

@@ -669,14 +669,51 @@ where
     .expect("apply")
 }
 
-/// Counts Jobs in flight (created, not Complete/Failed) from a watch of every Job event in
-/// the namespace, and records the highest count seen.
-pub fn track_jobs_in_flight(
-    ns: &TestNamespace,
-) -> (
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    tokio::task::JoinHandle<()>,
-) {
+/// Jobs in flight (created, not Complete/Failed), counted from a watch of every Job event
+/// in a namespace: the highest count seen, and how many Jobs it saw finish. The watch
+/// ending or breaking ends the task with an error, so [`InFlight::finish`] fails a test
+/// whose count missed transitions instead of passing it.
+pub struct InFlight {
+    max: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handle: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl InFlight {
+    /// Waits until the watch has seen `jobs` Jobs finish (the whole run, from its own
+    /// view), stops it, and returns the highest number in flight. Panics if the watch
+    /// broke or did not see them all within `timeout`.
+    pub async fn finish(self, jobs: usize, timeout: Duration) -> usize {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.finished.load(Ordering::SeqCst) < jobs {
+            if self.handle.is_finished() {
+                panic!("the Job watch stopped: {:?}", self.handle.await);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the Job watch saw {} of {jobs} Jobs finish",
+                self.finished.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !self.handle.is_finished(),
+            "the Job watch stopped: {:?}",
+            self.handle.await
+        );
+        self.handle.abort();
+        assert_eq!(
+            self.finished.load(Ordering::SeqCst),
+            jobs,
+            "Jobs seen finishing"
+        );
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts counting the Jobs in flight in `ns` (see [`InFlight`]).
+pub fn track_jobs_in_flight(ns: &TestNamespace) -> InFlight {
     use futures::StreamExt;
     use k8s_openapi::api::batch::v1::Job;
     use kube::runtime::{WatchStreamExt, watcher};
@@ -684,7 +721,8 @@ pub fn track_jobs_in_flight(
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let max = Arc::new(AtomicUsize::new(0));
-    let seen = max.clone();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (seen, count) = (max.clone(), finished.clone());
     let jobs: Api<Job> = ns.api();
     let handle = tokio::spawn(async move {
         let mut in_flight: BTreeSet<String> = BTreeSet::new();
@@ -692,7 +730,8 @@ pub fn track_jobs_in_flight(
         let mut stream = watcher(jobs, watcher::Config::default())
             .applied_objects()
             .boxed();
-        while let Some(Ok(job)) = stream.next().await {
+        while let Some(event) = stream.next().await {
+            let job = event.map_err(|e| format!("the Job watch broke: {e}"))?;
             let name = job.name_any();
             let finished = job
                 .status
@@ -705,12 +744,19 @@ pub fn track_jobs_in_flight(
                 });
             if finished {
                 in_flight.remove(&name);
-                done.insert(name);
+                if done.insert(name) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
             } else if !done.contains(&name) {
                 in_flight.insert(name);
             }
             seen.fetch_max(in_flight.len(), Ordering::SeqCst);
         }
+        Err("the Job watch ended".to_string())
     });
-    (max, handle)
+    InFlight {
+        max,
+        finished,
+        handle,
+    }
 }
