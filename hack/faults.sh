@@ -20,6 +20,9 @@ export KWOK_PORT="${FAULT_KWOK_PORT:-11347}"
 export NODES="${FAULT_NODES:-100}"
 # The fault suite is about the operator and the control plane: simulated nodes only.
 export REAL_NODES=0
+# etcd is SIGKILLed here: with fsync, as in production, so a kill loses no acknowledged
+# write (without it, a Job's finished Pod could vanish and the Job wait for ever).
+export ETCD_FSYNC=1
 if [ "$CLUSTER_DIR" = "$ROOT/.local-cluster" ]; then
 	echo "refusing to inject faults into the shared cluster in .local-cluster" >&2
 	exit 1

