@@ -743,11 +743,24 @@ async fn chart_installs_upgrades_and_uninstalls() {
         "logLevel=debug",
     ]);
     assert!(upgrade.stdout.contains("REVISION: 2"), "{}", upgrade.stdout);
-    let deployment = ns.api::<Deployment>().get(&full).await.expect("Deployment");
-    assert_eq!(
-        deployment.status.as_ref().and_then(|s| s.ready_replicas),
-        Some(3)
-    );
+    // `--wait` returns while the rollout may still surge (4 ready of 3 was seen in CI):
+    // wait, from the Deployment's watch, until the rollout has settled at 3.
+    let deployment = support::wait_for(
+        &ns.api::<Deployment>(),
+        &full,
+        std::time::Duration::from_secs(120),
+        "the upgrade rolled out to 3 ready replicas",
+        |d: &Deployment| {
+            d.status.as_ref().is_some_and(|s| {
+                s.observed_generation == d.metadata.generation
+                    && s.replicas == Some(3)
+                    && s.updated_replicas == Some(3)
+                    && s.ready_replicas == Some(3)
+            })
+        },
+    )
+    .await;
+    assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(3));
     let args = deployment
         .spec
         .expect("spec")
