@@ -245,6 +245,16 @@ impl Hold {
         }
     }
 
+    /// When the next node may start, when the hold ends at a known time (a window
+    /// opening, a soak ending): the status' `nextStartTime`.
+    pub fn until(&self) -> Option<Timestamp> {
+        match self {
+            Hold::OutsideWindow { opens } => *opens,
+            Hold::Soaking { until } => Some(*until),
+            Hold::Paused | Hold::Unhealthy { .. } => None,
+        }
+    }
+
     /// When to look again (none: only on a change of the object).
     pub fn recheck(&self, now: Timestamp) -> Option<Duration> {
         let until = |t: Timestamp| {

@@ -50,6 +50,30 @@ async fn grant(ns: &TestNamespace, user: &str, role: &str) {
         .expect("bind");
 }
 
+/// Lets `user` get the one Secret `secret` in the test's namespace (a Role naming it).
+async fn grant_secret_read(ns: &TestNamespace, user: &str, secret: &str) {
+    let name = format!("read-{secret}");
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"]}]
+    }))
+    .expect("role");
+    ns.api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind");
+}
+
 /// A ClusterRoleBinding of `role` to `user`, removed when dropped.
 struct ClusterGrant {
     name: String,
@@ -468,27 +492,7 @@ async fn a_remote_install_needs_get_on_its_secret() {
         )],
     );
     // Allowed to read s (by name, nothing else): s is accepted, t still refused.
-    let roles: Api<Role> = ns.api();
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "read-s"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["s"], "verbs": ["get"]}]
-    }))
-    .expect("role");
-    roles
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
-    let bindings: Api<RoleBinding> = ns.api();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "read-s"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-s"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .expect("binding");
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind");
+    grant_secret_read(&ns, &user, "s").await;
     until_accepted(|| try_create(&invocations, remote("s"))).await;
     refused(
         try_create(&invocations, remote("t")).await,
@@ -513,27 +517,7 @@ async fn the_shipped_roles_admit_every_sample() {
     .await;
     let _host = ClusterGrant::new(&ns.client, &format!("{user}-host"), &user, "nodeops-host").await;
     // The remote install sample's Secret, readable by carol.
-    let roles: Api<Role> = ns.api();
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "read-credentials"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["legacy-db-credentials"], "verbs": ["get"]}]
-    }))
-    .expect("role");
-    roles
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
-    let bindings: Api<RoleBinding> = ns.api();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "read-credentials"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-credentials"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .expect("binding");
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind");
+    grant_secret_read(&ns, &user, "legacy-db-credentials").await;
 
     let carol = client_as(&user).await;
     let mut paths = Vec::new();

@@ -39,7 +39,14 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
     world.fleet = ctx.nodes.state();
     world.command = command;
     world.settings = ctx.config.clone();
-    world.object_gates = gates::read(ctx, &ns, obj.spec.rollout.as_ref()).await;
+    // Gates decide only what starts: a finished run reads none.
+    let finished = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.completion_time.is_some());
+    if !finished {
+        world.object_gates = gates::read(ctx, &ns, obj.spec.rollout.as_ref()).await;
+    }
     // Readiness of the addressed nodes only (a lookup each), not of the whole fleet on
     // every reconcile; an invalid spec addresses none and is stalled by validation.
     for node in super::plan::targets(obj, &world).unwrap_or_default() {

@@ -200,11 +200,7 @@ pub fn plan(job: &AgentUpgradeJob, world: &World, policy: &Policy) -> Plan {
         } else {
             None
         },
-        next_start_time: match &hold {
-            Some(policy::Hold::OutsideWindow { opens }) => opens.map(Time),
-            Some(policy::Hold::Soaking { until }) => Some(Time(*until)),
-            _ => None,
-        },
+        next_start_time: hold.as_ref().and_then(policy::Hold::until).map(Time),
         agents,
         conditions: prev.conditions.clone(),
     };

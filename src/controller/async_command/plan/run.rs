@@ -292,11 +292,7 @@ fn held(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    status.next_start_time = match hold {
-        Some(Hold::OutsideWindow { opens }) => opens.map(time),
-        Some(Hold::Soaking { until }) => Some(time(*until)),
-        _ => None,
-    };
+    status.next_start_time = hold.and_then(Hold::until).map(time);
     let had = prev.conditions.iter().any(|c| c.type_ == PAUSED);
     if status.completion_time.is_some() {
         conditions::remove(&mut status.conditions, PAUSED);
