@@ -120,6 +120,63 @@ async fn container_mode_reports_real_output_exactly() {
     );
     assert!(!e.output_truncated);
 
+    // Characters YAML refuses raw (DEL, C1 controls, U+FFFE; the API server reads apply
+    // patches as YAML), escapes and 4-byte UTF-8, more than status holds: byte for byte
+    // through the real termination message into status, and the message as full as the
+    // kubelet allows however much of it JSON must escape.
+    command(
+        &ns,
+        "hostile",
+        json!({"content": "i=0; while [ $i -lt 2000 ]; do printf 'say \"hi\" \\\\srv\\\\share \\001\\002\\033\\177\\302\\205\\302\\233\\357\\277\\276 \\360\\235\\204\\236\\360\\237\\230\\200 \\342\\200\\250 \\342\\200\\251\\n'; i=$((i+1)); done"}),
+    )
+    .await;
+    let done = run(
+        &ns,
+        "hostile",
+        json!({"commandRef": "hostile", "nodeNames": [node]}),
+    )
+    .await;
+    let e = entry(&done, &node);
+    let whole =
+        "say \"hi\" \\srv\\share \u{1}\u{2}\u{1b}\u{7f}\u{85}\u{9b}\u{fffe} 𝄞😀 \u{2028} \u{2029}\n".repeat(2000);
+    assert_eq!(e.phase, NodePhase::Succeeded, "{e:#?}");
+    let (head, tail) = (
+        e.output_head.as_deref().expect("the output's beginning"),
+        e.output.as_deref().expect("the output's end"),
+    );
+    assert!(whole.starts_with(head), "head changed on the way: {head:?}");
+    assert!(whole.ends_with(tail), "tail changed on the way: {tail:?}");
+    assert!(
+        tail.contains("\u{7f}\u{85}\u{9b}\u{fffe} 𝄞😀 \u{2028} \u{2029}\n"),
+        "{tail:?}"
+    );
+    assert_eq!(
+        head.len() as i64 + e.output_bytes_dropped.expect("dropped") + tail.len() as i64,
+        whole.len() as i64,
+        "beginning, dropped and end add up to the whole output"
+    );
+    let pods: Api<Pod> = ns.api();
+    let uid = done.metadata.uid.clone().expect("uid");
+    let message = pods
+        .list(&ListParams::default().labels(&format!("{}={uid}", nodeops::keys::OWNER_UID_LABEL)))
+        .await
+        .expect("the run's Pods")
+        .items
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .expect("a termination message");
+    assert!(
+        message.len() > nodeops::exec::TERMINATION_MESSAGE_LIMIT - 6
+            && message.len() <= nodeops::exec::TERMINATION_MESSAGE_LIMIT,
+        "the runner filled the termination message: {} bytes",
+        message.len()
+    );
+
     let done = run(
         &ns,
         "exit",

@@ -13,7 +13,6 @@ pub mod lean;
 pub mod node_agent;
 pub mod shell;
 
-use crate::keys::FIELD_MANAGER;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -112,20 +111,6 @@ impl Context {
             tracing::warn!(error = %e, reason, "cannot publish Event");
         }
     }
-}
-
-/// Writes `status` to the status subresource of `name` with server-side apply under
-/// nodeops' field manager.
-pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    S: serde::Serialize,
-{
-    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &kube::api::Patch::Apply(&patch))
-        .await
-        .map(|_| ())
 }
 
 /// Restart backoff of every controller's watches: client-go's 800 ms start, doubling, but

@@ -142,21 +142,17 @@ impl RunReport {
             if json.len() <= TERMINATION_MESSAGE_LIMIT || report.output.len() + head_len == 0 {
                 return json;
             }
-            // Escaping can make a byte cost up to 6 in JSON; cut at least the excess.
-            let excess = (json.len() - TERMINATION_MESSAGE_LIMIT).max(16);
+            // Cut whole characters until what they cost in JSON (up to 6 bytes for one
+            // escaped byte) covers the excess: no more, so the message stays as full as
+            // it can be however much of the output needs escaping.
+            let excess = json.len() - TERMINATION_MESSAGE_LIMIT;
             let head = report.head.get_or_insert_with(String::new);
             let cut = if !report.output.is_empty() {
-                let mut cut = excess.min(report.output.len());
-                while !report.output.is_char_boundary(cut) {
-                    cut += 1;
-                }
+                let cut = json_front(&report.output, excess);
                 report.output.drain(..cut);
                 cut
             } else {
-                let mut keep = head.len().saturating_sub(excess);
-                while !head.is_char_boundary(keep) {
-                    keep -= 1;
-                }
+                let keep = json_back(head, excess);
                 let cut = head.len() - keep;
                 head.truncate(keep);
                 cut
@@ -165,6 +161,36 @@ impl RunReport {
             report.truncated = true;
         }
     }
+}
+
+/// The shortest front of `text` that costs at least `excess` bytes in JSON: its length.
+fn json_front(text: &str, excess: usize) -> usize {
+    let mut cost = 0;
+    for (i, c) in text.char_indices() {
+        cost += json_len(c);
+        if cost >= excess {
+            return i + c.len_utf8();
+        }
+    }
+    text.len()
+}
+
+/// Where the shortest end of `text` that costs at least `excess` bytes in JSON begins.
+fn json_back(text: &str, excess: usize) -> usize {
+    let mut cost = 0;
+    for (i, c) in text.char_indices().rev() {
+        cost += json_len(c);
+        if cost >= excess {
+            return i;
+        }
+    }
+    0
+}
+
+/// What serde_json writes for `c` inside a string: 1 to 6 bytes.
+fn json_len(c: char) -> usize {
+    let mut buf = [0u8; 4];
+    serde_json::to_string(c.encode_utf8(&mut buf) as &str).map_or(6, |j| j.len() - 2)
 }
 
 /// Waits (at most `limit`) until what this process wrote to its stdout has been read, then
@@ -465,6 +491,27 @@ mod tests {
         let back: RunReport = serde_json::from_str(&msg).expect("json");
         assert!(back.truncated);
         assert_eq!(back.exit_code, 1);
+        // Output that is mostly escapes still fills the message: the cut is measured in
+        // JSON bytes, not in the output's bytes (one 6-byte escape is the most left over).
+        for (output, head) in [("\"\u{1}", None), ("𝄞\\\u{0}", Some("\u{7}".repeat(900)))] {
+            let report = RunReport {
+                output: output.repeat(3000),
+                head,
+                truncated: true,
+                ..Default::default()
+            };
+            let msg = report.to_termination_message();
+            assert!(
+                msg.len() > TERMINATION_MESSAGE_LIMIT - 6,
+                "{} bytes",
+                msg.len()
+            );
+            assert!(
+                msg.len() <= TERMINATION_MESSAGE_LIMIT,
+                "{} bytes",
+                msg.len()
+            );
+        }
         let small = RunReport {
             exit_code: 0,
             output: "ok\n".into(),

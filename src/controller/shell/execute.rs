@@ -290,9 +290,7 @@ async fn apply<K: Namespaced>(
     params: &PatchParams,
 ) -> Result<(), kube::Error> {
     let api: Api<K> = namespaced_api(client, obj);
-    api.patch(&obj.name_any(), params, &Patch::Apply(obj))
-        .await
-        .map(|_| ())
+    super::apply::apply(&api, &obj.name_any(), None, params, obj).await
 }
 
 /// Applies `fields` (the body without apiVersion and kind) to the object `name` of `K`.
@@ -309,9 +307,7 @@ where
     if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
         body.extend(fields.clone());
     }
-    api.patch(name, params, &Patch::Apply(&body))
-        .await
-        .map(|_| ())
+    super::apply::apply(api, name, None, params, &body).await
 }
 
 /// Deletes in the background: `Ok` when deleted or already gone (404).
@@ -339,8 +335,7 @@ where
 {
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &Patch::Apply(&patch))
+    super::apply::apply(api, name, Some("status"), &params, &patch)
         .await
-        .map(|_| ())
         .map_err(ExecuteError::WriteStatus)
 }

@@ -20,6 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
+mod apply;
 mod execute;
 
 pub use execute::{ExecuteError, Namespaced, execute, namespaced_api, write_status};
