@@ -2,10 +2,11 @@
 //! command line, a label, an object name or an SSH login gets shell metacharacters, paths,
 //! unicode look-alikes, invisible and control characters and oversized values; the API
 //! server refuses each at apply, naming the field. The fields left free-form (a Command's
-//! script, parameter values, descriptions, a remote host's display name, a working
-//! directory) never reach a shell other than the one they are written for: parameters and
-//! the working directory travel as environment and argv (tests/hostile_input.rs,
-//! tests/runner.rs), scripts are the user's own program.
+//! script, parameter values, descriptions, an Invoker's `displayName`, which refuses only
+//! control characters, a remote host's display name, a working directory) never reach a
+//! shell other than the one they are written for: parameters and the working directory
+//! travel as environment and argv (tests/hostile_input.rs, tests/runner.rs), scripts are
+//! the user's own program.
 
 mod support;
 

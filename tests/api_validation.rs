@@ -4,9 +4,10 @@
 mod support;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
 use serde_json::{Value, json};
-use support::{TestNamespace, install_crds, repo_root};
+use support::{TestNamespace, install_crds, kubeconfig_path, repo_root};
 
 /// A valid spec per kind; each case merges its change into it (JSON merge patch: `null`
 /// removes a field).
@@ -367,6 +368,37 @@ fn bad_manifests() -> Vec<Case> {
             json!({"successfulHistoryLimit": -1}),
             &["spec.successfulHistoryLimit"],
         ),
+        // TAT's CreateInvoker errors, each as the API server answers it.
+        case(
+            "display name over 120 characters (TAT's Name; InvalidParameterValue.TooLong)",
+            "Invoker",
+            json!({"displayName": "é".repeat(121)}),
+            &["spec.displayName", "120"],
+        ),
+        case(
+            "display name with a newline",
+            "Invoker",
+            json!({"displayName": "nightly\nrun"}),
+            &["spec.displayName", "should match"],
+        ),
+        case(
+            "command id that is not a name (InvalidParameterValue.InvalidCommandId)",
+            "Invoker",
+            json!({"commandRef": "CMD_m7uma92n"}),
+            &["spec.commandRef", "should match"],
+        ),
+        case(
+            "one bad id among good ones (InvalidParameterValue.InconsistentID, .InvalidInstanceId)",
+            "Invoker",
+            json!({"nodeNames": ["node-0001", "INS_yx05ky8j"]}),
+            &["spec.nodeNames[1]", "should match"],
+        ),
+        case(
+            "starting deadline over a day (InvalidParameterValue.Range)",
+            "Invoker",
+            json!({"startingDeadlineSeconds": 86401}),
+            &["spec.startingDeadlineSeconds"],
+        ),
         // NodeAgent
         case(
             "HostInstaller without installer",
@@ -508,6 +540,31 @@ fn bad_manifests() -> Vec<Case> {
             &["spec.remoteInstallMeta[0].userName"],
         ),
         case(
+            "empty version (the seed's minimum is 0, its pattern needs a character)",
+            "AgentInvocation",
+            json!({"version": ""}),
+            &["spec.version"],
+        ),
+        case(
+            "RemoteInstall with an empty remoteInstallMeta",
+            "AgentInvocation",
+            json!({"invocationType": "RemoteInstall", "nodeNames": null, "remoteInstallMeta": []}),
+            &["spec.remoteInstallMeta is required when invocationType is RemoteInstall"],
+        ),
+        case(
+            "remote host without remoteIp",
+            "AgentInvocation",
+            json!({"invocationType": "RemoteInstall", "nodeNames": null, "remoteInstallMeta": [{"instanceName": "db-1", "userName": "root", "credentialsSecretRef": {"name": "s"}}]}),
+            // Server-side apply refuses it first: remoteIp is the list's key.
+            &["spec.remoteInstallMeta", "omits all key fields", "remoteIp"],
+        ),
+        case(
+            "remote host without userName",
+            "AgentInvocation",
+            json!({"invocationType": "RemoteInstall", "nodeNames": null, "remoteInstallMeta": [{"remoteIp": "192.0.2.1", "credentialsSecretRef": {"name": "s"}}]}),
+            &["spec.remoteInstallMeta[0].userName", "Required value"],
+        ),
+        case(
             "remoteInstallMeta on Install",
             "AgentInvocation",
             json!({"remoteInstallMeta": [{"remoteIp": "192.0.2.1", "userName": "root", "credentialsSecretRef": {"name": "s"}}]}),
@@ -520,11 +577,19 @@ fn bad_manifests() -> Vec<Case> {
             json!({"agents": ["0b7c4f9e-5d1a-5c3e-9f3a-1e2d3c4b5a69"]}),
             &["exactly one of spec.agents and spec.nodeSelector"],
         ),
+        // The seed's example agent ids: nodeops issues every agent id itself (a UUID that
+        // NodeAgent status lists), so no other form can name an agent here.
         case(
-            "agent id that is not a UUID",
+            "agent id that is not a UUID (the seed's item1)",
             "AgentUpgradeJob",
             json!({"nodeSelector": null, "agents": ["item1"]}),
-            &["spec.agents[0]"],
+            &["spec.agents[0]", "should match"],
+        ),
+        case(
+            "the seed's response agent id agent-abc123-def456",
+            "AgentUpgradeJob",
+            json!({"nodeSelector": null, "agents": ["agent-abc123-def456"]}),
+            &["spec.agents[0]", "should match"],
         ),
         case(
             "missing targetVersion",
@@ -653,7 +718,218 @@ async fn bad_manifests_are_refused_with_the_field_named() {
         failures.join("\n")
     );
     // docs/api.md quotes this number: a case added or lost changes it here first.
-    assert_eq!(cases.len(), 81, "bad manifests in this suite");
+    assert_eq!(cases.len(), 91, "bad manifests in this suite");
+}
+
+/// A seed value nodeops takes as it is: accepted at apply, and what the listed JSON pointers
+/// of the applied object hold.
+struct Good {
+    what: &'static str,
+    kind: &'static str,
+    labels: usize,
+    change: Value,
+    kept: Vec<(&'static str, Value)>,
+}
+
+fn good_manifests() -> Vec<Good> {
+    // TAT's Name: up to 120 characters of free text (characters, not bytes: these 120 are
+    // 201 bytes).
+    let mut name = String::from("Nightly disk check — 机房 A, rack \"3/4\" (UTC+8) 🙂 ");
+    while name.chars().count() < 120 {
+        name.push('·');
+    }
+    let dotted = "ip-10-0-0-1.eu-west-1.compute.internal";
+    let long = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    // An agent id as nodeops issues it (NodeAgent status lists it).
+    let uuid = nodeops::agent::agent_uuid("nodeagent-uid", "node-uid");
+    vec![
+        Good {
+            what: "TAT Name: 120 characters of free text in displayName",
+            kind: "Invoker",
+            labels: 0,
+            change: json!({"displayName": name}),
+            kept: vec![("/spec/displayName", json!(name))],
+        },
+        Good {
+            what: "TAT Tags: 11 labels, one over TAT's cap of 10",
+            kind: "Invoker",
+            labels: 11,
+            change: json!({}),
+            kept: vec![("/metadata/labels/tag-10", json!("v10"))],
+        },
+        Good {
+            what: "Cloud Eye instance_id: node names with dots, up to 253 characters",
+            kind: "AgentInvocation",
+            labels: 0,
+            change: json!({"nodeNames": [dotted, long]}),
+            kept: vec![("/spec/nodeNames/1", json!(long))],
+        },
+        Good {
+            what: "Cloud Eye: an empty remote_install_meta on a task that takes no host",
+            kind: "AgentInvocation",
+            labels: 0,
+            change: json!({"remoteInstallMeta": []}),
+            kept: vec![("/spec/remoteInstallMeta", json!([]))],
+        },
+        Good {
+            what: "Cloud Eye: a remote host without its optional instance_name, port and remote_use_pem",
+            kind: "AgentInvocation",
+            labels: 0,
+            change: json!({"invocationType": "RemoteInstall", "nodeNames": null, "remoteInstallMeta": [
+                {"remoteIp": "192.0.2.1", "userName": "root", "credentialsSecretRef": {"name": "s"}}]}),
+            kept: vec![
+                ("/spec/remoteInstallMeta/0/port", json!(22)),
+                ("/spec/remoteInstallMeta/0/usePem", json!(false)),
+            ],
+        },
+        Good {
+            what: "TokenBatchUpgrade agentUuids: an agent id as nodeops issues it",
+            kind: "AgentUpgradeJob",
+            labels: 0,
+            change: json!({"nodeSelector": null, "agents": [uuid]}),
+            kept: vec![("/spec/agents/0", json!(uuid))],
+        },
+    ]
+}
+
+#[tokio::test]
+async fn seed_values_taken_as_they_are_are_accepted() {
+    let ns = TestNamespace::new("api-good").await;
+    install_crds(&ns.client).await;
+    let cases = good_manifests();
+    let mut failures = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let mut spec = base_spec(c.kind);
+        merge(&mut spec, &c.change);
+        let mut obj = object(c.kind, &format!("good-{i}"), spec);
+        if c.labels > 0 {
+            obj.metadata.labels = Some(
+                (0..c.labels)
+                    .map(|j| (format!("tag-{j}"), format!("v{j}")))
+                    .collect(),
+            );
+        }
+        let api = api_for(&ns.client, &ns.name, c.kind);
+        match apply_dry_run(&api, &obj).await {
+            Ok(applied) => {
+                let applied = serde_json::to_value(&applied).expect("json");
+                for (pointer, want) in &c.kept {
+                    if applied.pointer(pointer) != Some(want) {
+                        failures.push(format!(
+                            "{} ({}): {pointer} is {:?}, not {want}",
+                            c.what,
+                            c.kind,
+                            applied.pointer(pointer)
+                        ));
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{} ({}): refused: {e}", c.what, c.kind)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // docs/api.md maps these seed values; a case added or lost changes it here first.
+    assert_eq!(cases.len(), 6, "seed values accepted");
+}
+
+/// The seeds' request envelope is the API server's own: a request id the client sends (the
+/// cloud phone's `x-request-id`) goes as `Audit-ID` and comes back on the response (TAT's
+/// `RequestId`); success is the object itself (no `error_code: "0"`, `error_msg: "ok"`); a
+/// refusal is a `Status` with `reason`, `message` and `code`; bad credentials are 401 (TAT's
+/// `AuthFailure`).
+#[tokio::test]
+async fn the_seeds_request_envelope_is_the_api_servers() {
+    let ns = TestNamespace::new("api-envelope").await;
+    install_crds(&ns.client).await;
+    let create = |spec: Value, request_id: &'static str| {
+        let body = serde_json::to_vec(&json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": "seed"}, "spec": spec
+        }))
+        .expect("body");
+        http::Request::post(format!(
+            "/apis/nodeops.io/v1alpha1/namespaces/{}/asynccommands?dryRun=All&fieldValidation=Strict",
+            ns.name
+        ))
+        .header("Content-Type", "application/json")
+        .header("Audit-ID", request_id)
+        .body(kube::client::Body::from(body))
+        .expect("request")
+    };
+    let send = |request: http::Request<kube::client::Body>| async {
+        let response = ns.client.send(request).await.expect("send");
+        let code = response.status().as_u16();
+        let audit_id = response
+            .headers()
+            .get("Audit-ID")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let bytes = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("response body");
+        let body: Value = serde_json::from_slice(&bytes).expect("JSON body");
+        (code, audit_id, body)
+    };
+
+    // The seed's own request: created (201), the answer is the object itself.
+    let (code, audit_id, body) = send(create(
+        json!({"command": "ls -l /system", "nodeNames": ["a44uhlf7", "efjy72gs"]}),
+        "seed-request-0001",
+    ))
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(audit_id.as_deref(), Some("seed-request-0001"));
+    assert_eq!(body["kind"], "AsyncCommand", "{body}");
+    assert!(body.get("error_code").is_none() && body.get("data").is_none());
+
+    // A bad parameter: a Status naming the field, with the request's id.
+    let (code, audit_id, body) = send(create(
+        json!({"command": "ls -l /system; reboot", "nodeNames": ["a44uhlf7"]}),
+        "seed-request-0002",
+    ))
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(audit_id.as_deref(), Some("seed-request-0002"));
+    assert_eq!(
+        (
+            &body["kind"],
+            &body["status"],
+            &body["reason"],
+            &body["code"]
+        ),
+        (
+            &json!("Status"),
+            &json!("Failure"),
+            &json!("Invalid"),
+            &json!(422)
+        ),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.command")),
+        "{body}"
+    );
+
+    // Credentials the API server does not know: 401 Unauthorized, nothing reaches nodeops.
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    config.auth_info = serde_json::from_value(json!({"token": "not-a-token"})).expect("auth");
+    let stranger = Client::try_from(config).expect("client");
+    match api_for(&stranger, &ns.name, "AsyncCommand")
+        .list(&Default::default())
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (401, "Unauthorized"))
+        }
+        other => panic!("a bad token: {other:?}"),
+    }
 }
 
 #[tokio::test]

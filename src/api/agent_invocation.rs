@@ -38,7 +38,7 @@ use super::common::{
     validation = Rule::new("!(self.invocationType in ['Rollback', 'Retry']) || has(self.invocationIds)").message("spec.invocationIds is required when invocationType is Rollback or Retry").field_path(".invocationIds"),
     validation = Rule::new("self.invocationType != 'SetRemoteInstallHost' || (has(self.nodeNames) && size(self.nodeNames) == 1)").message("spec.nodeNames must name exactly one node when invocationType is SetRemoteInstallHost").field_path(".nodeNames"),
     validation = Rule::new("self.invocationType != 'RemoteInstall' || (has(self.remoteInstallMeta) && size(self.remoteInstallMeta) > 0)").message("spec.remoteInstallMeta is required when invocationType is RemoteInstall").field_path(".remoteInstallMeta"),
-    validation = Rule::new("self.invocationType == 'RemoteInstall' || !has(self.remoteInstallMeta)").message("spec.remoteInstallMeta is only used when invocationType is RemoteInstall").field_path(".remoteInstallMeta"),
+    validation = Rule::new("self.invocationType == 'RemoteInstall' || !has(self.remoteInstallMeta) || size(self.remoteInstallMeta) == 0").message("spec.remoteInstallMeta is only used when invocationType is RemoteInstall").field_path(".remoteInstallMeta"),
     validation = Rule::new("self.invocationType in ['Rollback', 'Retry'] || !has(self.invocationIds)").message("spec.invocationIds is only used when invocationType is Rollback or Retry").field_path(".invocationIds"),
     validation = Rule::new("!(self.invocationType in ['Rollback', 'Retry', 'RemoteInstall']) || !has(self.nodeNames)").message("spec.nodeNames is not used when invocationType is Rollback, Retry or RemoteInstall").field_path(".nodeNames"),
     validation = Rule::new("!has(self.version) || !has(self.versionType)").message("spec.version and spec.versionType are mutually exclusive").field_path(".version"),
@@ -74,8 +74,9 @@ pub struct AgentInvocationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_type: Option<VersionType>,
 
-    /// An explicit version to install or update to (at most 64 of letters, digits, `_`,
-    /// `-`, `.`). Exclusive with `versionType`.
+    /// An explicit version to install or update to (1 to 64 of letters, digits, `_`, `-`,
+    /// `.`). Exclusive with `versionType`; omitted, the NodeAgent's version of
+    /// `versionType` is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = VERSION_PATTERN))]
     pub version: Option<String>,
@@ -86,7 +87,8 @@ pub struct AgentInvocationSpec {
     pub origin: Option<Origin>,
 
     /// Hosts outside the cluster to install on over SSH from the remote install host
-    /// (0 to 100). Required for RemoteInstall.
+    /// (0 to 100). Required, and not empty, for RemoteInstall; other types take none (an
+    /// empty list, as the seed allows, is accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["remoteIp"]))]

@@ -209,7 +209,7 @@ pub struct AgentUpgradeJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["agentUuid"]))]
     pub agents: Vec<AgentUpgrade>,
-    /// pending, running, success or failed.
+    /// pending, running, success or failed; planned for a simulated job.
     #[serde(default)]
     pub status: UpgradeJobState,
     /// Whether this job is a simulation that changed nothing.

@@ -116,8 +116,8 @@ pub struct AsyncCommandSpec {
     #[serde(default)]
     pub execution_mode: ExecutionMode,
 
-    /// Container image for `Container` mode; defaults to the operator's configured runner
-    /// image.
+    /// Container image for `Container` mode; defaults to the operator's `--default-image`
+    /// (`busybox:1.36` unless the operator is started with another).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: Option<String>,

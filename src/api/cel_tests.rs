@@ -109,6 +109,30 @@ fn agent_invocation_required_when_rules() {
         &remote,
         "spec.remoteInstallMeta is required when invocationType is RemoteInstall",
     );
+    // The seed allows an empty remote_install_meta: no hosts, on a type that takes none;
+    // a RemoteInstall with no host has nothing to do.
+    let empty: AgentInvocation = from(
+        "AgentInvocation",
+        json!({"invocationType": "Install", "nodeNames": ["n1"], "remoteInstallMeta": []}),
+    );
+    validate_cel(&empty).expect("an empty list on Install");
+    let remote_empty: AgentInvocation = from(
+        "AgentInvocation",
+        json!({"invocationType": "RemoteInstall", "remoteInstallMeta": []}),
+    );
+    refused_with(
+        &remote_empty,
+        "spec.remoteInstallMeta is required when invocationType is RemoteInstall",
+    );
+    let hosts_on_install: AgentInvocation = from(
+        "AgentInvocation",
+        json!({"invocationType": "Install", "nodeNames": ["n1"], "remoteInstallMeta": [
+            {"remoteIp": "192.0.2.1", "userName": "root", "credentialsSecretRef": {"name": "s"}}]}),
+    );
+    refused_with(
+        &hosts_on_install,
+        "spec.remoteInstallMeta is only used when invocationType is RemoteInstall",
+    );
     let host: AgentInvocation = from(
         "AgentInvocation",
         json!({"invocationType": "SetRemoteInstallHost", "nodeNames": ["n1", "n2"]}),

@@ -24,6 +24,9 @@ pub const IMAGE_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$";
 pub const INVOCATION_ID_PATTERN: &str = r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,63}$";
 /// Environment-variable-safe parameter names (they reach scripts as variables).
 pub const PARAMETER_NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+/// Free text a person reads (a display name): any characters but control characters, which
+/// would break or spoof the terminal tables it is shown in.
+pub const DISPLAY_NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 
 /// CEL rule for a `maxConcurrency`-style field: a positive count or a percentage 1%-100%.
 /// (`string()` of an int or a string, so one pattern covers both forms.)

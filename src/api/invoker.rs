@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    COUNT_OR_PERCENT_RULE, Condition, ExecutionMode, NODE_NAME_PATTERN, OBJECT_NAME_PATTERN,
-    PodSecurity, USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
+    COUNT_OR_PERCENT_RULE, Condition, DISPLAY_NAME_PATTERN, ExecutionMode, NODE_NAME_PATTERN,
+    OBJECT_NAME_PATTERN, PodSecurity, USERNAME_PATTERN, ZERO_COUNT_OR_PERCENT_RULE,
 };
 use super::rollout::RolloutPolicy;
 
@@ -37,6 +37,12 @@ use super::rollout::RolloutPolicy;
         json_path = ".spec.scheduleSettings.recurrence"
     ),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(
+        name = "Display Name",
+        type_ = "string",
+        json_path = ".spec.displayName",
+        priority = "1"
+    ),
     printcolumn(
         name = "Next Run",
         type_ = "string",
@@ -64,6 +70,13 @@ use super::rollout::RolloutPolicy;
     validation = Rule::new("!has(self.username) || self.executionMode == 'Host'").message("spec.username is only used in Host mode").field_path(".username"),
 )]
 pub struct InvokerSpec {
+    /// Free-text name of the invoker (TAT's `Name`): 1 to 120 characters of any text but
+    /// control characters, for people to read (`kubectl get invokers -o wide`, `nodeops get
+    /// invoker`). The object's key is `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 120), regex(pattern = DISPLAY_NAME_PATTERN))]
+    pub display_name: Option<String>,
+
     /// Invoker type; `Schedule` (TAT's SCHEDULE) is the only one.
     #[serde(default, rename = "type")]
     pub type_: InvokerType,

@@ -54,7 +54,10 @@ pub fn async_command(obj: &AsyncCommand) -> String {
 
 /// The runs of an Invoker: each scheduled time, its AsyncCommand and how it went.
 pub fn invoker(obj: &Invoker) -> String {
-    let name = obj.metadata.name.clone().unwrap_or_default();
+    let mut name = obj.metadata.name.clone().unwrap_or_default();
+    if let Some(display) = &obj.spec.display_name {
+        name = format!("{name} ({display})");
+    }
     let Some(status) = &obj.status else {
         return format!("Invoker {name}: no status yet\n");
     };

@@ -24,12 +24,16 @@ fn node_agent_and_invoker_tables() {
     );
     let inv: Invoker = serde_json::from_value(json!({
         "apiVersion": "nodeops.io/v1alpha1", "kind": "Invoker", "metadata": {"name": "nightly"},
-        "spec": {"type": "Schedule", "commandRef": "c", "nodeNames": ["n1"],
+        "spec": {"type": "Schedule", "displayName": "Nightly disk check", "commandRef": "c", "nodeNames": ["n1"],
                  "scheduleSettings": {"policy": "Recurrence", "recurrence": "0 3 * * *"}},
         "status": {"recentRuns": [{"scheduledTime": "2026-11-26T03:00:00Z", "asyncCommand": "nightly-29400000", "phase": "Succeeded", "succeeded": 1, "failed": 0}]}
     }))
     .expect("invoker");
     let text = invoker(&inv);
+    assert!(
+        text.starts_with("Invoker nightly (Nightly disk check)  Recurrence"),
+        "the display name beside the name: {text}"
+    );
     assert!(
         text.lines()
             .nth(2)

@@ -913,3 +913,43 @@ fn an_invocation_of_a_missing_agent_is_invalid_until_it_exists() {
     assert_eq!(p.status.phase, AgentInvocationPhase::Running);
     assert!(!conditions::is_true(&p.status.conditions, STALLED));
 }
+
+/// The seed's `^[a-zA-Z0-9-]{1,64}$`, which its `instance_id` and `invocation_id` match.
+fn seed_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+#[test]
+fn instance_ids_are_node_names_as_they_are_and_invocation_ids_keep_the_seeds_pattern() {
+    // Node names may hold dots and reach 253 characters, beyond the seed's instance_id
+    // pattern: the instance keeps the node's own name (what `kubectl get node` finds), and
+    // the invocation id is the key in the seed's form.
+    let dotted = "ip-10-0-0-1.eu-west-1.compute.internal".to_string();
+    let long = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    assert_eq!(long.len(), 253);
+    let mut w = world("DaemonSet");
+    for n in [&dotted, &long] {
+        w.nodes.insert(
+            n.clone(),
+            NodeFacts {
+                ready: true,
+                version: None,
+            },
+        );
+    }
+    let obj = invocation(json!({"invocationType": "Install", "nodeNames": [dotted, long]}));
+    let e = by_instance(&plan(&obj, &w).status);
+    for n in [&dotted, &long] {
+        assert!(!seed_id(n), "{n} is outside the seed's pattern");
+        assert_eq!(e[n].phase, P::Running, "{n}: {:?}", e[n]);
+        assert!(seed_id(&e[n].invocation_id), "{:?}", e[n].invocation_id);
+    }
+    // A remote host without instanceName is its IP, dots and all.
+    let remote = invocation(
+        json!({"invocationType": "RemoteInstall", "remoteInstallMeta": [
+        {"remoteIp": "10.0.0.5", "userName": "root", "credentialsSecretRef": {"name": "s"}}]}),
+    );
+    let e = &plan(&remote, &w).status.invocations[0];
+    assert_eq!(e.instance_id, "10.0.0.5");
+    assert!(seed_id(&e.invocation_id), "{:?}", e.invocation_id);
+}

@@ -447,3 +447,29 @@ fn each_run_carries_the_rollout_policy_and_a_bad_window_stalls_the_invoker() {
     );
     assert_eq!(reason(&p, crate::conditions::STALLED), "InvalidTimeZone");
 }
+
+#[test]
+fn each_run_carries_the_invokers_labels_with_no_cap_on_their_number() {
+    // TAT caps an invoker's Tags at 10; labels have no cap, and each run inherits them all
+    // beside its own.
+    let mut inv = invoker(every_minute(json!({})), "2026-01-01T00:00:30Z");
+    let tags: std::collections::BTreeMap<String, String> = (0..11)
+        .map(|i| (format!("tag-{i}"), format!("v{i}")))
+        .collect();
+    inv.metadata.labels = Some(tags.clone());
+    let p = step(&mut inv, &[], "2026-01-01T00:01:00Z");
+    let (_, child) = p.create.expect("a run");
+    let labels = child["metadata"]["labels"].as_object().expect("labels");
+    for (k, v) in &tags {
+        assert_eq!(labels.get(k), Some(&json!(v)), "{k} on the run: {labels:?}");
+    }
+    assert_eq!(
+        labels.get(crate::keys::INVOKER_UID_LABEL),
+        Some(&json!("abcdef01-2222-3333-4444-555555555555"))
+    );
+    assert_eq!(
+        labels.len(),
+        13,
+        "the 11 tags and the run's own 2: {labels:?}"
+    );
+}
