@@ -86,26 +86,8 @@ async fn host_installer_runs_installer_jobs_with_scripted_failures() {
     let jobs: Api<Job> = ns.api();
     let uid = install.uid().expect("uid");
     let selector = format!("{OWNER_UID_LABEL}={uid}");
-    for _ in 0..50 {
-        if jobs
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .expect("jobs")
-            .items
-            .is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        jobs.list(&ListParams::default().labels(&selector))
-            .await
-            .expect("jobs")
-            .items
-            .is_empty(),
-        "installer Jobs are deleted after their result is recorded"
-    );
+    // Installer Jobs are deleted after their result is recorded.
+    support::wait_until_none(&jobs, &selector, Duration::from_secs(10)).await;
 
     // Update: the installer gets the action and both versions. Its Job is deleted once
     // recorded, so a watch keeps every Job as it was created: a watch from the

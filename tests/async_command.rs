@@ -198,25 +198,12 @@ async fn deleting_mid_way_removes_jobs_and_pods() {
         .await
         .expect("delete");
     let pods: Api<Pod> = ns.api();
+    let jobs: Api<Job> = ns.api();
     let selector = format!("{OWNER_UID_LABEL}={uid}");
-    let gone = async {
-        loop {
-            let jobs = owned_jobs(&ns, &uid).await.len();
-            let pods = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .expect("pods")
-                .items
-                .len();
-            if jobs == 0 && pods == 0 && api.get_opt("doomed").await.expect("get").is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), gone)
-        .await
-        .expect("Jobs and Pods garbage-collected");
+    let gc = Duration::from_secs(60);
+    support::wait_until_gone(&api, "doomed", gc).await;
+    support::wait_until_none(&jobs, &selector, gc).await;
+    support::wait_until_none(&pods, &selector, gc).await;
 }
 
 #[tokio::test]
@@ -478,12 +465,7 @@ async fn admission_refusal_is_reported_per_node() {
         );
     }
     let uid = done.metadata.uid.expect("uid");
-    let gone = async {
-        while !owned_jobs(&ns, &uid).await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), gone)
-        .await
-        .expect("the refused Jobs are deleted");
+    let jobs: Api<Job> = ns.api();
+    let selector = format!("{OWNER_UID_LABEL}={uid}");
+    support::wait_until_none(&jobs, &selector, Duration::from_secs(30)).await;
 }

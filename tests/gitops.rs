@@ -378,7 +378,13 @@ fn kstatus(objects: &[Value]) -> Vec<(String, String)> {
 /// says then, and the object it judged.
 async fn settled<K>(api: &Api<K>, manifest: Value) -> ((String, String), Value)
 where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
 {
     let kind = manifest["kind"].as_str().expect("kind").to_string();
     let name = manifest["metadata"]["name"]
@@ -393,23 +399,25 @@ where
 /// object it judged.
 async fn judged<K>(api: &Api<K>, kind: &str, name: &str) -> ((String, String), Value)
 where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
 {
     let script = checks()
         .into_iter()
         .find(|(k, _)| k == kind)
         .expect("check")
         .1;
-    let mut last = (String::new(), String::new());
-    for _ in 0..300 {
-        let object = serde_json::to_value(api.get(name).await.expect("get")).expect("JSON");
-        last = health(&script, object.clone());
-        if last.0 != "Progressing" {
-            return (last, object);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("{kind} {name} still Progressing after 90 s: {last:?}");
+    let judge = |o: &K| health(&script, serde_json::to_value(o).expect("JSON"));
+    let done = support::wait_for(api, name, Duration::from_secs(90), "a verdict", |o: &K| {
+        judge(o).0 != "Progressing"
+    })
+    .await;
+    (judge(&done), serde_json::to_value(&done).expect("JSON"))
 }
 
 #[tokio::test]

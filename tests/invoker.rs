@@ -336,15 +336,8 @@ async fn replace_stops_the_active_run_for_the_new_one() {
     assert_eq!(active.len(), 1);
     assert_ne!(active[0], first_child, "the new run replaced the old");
     let acmds: Api<AsyncCommand> = ns.api();
-    let gone = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if acmds.get_opt(&first_child).await.expect("get").is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    gone.await.expect("the replaced run is deleted");
+    // The replaced run is deleted.
+    support::wait_until_gone(&acmds, &first_child, Duration::from_secs(30)).await;
     let _ = Api::<Node>::all(ns.client.clone())
         .delete(&stuck, &DeleteParams::default())
         .await;

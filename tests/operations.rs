@@ -326,14 +326,16 @@ async fn events_mark_transitions_and_never_repeat() {
     };
     wait_for(&api, "mixed", Duration::from_secs(120), "final", finished).await;
     // The final Event follows the status write the wait saw.
-    let mut first = BTreeMap::new();
-    for _ in 0..50 {
-        first = occurrences(&ns, "AsyncCommand", "mixed").await;
-        if first.contains_key("Failed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for_event(
+        &ns,
+        "AsyncCommand",
+        "mixed",
+        "Warning",
+        "Failed",
+        Duration::from_secs(30),
+    )
+    .await;
+    let first = occurrences(&ns, "AsyncCommand", "mixed").await;
     // A restarted operator reconciles everything again: still no new Event. Positive
     // evidence that it did, twice (a reconcile posts its Events before the next of the
     // same object starts): a generation bumped by a change it reads the same way

@@ -239,15 +239,7 @@ async fn operator_needs_no_more_than_its_cluster_role() {
     // No node runs 1.0.0 any more: its DaemonSet is deleted.
     let dss: Api<k8s_openapi::api::apps::v1::DaemonSet> = ns.api();
     let old = format!("{}-1.0.0", agent.name);
-    let mut gone = false;
-    for _ in 0..100 {
-        if dss.get_opt(&old).await.expect("get DaemonSet").is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(gone, "DaemonSet {old} is still there");
+    support::wait_until_gone(&dss, &old, Duration::from_secs(30)).await;
 
     let log = op.log();
     for needle in ["forbidden", "Forbidden"] {

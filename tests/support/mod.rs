@@ -345,13 +345,45 @@ where
         + Sync
         + 'static,
 {
+    let config = kube::runtime::watcher::Config::default().labels(selector);
+    wait_until_empty(api, config, selector, timeout).await;
+}
+
+/// Waits until the object `name` of `K` is gone, as [`wait_until_none`] does (its watch
+/// selects the name).
+pub async fn wait_until_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let selector = format!("metadata.name={name}");
+    let config = kube::runtime::watcher::Config::default().fields(&selector);
+    wait_until_empty(api, config, &selector, timeout).await;
+}
+
+async fn wait_until_empty<K>(
+    api: &Api<K>,
+    config: kube::runtime::watcher::Config,
+    selector: &str,
+    timeout: Duration,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     use futures::StreamExt;
     use kube::runtime::{reflector, watcher};
     let (store, writer) = reflector::store::<K>();
-    let stream = reflector(
-        writer,
-        watcher(api.clone(), watcher::Config::default().labels(selector)),
-    );
+    let stream = reflector(writer, watcher(api.clone(), config));
     futures::pin_mut!(stream);
     let wait = async {
         while let Some(event) = stream.next().await {
