@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
@@ -225,20 +224,8 @@ async fn daemonset_agent_install_update_rollback_retry() {
         .delete(&agent.name, &DeleteParams::background())
         .await
         .expect("delete the agent");
-    let gone = async {
-        while agent
-            .api()
-            .get_opt(&agent.name)
-            .await
-            .expect("get")
-            .is_some()
-        {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    tokio::time::timeout(FINISH, gone)
-        .await
-        .expect("the NodeAgent is gone once its labels are");
+    // The NodeAgent is gone once its labels are.
+    support::wait_until_gone(&agent.api(), &agent.name, FINISH).await;
     assert!(agent.versions().await.is_empty(), "no node keeps the label");
     drop(op);
     let _ = nodes.delete(&sick, &DeleteParams::default()).await;
