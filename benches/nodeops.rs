@@ -1,68 +1,281 @@
-//! `make bench`: nodeops measured beside Kubernetes' own machinery on the local control
-//! plane, in one run, because an absolute figure on a shared machine means little.
+//! `make bench`: nodeops measured beside Kubernetes' own machinery, on a control plane of its
+//! own (`hack/bench.sh`), because an absolute figure on a shared machine means little.
 //!
-//! 1. Schedules: 100 Invokers and 100 CronJobs on the same every-minute schedule; the lag
-//!    from the scheduled time to the child (AsyncCommand / Job) being seen by a watch.
+//! 1. Footprint: 1000 AsyncCommands of one node each; the operator's RSS and CPU time, and
+//!    API requests per node operation.
 //! 2. Fan-out: AsyncCommands over 1000 nodes in total, against a minimal client loop
-//!    creating the same number of Jobs with the same QPS budget.
-//! 3. Footprint: the operator's RSS and CPU time, and API requests per node operation.
+//!    creating the same number of Jobs with the operator's requests-in-flight budget (and,
+//!    beside it, with the 10 in flight of the earlier baseline).
+//! 3. Schedules: 100 Invokers and 100 CronJobs on the same every-minute schedule; the lag
+//!    from the scheduled time to the child (AsyncCommand / Job) being seen by a watch.
+//!
+//! Every measurement is repeated (`NODEOPS_BENCH_RUNS`, default 3), each run with its own
+//! baseline, so every ratio is computed within a run; the tables give each figure's median,
+//! its spread (min–max) and every run's value. The operator benched is the binary
+//! `NODEOPS_BENCH_OPERATOR` names (`hack/bench.sh`: the static musl build the image ships),
+//! else cargo's own build; which one it was is printed first.
 //!
 //! It prints figures and ratios; it asserts nothing about time.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use nodeops::api::AsyncCommand;
 use serde_json::json;
+use sha2::Digest;
 
 const INVOKERS: usize = 100;
 const FAN_OUT_COMMANDS: usize = 10;
 const NODES_PER_COMMAND: usize = 100;
+/// The raw loop's requests in flight before it was given the operator's budget; still run,
+/// so the figures stay comparable with the earlier ones.
+const EARLIER_RAW_IN_FLIGHT: usize = 10;
+/// The bench client's read timeout, and the server-side timeout of its watches (shorter).
+const READ_TIMEOUT_S: u64 = 60;
+const WATCH_TIMEOUT_S: u32 = 45;
+
+/// The operator's own bounds, read from its source when the bench is compiled: the baseline
+/// follows them when they change.
+const CLIENT_SRC: &str = include_str!("../src/operator/mod.rs");
+const EXECUTE_SRC: &str = include_str!("../src/controller/shell/execute.rs");
+
+/// The value of `const NAME: usize = N;` in `src`.
+fn source_const(src: &str, name: &str) -> usize {
+    let needle = format!("const {name}: usize = ");
+    src.lines()
+        .find_map(|l| {
+            l.split(&needle)
+                .nth(1)?
+                .trim()
+                .strip_suffix(';')?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no `const {name}: usize = N;` in the operator's source"))
+}
+
+/// How many Job creations the operator can have in flight during the fan-out.
+struct Budget {
+    /// Requests awaiting their response at once, every verb (the client's bound).
+    client: usize,
+    /// Creations in flight at once within one reconcile.
+    per_reconcile: usize,
+    /// What the fan-out's AsyncCommands can use: min(client, commands x per reconcile).
+    job_creations: usize,
+}
+
+impl Budget {
+    fn of_the_operator() -> Self {
+        let client = source_const(CLIENT_SRC, "REQUESTS_IN_FLIGHT");
+        let per_reconcile = source_const(EXECUTE_SRC, "CREATE_PARALLELISM");
+        Self {
+            client,
+            per_reconcile,
+            job_creations: client.min(per_reconcile * FAN_OUT_COMMANDS),
+        }
+    }
+}
+
+/// The operator binary benched, and what it is.
+struct Binary {
+    path: PathBuf,
+    target: String,
+    build: String,
+    /// The ELF interpreter; none: a static executable.
+    interpreter: Option<String>,
+    allocator: String,
+    /// glibc's heap figures (mallinfo2) are in its shutdown log; elsewhere they are zeros.
+    heap_figures: bool,
+    size: u64,
+    sha256: String,
+}
+
+impl Binary {
+    fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (path, target, build) = match var("NODEOPS_BENCH_OPERATOR") {
+            Some(path) => (
+                PathBuf::from(path),
+                var("NODEOPS_BENCH_OPERATOR_TARGET").unwrap_or_else(|| "not given".into()),
+                var("NODEOPS_BENCH_OPERATOR_BUILD")
+                    .unwrap_or_else(|| "given by NODEOPS_BENCH_OPERATOR".into()),
+            ),
+            None => (
+                PathBuf::from(env!("CARGO_BIN_EXE_nodeops")),
+                "the host's (cargo bench's own build)".into(),
+                "cargo bench (bench profile)".into(),
+            ),
+        };
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("reading the operator binary {}: {e}", path.display()));
+        let interpreter = elf_interpreter(&bytes);
+        let has = |s: &[u8]| bytes.windows(s.len()).any(|w| w == s);
+        let glibc = interpreter
+            .as_deref()
+            .is_some_and(|i| i.contains("ld-linux"));
+        // nodeops sets no #[global_allocator]: the libc's malloc, unless a Rust allocator
+        // crate was linked in (their names are in their messages and settings).
+        let (allocator, heap_figures) = if has(b"mimalloc") {
+            ("mimalloc".to_string(), false)
+        } else if has(b"jemalloc") {
+            ("jemalloc".to_string(), false)
+        } else if interpreter.is_none() && target.contains("musl") {
+            (
+                "musl's malloc, linked in statically (no malloc_trim; no heap figures)".into(),
+                false,
+            )
+        } else if glibc {
+            (
+                "glibc's malloc (the operator calls malloc_trim every 5 s when free memory moved)"
+                    .into(),
+                true,
+            )
+        } else {
+            ("the libc's malloc (unknown libc)".into(), false)
+        };
+        if target.contains("musl") && interpreter.is_some() {
+            panic!(
+                "{} is said to be a musl build but is dynamically linked",
+                path.display()
+            );
+        }
+        let sha256 = hex_sha256(&bytes);
+        Self {
+            path,
+            target,
+            build,
+            interpreter,
+            allocator,
+            heap_figures,
+            size: bytes.len() as u64,
+            sha256,
+        }
+    }
+
+    fn print(&self) {
+        println!("| operator binary benched | |");
+        println!("|---|---|");
+        println!("| path | {} |", self.path.display());
+        println!("| target | {} |", self.target);
+        println!(
+            "| linking | {} |",
+            match &self.interpreter {
+                None => "static (no ELF interpreter)".to_string(),
+                Some(i) => format!("dynamic, interpreter {i}"),
+            }
+        );
+        println!("| allocator | {} |", self.allocator);
+        println!(
+            "| size, sha256 | {:.1} MiB, {} |",
+            self.size as f64 / 1048576.0,
+            self.sha256
+        );
+        println!("| built by | {} |", self.build);
+        if let Ok(source) = std::env::var("NODEOPS_BENCH_SOURCE") {
+            println!("| source | {source} |");
+        }
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex_sha256(&std::fs::read(path).unwrap_or_default())
+}
+
+/// The PT_INTERP of a 64-bit little-endian ELF executable (none: static).
+fn elf_interpreter(elf: &[u8]) -> Option<String> {
+    assert!(
+        elf.len() > 64 && &elf[..4] == b"\x7fELF" && elf[4] == 2 && elf[5] == 1,
+        "the operator binary is not a 64-bit little-endian ELF file"
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&elf[o..o + 8]);
+        u64::from_le_bytes(b) as usize
+    };
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum).find_map(|i| {
+        let ph = phoff + i * phentsize;
+        // PT_INTERP: p_type 3; p_offset at +8, p_filesz at +32.
+        (u32::from_le_bytes([elf[ph], elf[ph + 1], elf[ph + 2], elf[ph + 3]]) == 3).then(|| {
+            let (off, len) = (u64_at(ph + 8), u64_at(ph + 32));
+            String::from_utf8_lossy(&elf[off..off + len])
+                .trim_end_matches('\0')
+                .to_string()
+        })
+    })
+}
+
+/// What every part needs.
+struct Bench {
+    client: Client,
+    kubeconfig: String,
+    operator: Binary,
+    runs: usize,
+}
 
 struct Operator {
     child: std::process::Child,
     log: String,
+    /// Where its pid is written while it runs, for `hack/cluster-down.sh` to end it if this
+    /// process is killed (its own process group outlives this one).
+    pid_file: Option<PathBuf>,
 }
 
 impl Operator {
-    fn start(kubeconfig: &str, namespace: &str) -> Self {
+    fn start(bench: &Bench, namespace: &str) -> Self {
         let log_path = format!(
             "{}/target/bench-operator-{namespace}.log",
             env!("CARGO_MANIFEST_DIR")
         );
         let log = std::fs::File::create(&log_path).expect("log");
+        let binary = &bench.operator.path;
         // NODEOPS_BENCH_WRAPPER runs the operator under a profiler (e.g. `heaptrack`); its
         // figures are then the profiler's, not the operator's.
         let mut command = match std::env::var("NODEOPS_BENCH_WRAPPER") {
             Ok(wrapper) if !wrapper.is_empty() => {
                 let mut c = std::process::Command::new(wrapper);
-                c.arg(env!("CARGO_BIN_EXE_nodeops"));
+                c.arg(binary);
                 c
             }
-            _ => std::process::Command::new(env!("CARGO_BIN_EXE_nodeops")),
+            _ => std::process::Command::new(binary),
         };
         let child = command
             .args(["--namespace", namespace, "--metrics-addr", "off"])
             // Its own process group: a wrapper's child is stopped with it.
             .process_group(0)
-            .env("KUBECONFIG", kubeconfig)
+            .env("KUBECONFIG", &bench.kubeconfig)
             .env("RUST_LOG", "warn,nodeops::operator=info")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("start operator");
+        let pid_file = std::env::var_os("NODEOPS_BENCH_PID_FILE").map(PathBuf::from);
+        if let Some(f) = &pid_file {
+            std::fs::write(f, child.id().to_string()).expect("pid file");
+        }
         Self {
             child,
             log: log_path,
+            pid_file,
         }
     }
 
@@ -131,6 +344,9 @@ impl Drop for Operator {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
+        if let Some(f) = &self.pid_file {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 
@@ -139,7 +355,7 @@ async fn client(kubeconfig: &str) -> Client {
     let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("config");
-    config.read_timeout = Some(Duration::from_secs(60));
+    config.read_timeout = Some(Duration::from_secs(READ_TIMEOUT_S));
     Client::try_from(config).expect("client")
 }
 
@@ -151,17 +367,11 @@ async fn namespace(client: &Client, name: &str) {
         .expect("create namespace");
 }
 
-async fn drop_namespace(client: &Client, name: &str) {
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::background())
-        .await;
-}
-
 /// Deletes a namespace and waits until it is gone, so its objects' garbage collection does
 /// not load the cluster during the next measurement.
 async fn drop_namespace_and_wait(client: &Client, name: &str) {
-    drop_namespace(client, name).await;
     let api = Api::<Namespace>::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::background()).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline && api.get_opt(name).await.ok().flatten().is_some() {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -176,29 +386,98 @@ struct Report {
     heap_free: Option<u64>,
 }
 
-/// The operator's resource rows of a footprint table.
-fn print_resources(
-    (rss_kib, cpu): (u64, f64),
-    peak_kib: u64,
-    report: &Report,
-    node_operations: usize,
-) {
-    println!("| RSS at the end | {:.1} MiB |", rss_kib as f64 / 1024.0);
-    println!("| peak RSS | {:.1} MiB |", peak_kib as f64 / 1024.0);
-    if let (Some(used), Some(free)) = (report.heap_in_use, report.heap_free) {
-        println!(
-            "| heap in use / free but kept | {:.1} / {:.1} MiB |",
-            used as f64 / 1048576.0,
-            free as f64 / 1048576.0
-        );
+/// The operator's resources over one run.
+struct Resources {
+    rss_mib: f64,
+    peak_mib: f64,
+    cpu_s: f64,
+    requests: Option<f64>,
+    heap_in_use_mib: Option<f64>,
+    heap_free_mib: Option<f64>,
+}
+
+impl Resources {
+    fn of(op: Operator, bench: &Bench) -> Self {
+        let ((rss, cpu_s), peak) = op.footprint();
+        let report = op.stop();
+        let mib = |b: Option<u64>| {
+            b.filter(|_| bench.operator.heap_figures)
+                .map(|b| b as f64 / 1048576.0)
+        };
+        Self {
+            rss_mib: rss as f64 / 1024.0,
+            peak_mib: peak as f64 / 1024.0,
+            cpu_s,
+            requests: report.requests.map(|r| r as f64),
+            heap_in_use_mib: mib(report.heap_in_use),
+            heap_free_mib: mib(report.heap_free),
+        }
     }
-    println!("| CPU time | {cpu:.2} s |");
-    if let Some(r) = report.requests {
-        println!(
-            "| API requests | {r} ({:.2} per node operation) |",
-            r as f64 / node_operations as f64
-        );
+}
+
+/// The operator's resource rows of a footprint table, over the runs.
+fn resource_rows(runs: &[Resources], node_operations: usize, bench: &Bench) {
+    let each = |f: &dyn Fn(&Resources) -> Option<f64>| runs.iter().map(f).collect::<Vec<_>>();
+    row("RSS at the end, MiB", &each(&|r| Some(r.rss_mib)), 1);
+    row("peak RSS, MiB", &each(&|r| Some(r.peak_mib)), 1);
+    if bench.operator.heap_figures {
+        row("heap in use, MiB", &each(&|r| r.heap_in_use_mib), 1);
+        row("heap free but kept, MiB", &each(&|r| r.heap_free_mib), 1);
     }
+    row("CPU time, s", &each(&|r| Some(r.cpu_s)), 2);
+    row("API requests", &each(&|r| r.requests), 0);
+    row(
+        "API requests per node operation",
+        &each(&|r| r.requests.map(|n| n / node_operations as f64)),
+        2,
+    );
+}
+
+/// The header of a table of figures over runs.
+fn table(what: &str, runs: usize) {
+    println!();
+    println!("| {what}, {runs} runs | median | min–max | each run |");
+    println!("|---|---|---|---|");
+}
+
+/// One figure over the runs: its median, its spread and each run's value (none: the run
+/// timed out, or had nothing to measure).
+fn row(label: &str, values: &[Option<f64>], decimals: usize) {
+    let mut got: Vec<f64> = values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    got.sort_by(f64::total_cmp);
+    let each = values
+        .iter()
+        .map(|v| match v {
+            Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+            _ => "none".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let n = got.len();
+    if n == 0 {
+        println!("| {label} | none | none | {each} |");
+        return;
+    }
+    let median = if n % 2 == 1 {
+        got[n / 2]
+    } else {
+        (got[n / 2 - 1] + got[n / 2]) / 2.0
+    };
+    let of = if n < values.len() {
+        format!(" ({n} of {} runs)", values.len())
+    } else {
+        String::new()
+    };
+    println!(
+        "| {label} | {median:.decimals$}{of} | {:.decimals$}–{:.decimals$} | {each} |",
+        got[0],
+        got[n - 1]
+    );
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -209,37 +488,64 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Records, for every object a watch reports, when it was first seen.
-fn first_seen<K>(
-    api: Api<K>,
-) -> (
-    Arc<Mutex<BTreeMap<String, jiff::Timestamp>>>,
-    tokio::task::JoinHandle<()>,
-)
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    let out = seen.clone();
-    let handle = tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(obj)) = stream.next().await {
-            let now = jiff::Timestamp::now();
-            out.lock()
-                .expect("lock")
-                .entry(obj.name_any())
-                .or_insert(now);
-        }
-    });
-    (seen, handle)
+/// When a watch first saw each object, and how often the watch failed (it goes on after a
+/// failure: a re-list reports objects again, and the first sighting is kept).
+struct FirstSeen {
+    seen: Arc<Mutex<BTreeMap<String, jiff::Timestamp>>>,
+    errors: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FirstSeen {
+    fn watch<K>(api: Api<K>) -> Self
+    where
+        K: kube::Resource
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let errors = Arc::new(AtomicUsize::new(0));
+        let (out, failed) = (seen.clone(), errors.clone());
+        // The server ends each watch within WATCH_TIMEOUT_S, before the client's read
+        // timeout could fail an idle one (a schedule's children come a minute after the
+        // watch starts); the watcher then resumes from where it was.
+        let config = watcher::Config::default().timeout(WATCH_TIMEOUT_S);
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, config)
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(item) = stream.next().await {
+                let now = jiff::Timestamp::now();
+                match item {
+                    Ok(obj) => {
+                        out.lock()
+                            .expect("lock")
+                            .entry(obj.name_any())
+                            .or_insert(now);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Self { seen, errors, task }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, jiff::Timestamp>> {
+        self.seen.lock().expect("lock")
+    }
+
+    /// Stops the watch; how often it failed.
+    fn stop(&self) -> usize {
+        self.task.abort();
+        self.errors.load(Ordering::Relaxed)
+    }
 }
 
 /// Lags in ms of the children of `slot_minutes` among `seen` (named `<parent>-<minutes>`).
@@ -255,10 +561,18 @@ fn lags(seen: &BTreeMap<String, jiff::Timestamp>, slot_minutes: i64) -> Vec<f64>
     out
 }
 
-async fn schedules(client: &Client, kubeconfig: &str) {
-    let ns = format!("bench-sched-{}", std::process::id());
+/// One run of the schedule part.
+struct ScheduleRun {
+    invoker: Vec<f64>,
+    cronjob: Vec<f64>,
+    resources: Resources,
+}
+
+async fn schedules_once(bench: &Bench, run: usize) -> ScheduleRun {
+    let client = &bench.client;
+    let ns = format!("bench-sched-{}-{run}", std::process::id());
     namespace(client, &ns).await;
-    let op = Operator::start(kubeconfig, &ns);
+    let op = Operator::start(bench, &ns);
     let pp = PatchParams::apply("nodeops-bench").force();
     let commands: Api<nodeops::api::Command> = Api::namespaced(client.clone(), &ns);
     commands
@@ -272,8 +586,8 @@ async fn schedules(client: &Client, kubeconfig: &str) {
         )
         .await
         .expect("command");
-    let (acmd_seen, w1) = first_seen(Api::<AsyncCommand>::namespaced(client.clone(), &ns));
-    let (job_seen, w2) = first_seen(Api::<Job>::namespaced(client.clone(), &ns));
+    let acmd_seen = FirstSeen::watch(Api::<AsyncCommand>::namespaced(client.clone(), &ns));
+    let job_seen = FirstSeen::watch(Api::<Job>::namespaced(client.clone(), &ns));
     // Create everything well before a minute boundary.
     let now = jiff::Timestamp::now();
     if now.as_second() % 60 > 40 {
@@ -307,63 +621,124 @@ async fn schedules(client: &Client, kubeconfig: &str) {
     }
     let created = jiff::Timestamp::now();
     let slot_minutes = created.as_second().div_euclid(60) + 1;
-    println!(
-        "schedules: {INVOKERS} Invokers and {INVOKERS} CronJobs on \"* * * * *\", measuring the slot at minute {slot_minutes}"
-    );
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
-        let a = lags(&acmd_seen.lock().expect("lock"), slot_minutes).len();
-        let j = lags(&job_seen.lock().expect("lock"), slot_minutes).len();
+        let a = lags(&acmd_seen.seen(), slot_minutes).len();
+        let j = lags(&job_seen.seen(), slot_minutes).len();
         if (a >= INVOKERS && j >= INVOKERS) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let a = lags(&acmd_seen.lock().expect("lock"), slot_minutes);
-    let j = lags(&job_seen.lock().expect("lock"), slot_minutes);
-    w1.abort();
-    w2.abort();
-    let ((rss, cpu), _) = op.footprint();
-    let report = op.stop();
-    println!();
-    println!("| schedule lag (slot -> child seen) | children | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|");
-    for (what, l) in [
-        ("nodeops Invoker -> AsyncCommand", &a),
-        ("Kubernetes CronJob -> Job", &j),
-    ] {
-        println!(
-            "| {what} | {} | {:.0} | {:.0} | {:.0} |",
-            l.len(),
-            percentile(l, 50.0),
-            percentile(l, 99.0),
-            l.last().copied().unwrap_or(f64::NAN)
-        );
-    }
+    let invoker = lags(&acmd_seen.seen(), slot_minutes);
+    let cronjob = lags(&job_seen.seen(), slot_minutes);
+    let watch_failures = acmd_seen.stop() + job_seen.stop();
+    let resources = Resources::of(op, bench);
     println!(
-        "ratio Invoker/CronJob: p50 {:.2}, p99 {:.2}; operator RSS {:.1} MiB, CPU {:.2}s, API requests {}",
-        percentile(&a, 50.0) / percentile(&j, 50.0),
-        percentile(&a, 99.0) / percentile(&j, 99.0),
-        rss as f64 / 1024.0,
-        cpu,
-        report
-            .requests
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "?".into())
+        "schedules run {run}/{}: slot at minute {slot_minutes}; Invoker p50 {:.0} ms, p99 {:.0} ms ({} children); CronJob p50 {:.0} ms, p99 {:.0} ms ({} children); watch failures {watch_failures}",
+        bench.runs,
+        percentile(&invoker, 50.0),
+        percentile(&invoker, 99.0),
+        invoker.len(),
+        percentile(&cronjob, 50.0),
+        percentile(&cronjob, 99.0),
+        cronjob.len(),
     );
-    drop_namespace(client, &ns).await;
+    drop_namespace_and_wait(client, &ns).await;
+    ScheduleRun {
+        invoker,
+        cronjob,
+        resources,
+    }
 }
 
-async fn fan_out(client: &Client, kubeconfig: &str) {
-    let total = FAN_OUT_COMMANDS * NODES_PER_COMMAND;
-    // The raw limit: a minimal client loop creating the same Jobs, one at a time per
-    // worker, with the operator's concurrency (kube-rs' default client, no extra QPS).
-    let ns_raw = format!("bench-raw-{}", std::process::id());
-    namespace(client, &ns_raw).await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns_raw);
+async fn schedules(bench: &Bench) {
+    println!();
+    println!(
+        "schedules: {INVOKERS} Invokers and {INVOKERS} CronJobs on \"* * * * *\" in one namespace, the same slot measured for both; a fresh namespace and operator each run"
+    );
+    let mut runs = Vec::new();
+    for run in 1..=bench.runs {
+        runs.push(schedules_once(bench, run).await);
+    }
+    let each = |f: &dyn Fn(&ScheduleRun) -> f64| {
+        runs.iter()
+            .map(|r| Some(f(r)).filter(|v| v.is_finite()))
+            .collect::<Vec<_>>()
+    };
+    let max = |l: &[f64]| l.last().copied().unwrap_or(f64::NAN);
+    table("schedule lag (slot -> child seen)", bench.runs);
+    row(
+        "nodeops Invoker -> AsyncCommand: children seen",
+        &each(&|r| r.invoker.len() as f64),
+        0,
+    );
+    row(
+        "nodeops Invoker -> AsyncCommand: p50 ms",
+        &each(&|r| percentile(&r.invoker, 50.0)),
+        0,
+    );
+    row(
+        "nodeops Invoker -> AsyncCommand: p99 ms",
+        &each(&|r| percentile(&r.invoker, 99.0)),
+        0,
+    );
+    row(
+        "nodeops Invoker -> AsyncCommand: max ms",
+        &each(&|r| max(&r.invoker)),
+        0,
+    );
+    row(
+        "Kubernetes CronJob -> Job: children seen",
+        &each(&|r| r.cronjob.len() as f64),
+        0,
+    );
+    row(
+        "Kubernetes CronJob -> Job: p50 ms",
+        &each(&|r| percentile(&r.cronjob, 50.0)),
+        0,
+    );
+    row(
+        "Kubernetes CronJob -> Job: p99 ms",
+        &each(&|r| percentile(&r.cronjob, 99.0)),
+        0,
+    );
+    row(
+        "Kubernetes CronJob -> Job: max ms",
+        &each(&|r| max(&r.cronjob)),
+        0,
+    );
+    row(
+        "ratio Invoker/CronJob p50 (per run)",
+        &each(&|r| percentile(&r.invoker, 50.0) / percentile(&r.cronjob, 50.0)),
+        2,
+    );
+    row(
+        "ratio Invoker/CronJob p99 (per run)",
+        &each(&|r| percentile(&r.invoker, 99.0) / percentile(&r.cronjob, 99.0)),
+        2,
+    );
+    row(
+        "operator RSS during the run, MiB",
+        &each(&|r| r.resources.rss_mib),
+        1,
+    );
+    row(
+        "operator peak RSS, MiB",
+        &each(&|r| r.resources.peak_mib),
+        1,
+    );
+    row("operator CPU time, s", &each(&|r| r.resources.cpu_s), 2);
+}
+
+/// A minimal client loop creating `total` Jobs in a namespace of its own with `in_flight`
+/// requests at once (kube-rs' default client, no QPS limit); the time to create them all.
+async fn raw_loop(client: &Client, name: &str, in_flight: usize, total: usize) -> Duration {
+    namespace(client, name).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), name);
     let start = Instant::now();
     futures::stream::iter(0..total)
-        .for_each_concurrent(FAN_OUT_COMMANDS, |i| {
+        .for_each_concurrent(in_flight, |i| {
             let jobs = jobs.clone();
             async move {
                 let job: Job = serde_json::from_value(json!({
@@ -377,13 +752,43 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
             }
         })
         .await;
-    let raw_created = start.elapsed();
-    drop_namespace_and_wait(client, &ns_raw).await;
+    let created = start.elapsed();
+    drop_namespace_and_wait(client, name).await;
+    created
+}
 
-    let ns = format!("bench-fan-{}", std::process::id());
+/// One run of the fan-out part: the two raw loops, then nodeops, each in a fresh namespace.
+struct FanOutRun {
+    raw_same: Duration,
+    raw_earlier: Duration,
+    created: Option<Duration>,
+    all_final: Option<Duration>,
+    resources: Resources,
+}
+
+async fn fan_out_once(bench: &Bench, budget: &Budget, run: usize) -> FanOutRun {
+    let client = &bench.client;
+    let total = FAN_OUT_COMMANDS * NODES_PER_COMMAND;
+    let pid = std::process::id();
+    let raw_same = raw_loop(
+        client,
+        &format!("bench-raw{}-{pid}-{run}", budget.job_creations),
+        budget.job_creations,
+        total,
+    )
+    .await;
+    let raw_earlier = raw_loop(
+        client,
+        &format!("bench-raw{EARLIER_RAW_IN_FLIGHT}-{pid}-{run}"),
+        EARLIER_RAW_IN_FLIGHT,
+        total,
+    )
+    .await;
+
+    let ns = format!("bench-fan-{pid}-{run}");
     namespace(client, &ns).await;
-    let op = Operator::start(kubeconfig, &ns);
-    let (job_seen, w) = first_seen(Api::<Job>::namespaced(client.clone(), &ns));
+    let op = Operator::start(bench, &ns);
+    let job_seen = FirstSeen::watch(Api::<Job>::namespaced(client.clone(), &ns));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let api: Api<AsyncCommand> = Api::namespaced(client.clone(), &ns);
     let pp = PatchParams::apply("nodeops-bench").force();
@@ -397,12 +802,12 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
             .await
             .expect("apply");
     }
-    let mut all_jobs = None;
+    let mut created = None;
     let mut all_final = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     while Instant::now() < deadline && all_final.is_none() {
-        if all_jobs.is_none() && job_seen.lock().expect("lock").len() >= total {
-            all_jobs = Some(start.elapsed());
+        if created.is_none() && job_seen.seen().len() >= total {
+            created = Some(start.elapsed());
         }
         let list = api.list(&ListParams::default()).await.expect("list");
         if list.items.len() == FAN_OUT_COMMANDS
@@ -413,58 +818,133 @@ async fn fan_out(client: &Client, kubeconfig: &str) {
             })
         {
             all_final = Some(start.elapsed());
-            if all_jobs.is_none() {
-                all_jobs = all_final;
+            if created.is_none() {
+                created = all_final;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    w.abort();
-    let (usage, peak) = op.footprint();
+    let watch_failures = job_seen.stop();
+    let resources = Resources::of(op, bench);
     let secs = |d: Option<Duration>| {
-        d.map(|d| format!("{:.1}", d.as_secs_f64()))
+        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
             .unwrap_or_else(|| "timeout".into())
     };
-    let rate = |d: Duration| total as f64 / d.as_secs_f64();
-    println!();
     println!(
-        "| fan-out of {total} node runs ({FAN_OUT_COMMANDS} AsyncCommands x {NODES_PER_COMMAND} nodes) | seconds | Jobs/s |"
+        "fan-out run {run}/{}: raw loop {} in flight {:.1} s, {EARLIER_RAW_IN_FLIGHT} in flight {:.1} s; nodeops every Job created {}, every status entry final {}; watch failures {watch_failures}",
+        bench.runs,
+        budget.job_creations,
+        raw_same.as_secs_f64(),
+        raw_earlier.as_secs_f64(),
+        secs(created),
+        secs(all_final),
     );
-    println!("|---|---|---|");
-    println!(
-        "| raw client loop: {total} Jobs created | {:.1} | {:.0} |",
-        raw_created.as_secs_f64(),
-        rate(raw_created)
-    );
-    if let Some(d) = all_jobs {
-        println!(
-            "| nodeops: apply -> every Job created | {} | {:.0} |",
-            secs(all_jobs),
-            rate(d)
-        );
-        println!(
-            "| nodeops: apply -> every status entry final | {} | |",
-            secs(all_final)
-        );
-        println!(
-            "ratio nodeops/raw Job creation rate: {:.2}",
-            rate(d) / rate(raw_created)
-        );
-    }
-    let report = op.stop();
-    println!();
-    println!("| operator footprint, 1000 nodes cached, {total} node runs | value |");
-    println!("|---|---|");
-    print_resources(usage, peak, &report, total);
     drop_namespace_and_wait(client, &ns).await;
+    FanOutRun {
+        raw_same,
+        raw_earlier,
+        created,
+        all_final,
+        resources,
+    }
+}
+
+async fn fan_out(bench: &Bench) {
+    let total = FAN_OUT_COMMANDS * NODES_PER_COMMAND;
+    let budget = Budget::of_the_operator();
+    println!();
+    println!(
+        "fan-out: {FAN_OUT_COMMANDS} AsyncCommands x {NODES_PER_COMMAND} nodes against a raw client loop creating the same {total} Jobs; each run: raw loop ({} in flight), raw loop ({EARLIER_RAW_IN_FLIGHT} in flight), nodeops, each in a fresh namespace deleted before the next",
+        budget.job_creations
+    );
+    println!(
+        "in-flight budget: the operator's client lets {} requests of every verb await their response at once (REQUESTS_IN_FLIGHT, src/operator/mod.rs) and a reconcile creates at most {} Jobs at once (CREATE_PARALLELISM, src/controller/shell/execute.rs): {FAN_OUT_COMMANDS} AsyncCommands have min({}, {FAN_OUT_COMMANDS} x {}) = {} Job creations in flight at most, shared with their other requests",
+        budget.client,
+        budget.per_reconcile,
+        budget.client,
+        budget.per_reconcile,
+        budget.job_creations
+    );
+    let mut runs = Vec::new();
+    for run in 1..=bench.runs {
+        runs.push(fan_out_once(bench, &budget, run).await);
+    }
+    let rate = |d: Duration| total as f64 / d.as_secs_f64();
+    let each = |f: &dyn Fn(&FanOutRun) -> Option<f64>| runs.iter().map(f).collect::<Vec<_>>();
+    let b = budget.job_creations;
+    let e = EARLIER_RAW_IN_FLIGHT;
+    table(
+        &format!(
+            "fan-out of {total} node runs ({FAN_OUT_COMMANDS} AsyncCommands x {NODES_PER_COMMAND} nodes)"
+        ),
+        bench.runs,
+    );
+    row(
+        &format!("raw client loop, {b} requests in flight: {total} Jobs created, s"),
+        &each(&|r| Some(r.raw_same.as_secs_f64())),
+        1,
+    );
+    row(
+        &format!("raw client loop, {b} requests in flight: Jobs/s"),
+        &each(&|r| Some(rate(r.raw_same))),
+        0,
+    );
+    row(
+        &format!("raw client loop, {e} requests in flight: {total} Jobs created, s"),
+        &each(&|r| Some(r.raw_earlier.as_secs_f64())),
+        1,
+    );
+    row(
+        &format!("raw client loop, {e} requests in flight: Jobs/s"),
+        &each(&|r| Some(rate(r.raw_earlier))),
+        0,
+    );
+    row(
+        &format!("nodeops, at most {b} requests in flight: apply -> every Job created, s"),
+        &each(&|r| r.created.map(|d| d.as_secs_f64())),
+        1,
+    );
+    row(
+        &format!("nodeops, at most {b} requests in flight: Jobs/s"),
+        &each(&|r| r.created.map(rate)),
+        0,
+    );
+    row(
+        "nodeops: apply -> every status entry final, s",
+        &each(&|r| r.all_final.map(|d| d.as_secs_f64())),
+        1,
+    );
+    row(
+        &format!("ratio nodeops/raw Job creation rate, both {b} in flight (per run)"),
+        &each(&|r| r.created.map(|d| rate(d) / rate(r.raw_same))),
+        2,
+    );
+    row(
+        &format!("ratio nodeops/raw Job creation rate, raw loop {e} in flight (per run)"),
+        &each(&|r| r.created.map(|d| rate(d) / rate(r.raw_earlier))),
+        2,
+    );
+    let resources: Vec<Resources> = runs.into_iter().map(|r| r.resources).collect();
+    table(
+        &format!("operator footprint, 1000 nodes cached, {total} node runs"),
+        bench.runs,
+    );
+    resource_rows(&resources, total, bench);
+}
+
+/// One run of the footprint part.
+struct FootprintRun {
+    applied: Duration,
+    done: Option<Duration>,
+    resources: Resources,
 }
 
 /// 1000 AsyncCommands of one node each: the operator with 1000 nodes and 1000 objects.
-async fn footprint(client: &Client, kubeconfig: &str) {
-    let objects = 1000;
-    let ns = format!("bench-objects-{}", std::process::id());
+async fn footprint_once(bench: &Bench, objects: usize, run: usize) -> FootprintRun {
+    let client = &bench.client;
+    let ns = format!("bench-objects-{}-{run}", std::process::id());
     namespace(client, &ns).await;
-    let op = Operator::start(kubeconfig, &ns);
+    let op = Operator::start(bench, &ns);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let api: Api<AsyncCommand> = Api::namespaced(client.clone(), &ns);
     let start = Instant::now();
@@ -503,37 +983,112 @@ async fn footprint(client: &Client, kubeconfig: &str) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (usage, peak) = op.footprint();
-    let report = op.stop();
-    println!();
-    println!("| operator with 1000 nodes and {objects} AsyncCommands of 1 node | value |");
-    println!("|---|---|");
-    println!("| all applied | {:.1} s |", applied.as_secs_f64());
+    let resources = Resources::of(op, bench);
     println!(
-        "| all final | {} |",
+        "footprint run {run}/{}: all applied {:.1} s, all final {}, peak RSS {:.1} MiB",
+        bench.runs,
+        applied.as_secs_f64(),
         done.map(|d| format!("{:.1} s", d.as_secs_f64()))
-            .unwrap_or_else(|| "timeout".into())
+            .unwrap_or_else(|| "timeout".into()),
+        resources.peak_mib
     );
-    print_resources(usage, peak, &report, objects);
     drop_namespace_and_wait(client, &ns).await;
+    FootprintRun {
+        applied,
+        done,
+        resources,
+    }
+}
+
+async fn footprint(bench: &Bench) {
+    let objects = 1000;
+    println!();
+    println!(
+        "footprint: {objects} AsyncCommands of 1 node each, created 10 at a time; a fresh namespace and operator each run"
+    );
+    let mut runs = Vec::new();
+    for run in 1..=bench.runs {
+        runs.push(footprint_once(bench, objects, run).await);
+    }
+    table(
+        &format!("operator with 1000 nodes and {objects} AsyncCommands of 1 node"),
+        bench.runs,
+    );
+    row(
+        "all applied, s",
+        &runs
+            .iter()
+            .map(|r| Some(r.applied.as_secs_f64()))
+            .collect::<Vec<_>>(),
+        1,
+    );
+    row(
+        "all final, s",
+        &runs
+            .iter()
+            .map(|r| r.done.map(|d| d.as_secs_f64()))
+            .collect::<Vec<_>>(),
+        1,
+    );
+    let resources: Vec<Resources> = runs.into_iter().map(|r| r.resources).collect();
+    resource_rows(&resources, objects, bench);
 }
 
 #[tokio::main]
 async fn main() {
     let kubeconfig = std::env::var("NODEOPS_TEST_KUBECONFIG")
         .unwrap_or_else(|_| format!("{}/.local-cluster/kubeconfig", env!("CARGO_MANIFEST_DIR")));
-    let client = client(&kubeconfig).await;
+    let runs = std::env::var("NODEOPS_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n >= 1)
+        .unwrap_or(3);
+    let bench = Bench {
+        client: client(&kubeconfig).await,
+        kubeconfig,
+        operator: Binary::from_env(),
+        runs,
+    };
     let which = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .unwrap_or_else(|| "all".into());
-    if which == "all" || which == "footprint" {
-        footprint(&client, &kubeconfig).await;
+    let nodes = Api::<Node>::all(bench.client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items
+        .len();
+    println!(
+        "nodeops bench: {which}, {runs} runs per figure, {nodes} nodes, kubeconfig {}",
+        bench.kubeconfig
+    );
+    println!();
+    bench.operator.print();
+    let part = |name: &str| which == "all" || which == name;
+    let mut took = Vec::new();
+    if part("footprint") {
+        let start = Instant::now();
+        footprint(&bench).await;
+        took.push(format!("footprint {:.0} s", start.elapsed().as_secs_f64()));
     }
-    if which == "all" || which == "fanout" {
-        fan_out(&client, &kubeconfig).await;
+    if part("fanout") {
+        let start = Instant::now();
+        fan_out(&bench).await;
+        took.push(format!("fan-out {:.0} s", start.elapsed().as_secs_f64()));
     }
-    if which == "all" || which == "schedules" {
-        schedules(&client, &kubeconfig).await;
+    if part("schedules") {
+        let start = Instant::now();
+        schedules(&bench).await;
+        took.push(format!("schedules {:.0} s", start.elapsed().as_secs_f64()));
+    }
+    println!();
+    println!("parts took: {}", took.join(", "));
+    // A rebuild during the run would have benched two binaries: say so.
+    if sha256_of(&bench.operator.path) != bench.operator.sha256 {
+        println!(
+            "WARNING: {} changed during the run: the runs did not all bench the binary above",
+            bench.operator.path.display()
+        );
     }
 }
