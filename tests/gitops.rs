@@ -378,13 +378,7 @@ fn kstatus(objects: &[Value]) -> Vec<(String, String)> {
 /// says then, and the object it judged.
 async fn settled<K>(api: &Api<K>, manifest: Value) -> ((String, String), Value)
 where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Send
-        + 'static,
+    K: support::Watched + serde::Serialize,
 {
     let kind = manifest["kind"].as_str().expect("kind").to_string();
     let name = manifest["metadata"]["name"]
@@ -399,13 +393,7 @@ where
 /// object it judged.
 async fn judged<K>(api: &Api<K>, kind: &str, name: &str) -> ((String, String), Value)
 where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Send
-        + 'static,
+    K: support::Watched + serde::Serialize,
 {
     let script = checks()
         .into_iter()

@@ -37,7 +37,7 @@ async fn hundred_maximal_outputs_fit_and_are_marked_truncated() {
     }
     let message = serde_json::to_string(&report).expect("json");
     assert!(message.len() <= 4096);
-    let nodes: Vec<String> = (1..=100).map(|i| format!("node-{i:04}")).collect();
+    let nodes = support::node_names(1..=100);
     let api: Api<AsyncCommand> = ns.api();
     apply(
         &api,
@@ -120,7 +120,7 @@ async fn hostile_outputs_at_the_maximum_size_come_back_byte_for_byte() {
     let report: RunReport = serde_json::from_str(&message).expect("the runner's report");
     assert!(report.truncated);
 
-    let nodes: Vec<String> = (1..=100).map(|i| format!("node-{i:04}")).collect();
+    let nodes = support::node_names(1..=100);
     let api: Api<AsyncCommand> = ns.api();
     // A Pod annotation holds the hostile text too: it reaches the Jobs the operator applies.
     let obj: AsyncCommand = serde_json::from_value(manifest::<AsyncCommand>(

@@ -332,18 +332,36 @@ where
     }
 }
 
-/// Waits until no object of `K` matches `selector`, from a reflector of them (the list
-/// that starts it, then its watch): the positive evidence is the watch's own view of the
-/// set becoming empty. A watch that breaks fails the wait.
-pub async fn wait_until_none<K>(api: &Api<K>, selector: &str, timeout: Duration)
-where
+/// A kind the watch helpers can watch: a static Kubernetes type whose objects move between
+/// tasks.
+pub trait Watched:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
+{
+}
+
+/// Waits until no object of `K` matches `selector`, from a reflector of them (the list
+/// that starts it, then its watch): the positive evidence is the watch's own view of the
+/// set becoming empty. A watch that breaks fails the wait.
+pub async fn wait_until_none<K>(api: &Api<K>, selector: &str, timeout: Duration)
+where
+    K: Watched,
 {
     let config = kube::runtime::watcher::Config::default().labels(selector);
     wait_until_empty(api, config, selector, timeout).await;
@@ -353,13 +371,7 @@ where
 /// selects the name).
 pub async fn wait_until_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let selector = format!("metadata.name={name}");
     let config = kube::runtime::watcher::Config::default().fields(&selector);
@@ -372,13 +384,7 @@ async fn wait_until_empty<K>(
     selector: &str,
     timeout: Duration,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     use futures::StreamExt;
     use kube::runtime::{reflector, watcher};
