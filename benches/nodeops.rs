@@ -8,6 +8,10 @@
 //!    beside it, with the 10 in flight of the earlier baseline).
 //! 3. Schedules: 100 Invokers and 100 CronJobs on the same every-minute schedule; the lag
 //!    from the scheduled time to the child (AsyncCommand / Job) being seen by a watch.
+//! 4. Upgrade (only when asked: `hack/bench.sh upgrade`, it takes long at thousands of
+//!    nodes): an AgentUpgradeJob over every node at maxConcurrency 10%, beside Kubernetes'
+//!    own DaemonSet controller rolling the same number of pods at maxUnavailable 10%; time
+//!    to finish, peak in flight from a watch, and the largest object each wrote.
 //!
 //! Every measurement is repeated (`NODEOPS_BENCH_RUNS`, default 3), each run with its own
 //! baseline, so every ratio is computed within a run; the tables give each figure's median,
@@ -25,13 +29,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
-use nodeops::api::AsyncCommand;
+use nodeops::api::agent_upgrade_job::AgentUpgradeJob;
+use nodeops::api::{AgentInvocation, AsyncCommand, NodeAgent};
 use serde_json::json;
 use sha2::Digest;
 
@@ -1077,6 +1083,12 @@ async fn main() {
         fan_out(&bench).await;
         took.push(format!("fan-out {:.0} s", start.elapsed().as_secs_f64()));
     }
+    // Not part of "all": minutes at 1000 nodes, far more at 5000.
+    if which == "upgrade" {
+        let start = Instant::now();
+        upgrade(&bench, nodes).await;
+        took.push(format!("upgrade {:.0} s", start.elapsed().as_secs_f64()));
+    }
     if part("schedules") {
         let start = Instant::now();
         schedules(&bench).await;
@@ -1091,4 +1103,346 @@ async fn main() {
             bench.operator.path.display()
         );
     }
+}
+
+/// How long the upgrade part waits for one rollout.
+const UPGRADE_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// Labels every node with `key=value`, `in_flight` patches at a time.
+async fn label_all(client: &Client, nodes: &[String], key: &str, value: Option<&str>) {
+    let api: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(nodes.iter().cloned())
+        .for_each_concurrent(96, |n| {
+            let api = api.clone();
+            async move {
+                let patch = json!({"metadata": {"labels": {key: value}}});
+                api.patch(&n, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("label node");
+            }
+        })
+        .await;
+}
+
+/// Polls `check` every 2 s until it is true or `deadline` passes; how long it took.
+async fn until<F, Fut>(deadline: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    None
+}
+
+/// Size in bytes of an object as the API server returns it, managed fields included.
+fn size_of<K: serde::Serialize>(obj: &K) -> usize {
+    serde_json::to_vec(obj).map(|v| v.len()).unwrap_or(0)
+}
+
+/// One run of the upgrade part.
+struct UpgradeRun {
+    daemonset: Option<Duration>,
+    nodeops: Option<Duration>,
+    peak_in_flight: usize,
+    largest: Vec<(String, usize)>,
+    resources: Resources,
+}
+
+/// Kubernetes' own DaemonSet controller: a DaemonSet on every node rolled from one image to
+/// another at maxUnavailable `unavailable`; the time from the change to every pod updated
+/// and available.
+async fn daemonset_rollout(
+    client: &Client,
+    ns: &str,
+    total: usize,
+    unavailable: &str,
+) -> Option<Duration> {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let ds = |image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "limit"},
+            "spec": {"selector": {"matchLabels": {"app": "limit"}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": unavailable}},
+                "template": {"metadata": {"labels": {"app": "limit"}},
+                    "spec": {"tolerations": [{"operator": "Exists"}],
+                        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "type", "operator": "In", "values": ["kwok"]}]}]}}},
+                        "containers": [{"name": "agent", "image": image}]}}}})
+    };
+    let pp = PatchParams::apply("nodeops-bench").force();
+    api.patch(
+        "limit",
+        &pp,
+        &Patch::Apply(ds("registry.example.com/telescope:1.0.0")),
+    )
+    .await
+    .expect("daemonset");
+    let settled = |generation: i64| {
+        let api = api.clone();
+        async move {
+            let d = api.get("limit").await.expect("daemonset");
+            let s = d.status.unwrap_or_default();
+            s.observed_generation == Some(generation)
+                && s.desired_number_scheduled as usize == total
+                && s.updated_number_scheduled.unwrap_or(0) as usize == total
+                && s.number_available.unwrap_or(0) as usize == total
+        }
+    };
+    until(UPGRADE_DEADLINE, || settled(1)).await?;
+    api.patch(
+        "limit",
+        &pp,
+        &Patch::Apply(ds("registry.example.com/telescope:2.0.0")),
+    )
+    .await
+    .expect("daemonset");
+    until(UPGRADE_DEADLINE, || settled(2)).await
+}
+
+async fn upgrade_once(bench: &Bench, nodes: &[String], run: usize) -> UpgradeRun {
+    let client = &bench.client;
+    let total = nodes.len();
+    let pid = std::process::id();
+    let limit_ns = format!("bench-ds-{pid}-{run}");
+    namespace(client, &limit_ns).await;
+    let daemonset = daemonset_rollout(client, &limit_ns, total, "10%").await;
+    drop_namespace_and_wait(client, &limit_ns).await;
+
+    let ns = format!("bench-up-{pid}-{run}");
+    namespace(client, &ns).await;
+    let op = Operator::start(bench, &ns);
+    // The agent at 1.0.0 on every node: its label set directly (what an Install leaves),
+    // its DaemonSet's pods Ready on all.
+    let agent = format!("bench-{pid}-{run}");
+    let key = nodeops::keys::agent_node_label(&agent);
+    let agents: Api<NodeAgent> = Api::all(client.clone());
+    let pp = PatchParams::apply("nodeops-bench").force();
+    agents
+        .patch(&agent, &pp, &Patch::Apply(json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "NodeAgent",
+            "metadata": {"name": agent}, "spec": {"namespace": ns, "mode": "DaemonSet",
+            "image": "registry.example.com/telescope", "basicVersion": "1.0.0", "readyTimeoutSeconds": 600}})))
+        .await
+        .expect("agent");
+    label_all(client, nodes, &key, Some("1.0.0")).await;
+    let ready_at = |version: &'static str| {
+        let agents = agents.clone();
+        let agent = agent.clone();
+        async move {
+            agents
+                .get(&agent)
+                .await
+                .ok()
+                .and_then(|a| a.status)
+                .is_some_and(|s| {
+                    s.versions.iter().any(|v| {
+                        v.version == version
+                            && v.nodes as usize == total
+                            && v.ready as usize == total
+                    })
+                })
+        }
+    };
+    let installed = until(UPGRADE_DEADLINE, || ready_at("1.0.0")).await;
+    println!(
+        "upgrade run {run}/{}: agent at 1.0.0 Ready on {total} nodes in {}",
+        bench.runs,
+        installed.map_or("timeout".into(), |d| format!("{:.0} s", d.as_secs_f64()))
+    );
+
+    // Peak in flight from a watch of every child: created and not final.
+    let children: Api<AgentInvocation> = Api::namespaced(client.clone(), &ns);
+    let peak = Arc::new(AtomicUsize::new(0));
+    let watch_failed = Arc::new(AtomicUsize::new(0));
+    let (seen_peak, failed) = (peak.clone(), watch_failed.clone());
+    let watch = tokio::spawn(async move {
+        let mut in_flight = std::collections::BTreeSet::new();
+        let mut done = std::collections::BTreeSet::new();
+        let mut stream = watcher(
+            children,
+            watcher::Config::default().timeout(WATCH_TIMEOUT_S),
+        )
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+        while let Some(item) = stream.next().await {
+            let Ok(inv) = item else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let name = inv.name_any();
+            let finished = inv
+                .status
+                .as_ref()
+                .and_then(|s| s.invocations.first())
+                .is_some_and(|e| e.phase.is_final());
+            if finished {
+                in_flight.remove(&name);
+                done.insert(name);
+            } else if !done.contains(&name) {
+                in_flight.insert(name);
+            }
+            seen_peak.fetch_max(in_flight.len(), Ordering::Relaxed);
+        }
+    });
+    let jobs: Api<AgentUpgradeJob> = Api::namespaced(client.clone(), &ns);
+    jobs.patch("fleet", &pp, &Patch::Apply(json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AgentUpgradeJob",
+        "metadata": {"name": "fleet"}, "spec": {"agent": agent, "targetVersion": "2.0.0", "maxConcurrency": "10%",
+        "nodeSelector": {"matchExpressions": [{"key": key, "operator": "Exists"}]}}})))
+        .await
+        .expect("upgrade job");
+    let finished = until(UPGRADE_DEADLINE, || {
+        let jobs = jobs.clone();
+        async move {
+            jobs.get("fleet")
+                .await
+                .ok()
+                .and_then(|j| j.status)
+                .is_some_and(|s| s.completed_at.is_some())
+        }
+    })
+    .await;
+    watch.abort();
+    let job = jobs.get("fleet").await.expect("job");
+    let s = job.status.clone().unwrap_or_default();
+    let upgraded = nodes_at(client, &key, "2.0.0").await;
+    println!(
+        "upgrade run {run}/{}: DaemonSet rollout {}; nodeops {} ({:?}, progress {}, {upgraded} nodes labelled 2.0.0), peak in flight {}, watch failures {}",
+        bench.runs,
+        daemonset.map_or("timeout".into(), |d| format!("{:.0} s", d.as_secs_f64())),
+        finished.map_or("timeout".into(), |d| format!("{:.0} s", d.as_secs_f64())),
+        s.status,
+        s.progress.as_deref().unwrap_or("-"),
+        peak.load(Ordering::Relaxed),
+        watch_failed.load(Ordering::Relaxed),
+    );
+    // The largest object of each kind nodeops wrote for it.
+    let mut largest = vec![("AgentUpgradeJob".to_string(), size_of(&job))];
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let plan = cms
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            nodeops::keys::ROLE_LABEL,
+            nodeops::keys::ROLE_PLAN
+        )))
+        .await
+        .expect("plan");
+    largest.push((
+        format!("plan ConfigMap (of {})", plan.items.len()),
+        plan.items.iter().map(size_of).max().unwrap_or(0),
+    ));
+    let kids: Api<AgentInvocation> = Api::namespaced(client.clone(), &ns);
+    let kids = kids.list(&ListParams::default()).await.expect("children");
+    largest.push((
+        format!("AgentInvocation (of {})", kids.items.len()),
+        kids.items.iter().map(size_of).max().unwrap_or(0),
+    ));
+    largest.push((
+        "NodeAgent".to_string(),
+        agents.get(&agent).await.map(|a| size_of(&a)).unwrap_or(0),
+    ));
+    for (what, bytes) in &largest {
+        println!(
+            "upgrade run {run}/{}: largest {what}: {bytes} bytes",
+            bench.runs
+        );
+        assert!(*bytes < 512 * 1024, "{what} is {bytes} bytes, over 512 KiB");
+    }
+    assert_eq!(upgraded, total, "every agent upgraded");
+    let resources = Resources::of(op, bench);
+    // The agent's labels go with it (its finalizer), then the namespace.
+    agents
+        .delete(&agent, &DeleteParams::default())
+        .await
+        .expect("delete agent");
+    until(UPGRADE_DEADLINE, || {
+        let agents = agents.clone();
+        let agent = agent.clone();
+        async move { agents.get_opt(&agent).await.ok().flatten().is_none() }
+    })
+    .await;
+    label_all(client, nodes, &key, None).await;
+    drop_namespace_and_wait(client, &ns).await;
+    UpgradeRun {
+        daemonset,
+        nodeops: finished,
+        peak_in_flight: peak.load(Ordering::Relaxed),
+        largest,
+        resources,
+    }
+}
+
+/// Nodes whose `key` label is `value`.
+async fn nodes_at(client: &Client, key: &str, value: &str) -> usize {
+    Api::<Node>::all(client.clone())
+        .list_metadata(&ListParams::default().labels(&format!("{key}={value}")))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+}
+
+async fn upgrade(bench: &Bench, _all: usize) {
+    let nodes: Vec<String> = Api::<Node>::all(bench.client.clone())
+        .list_metadata(&ListParams::default().labels("type=kwok"))
+        .await
+        .expect("nodes")
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    let total = nodes.len();
+    println!();
+    println!(
+        "upgrade: an AgentUpgradeJob over {total} nodes at maxConcurrency 10% ({}), beside a DaemonSet on the same nodes rolled by Kubernetes' own controller at maxUnavailable 10%; a fresh namespace and operator each run",
+        total.div_ceil(10)
+    );
+    let mut runs = Vec::new();
+    for run in 1..=bench.runs {
+        runs.push(upgrade_once(bench, &nodes, run).await);
+    }
+    let each = |f: &dyn Fn(&UpgradeRun) -> Option<f64>| runs.iter().map(f).collect::<Vec<_>>();
+    table(
+        &format!("upgrade of {total} agents, 10% at a time"),
+        bench.runs,
+    );
+    row(
+        "Kubernetes' DaemonSet controller: image change -> every pod updated and available, s",
+        &each(&|r| r.daemonset.map(|d| d.as_secs_f64())),
+        0,
+    );
+    row(
+        "nodeops AgentUpgradeJob: apply -> every agent upgraded, s",
+        &each(&|r| r.nodeops.map(|d| d.as_secs_f64())),
+        0,
+    );
+    row(
+        "ratio nodeops/DaemonSet time (per run)",
+        &each(&|r| Some(r.nodeops?.as_secs_f64() / r.daemonset?.as_secs_f64())),
+        2,
+    );
+    row(
+        &format!("peak upgrades in flight (limit {})", total.div_ceil(10)),
+        &each(&|r| Some(r.peak_in_flight as f64)),
+        0,
+    );
+    let kinds: Vec<String> = runs
+        .first()
+        .map(|r| r.largest.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    for (i, kind) in kinds.iter().enumerate() {
+        row(
+            &format!("largest {kind}, KiB"),
+            &each(&|r| r.largest.get(i).map(|(_, b)| *b as f64 / 1024.0)),
+            1,
+        );
+    }
+    let resources: Vec<Resources> = runs.into_iter().map(|r| r.resources).collect();
+    table(
+        &format!("operator footprint, upgrade of {total} agents"),
+        bench.runs,
+    );
+    resource_rows(&resources, total, bench);
 }

@@ -73,6 +73,11 @@ pub const ROLE_LABEL: &str = "nodeops.io/upgrade-role";
 pub const ROLE_UPGRADE: &str = "upgrade";
 /// [`ROLE_LABEL`] of a child that rolls one node back.
 pub const ROLE_ROLLBACK: &str = "rollback";
+/// [`ROLE_LABEL`] of a ConfigMap holding part of a large AgentUpgradeJob's plan.
+pub const ROLE_PLAN: &str = "plan";
+/// Annotation on a plan ConfigMap: `<index>/<count>`, so a plan missing a part (a crash
+/// while it was written) is seen as incomplete.
+pub const PLAN_PART_ANNOTATION: &str = "nodeops.io/plan-part";
 
 // --- field managers --------------------------------------------------------------------
 

@@ -41,6 +41,14 @@ struct Args {
     /// Image of Container-mode commands that name none.
     #[arg(long, env = "NODEOPS_DEFAULT_IMAGE", default_value = "busybox:1.36")]
     default_image: String,
+    /// Agents an AgentUpgradeJob's status lists: all of a job with at most this many; a
+    /// larger job keeps its plan in ConfigMaps and lists only those in flight and the
+    /// failures, this many at most.
+    #[arg(long, env = "NODEOPS_UPGRADE_STATUS_AGENTS", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
+    upgrade_status_agents: u16,
+    /// Agents per plan ConfigMap of a large AgentUpgradeJob.
+    #[arg(long, env = "NODEOPS_UPGRADE_PLAN_PART_AGENTS", default_value_t = 400, value_parser = clap::value_parser!(u16).range(1..=400))]
+    upgrade_plan_part_agents: u16,
     /// Reconcile only while holding a coordination.k8s.io Lease (run several replicas).
     #[arg(long, env = "NODEOPS_LEADER_ELECTION")]
     leader_election: bool,
@@ -207,19 +215,57 @@ async fn main() -> anyhow::Result<()> {
             }
             "agentupgradejob" | "agentupgradejobs" | "aupj" => {
                 let api: kube::Api<nodeops::api::agent_upgrade_job::AgentUpgradeJob> =
-                    kube::Api::namespaced(client, namespace);
+                    kube::Api::namespaced(client.clone(), namespace);
                 if *watch {
                     follow(api, name).await?
                 } else {
-                    nodeops::view::agent_upgrade_job(&api.get(name).await?)
+                    let mut job = api.get(name).await?;
+                    // A large job's status lists only some agents: every one from its plan.
+                    if job.status.as_ref().is_some_and(|s| s.plan.is_some()) {
+                        let every = nodeops::controller::agent_upgrade_job::fetch::every_agent(
+                            &client,
+                            &job,
+                            jiff::Timestamp::now(),
+                        )
+                        .await?;
+                        if let Some(s) = job.status.as_mut() {
+                            s.agents = every;
+                        }
+                    }
+                    nodeops::view::agent_upgrade_job(&job)
                 }
             }
             _ if *watch => anyhow::bail!(
                 "nodeops get --watch: follows asynccommand, agentinvocation and agentupgradejob, not {kind:?}"
             ),
             "nodeagent" | "nodeagents" | "nagent" => {
-                let api: kube::Api<nodeops::api::NodeAgent> = kube::Api::all(client);
-                nodeops::view::node_agent(&api.get(name).await?)
+                let api: kube::Api<nodeops::api::NodeAgent> = kube::Api::all(client.clone());
+                let mut agent = api.get(name).await?;
+                // Status lists the first agents only: every one from the nodes' labels.
+                if let Some(s) = agent
+                    .status
+                    .as_mut()
+                    .filter(|s| s.installed_nodes as usize > s.agents.len())
+                {
+                    use kube::ResourceExt;
+                    use nodeops::controller::node_agent::plan::{NodeView, instances};
+                    let label = nodeops::keys::agent_node_label(name);
+                    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+                    let listed = nodes
+                        .list_metadata(&kube::api::ListParams::default().labels(&label))
+                        .await?;
+                    let views: Vec<NodeView> = listed
+                        .items
+                        .iter()
+                        .map(|n| NodeView {
+                            name: n.name_any(),
+                            uid: n.metadata.uid.clone().unwrap_or_default(),
+                            version: n.labels().get(&label).cloned(),
+                        })
+                        .collect();
+                    s.agents = instances(agent.metadata.uid.as_deref().unwrap_or_default(), &views);
+                }
+                nodeops::view::node_agent(&agent)
             }
             "invoker" | "invokers" | "ivk" => {
                 let api: kube::Api<nodeops::api::Invoker> =
@@ -269,6 +315,10 @@ async fn main() -> anyhow::Result<()> {
         host_process: args.host_process,
         image_pull_policy: args.image_pull_policy,
         default_image: args.default_image,
+        upgrade_limits: nodeops::controller::agent_upgrade_job::plan::PlanLimits {
+            status_agents: args.upgrade_status_agents.into(),
+            part_agents: args.upgrade_plan_part_agents.into(),
+        },
     };
     let config = Config {
         controllers,

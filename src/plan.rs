@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -197,6 +197,8 @@ pub enum Child {
     DaemonSet(Box<DaemonSet>),
     AsyncCommand(Box<AsyncCommand>),
     AgentInvocation(Box<AgentInvocation>),
+    /// Part of a large AgentUpgradeJob's plan.
+    ConfigMap(Box<ConfigMap>),
 }
 
 impl Child {
@@ -206,6 +208,7 @@ impl Child {
             Child::DaemonSet(o) => o.name_any(),
             Child::AsyncCommand(o) => o.name_any(),
             Child::AgentInvocation(o) => o.name_any(),
+            Child::ConfigMap(o) => o.name_any(),
         }
     }
 
@@ -215,6 +218,7 @@ impl Child {
             Child::DaemonSet(o) => o.namespace(),
             Child::AsyncCommand(o) => o.namespace(),
             Child::AgentInvocation(o) => o.namespace(),
+            Child::ConfigMap(o) => o.namespace(),
         }
     }
 
@@ -224,6 +228,7 @@ impl Child {
             Child::DaemonSet(_) => "DaemonSet",
             Child::AsyncCommand(_) => "AsyncCommand",
             Child::AgentInvocation(_) => "AgentInvocation",
+            Child::ConfigMap(_) => "ConfigMap",
         }
     }
 }
@@ -235,6 +240,7 @@ pub enum ChildKind {
     DaemonSet,
     AsyncCommand,
     NodeAgent,
+    ConfigMap,
     /// The reconciled object itself (an AsyncCommand past its TTL).
     Itself,
 }

@@ -20,6 +20,8 @@ pub struct Settings {
     pub image_pull_policy: Option<String>,
     /// Image of Container-mode commands that name none.
     pub default_image: String,
+    /// The bounds of what an AgentUpgradeJob writes.
+    pub upgrade_limits: crate::controller::agent_upgrade_job::plan::PlanLimits,
 }
 
 impl Settings {

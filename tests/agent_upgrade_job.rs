@@ -779,3 +779,162 @@ async fn a_health_gate_holds_the_rollout_until_its_object_is_ready() {
     )
     .await;
 }
+
+/// What `nodeops get agentupgradejob NAME` prints, run for real.
+fn nodeops_get(ns: &TestNamespace, name: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
+        .args(["get", "agentupgradejob", name, "-n", &ns.name])
+        .env("KUBECONFIG", support::kubeconfig_path())
+        .output()
+        .expect("nodeops get");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rows of `nodeops get` for `nodes`: node -> status column.
+fn rows(printed: &str, nodes: &[String]) -> BTreeMap<String, String> {
+    printed
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() >= 3 && nodes.iter().any(|n| n == cols[0]))
+                .then(|| (cols[0].to_string(), cols[2].to_string()))
+        })
+        .collect()
+}
+
+/// A job with more agents than its status lists (lowered to 5 here, 100 by default)
+/// keeps its plan in ConfigMaps of at most 8 agents (500 by default): the plan is written
+/// once, the status stays bounded, maxConcurrency holds, an operator killed mid-rollout
+/// starts no agent twice, and `nodeops get` still shows every agent.
+#[tokio::test]
+async fn a_large_job_keeps_its_plan_in_configmaps_across_an_operator_restart() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use nodeops::keys::{PLAN_PART_ANNOTATION, ROLE_LABEL, ROLE_PLAN};
+    let ns = TestNamespace::new("aup-large").await;
+    support::install_crds(&ns.client).await;
+    let args = [
+        "--upgrade-status-agents",
+        "5",
+        "--upgrade-plan-part-agents",
+        "8",
+    ];
+    let mut op = support::Operator::start(&ns.name, &args);
+    let nodes = node_names(71..=100);
+    let agent = installed(&ns, &nodes, json!({})).await;
+    let jobs: Api<AgentUpgradeJob> = ns.api();
+
+    // The dry run: its whole plan in ConfigMaps, shown by nodeops get; nothing changes.
+    apply(
+        &jobs,
+        manifest::<AgentUpgradeJob>(
+            "plan",
+            json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0", "simulated": true}),
+        ),
+    )
+    .await;
+    let plan = wait_for(&jobs, "plan", FINISH, "the simulation", done).await;
+    let s = plan.status.expect("status");
+    assert_eq!(s.status, UpgradeJobState::Planned);
+    assert!(s.agents.is_empty(), "{:?}", s.agents);
+    assert_eq!(
+        s.plan.as_ref().map(|p| (p.config_maps, p.agents)),
+        Some((4, 30))
+    );
+    let planned = rows(&nodeops_get(&ns, "plan"), &nodes);
+    assert_eq!(planned.len(), 30, "{planned:?}");
+    assert!(planned.values().all(|s| s == "Pending"), "{planned:?}");
+
+    let (max_in_flight, watch) = track_in_flight(&ns);
+    let api = start_job(
+        &ns,
+        json!({"agent": agent.name, "nodeSelector": selector(&agent), "targetVersion": "2.0.0", "maxConcurrency": 4}),
+    )
+    .await;
+    let success = |j: &AgentUpgradeJob| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.counts.as_ref())
+            .map_or(0, |c| c.success)
+    };
+    wait_for(&api, "upgrade", FINISH, "eight agents upgraded", |j| {
+        success(j) >= 8
+    })
+    .await;
+    op.kill();
+    op.restart();
+    let job = wait_for(&api, "upgrade", FINISH, "the rollout finished", done).await;
+    let s = job.status.clone().expect("status");
+    assert_eq!(s.status, UpgradeJobState::Success, "{s:#?}");
+    assert_eq!(s.progress.as_deref(), Some("30/30"));
+    assert_eq!(
+        s.counts.as_ref().map(|c| (c.total, c.success)),
+        Some((30, 30))
+    );
+    assert_eq!(s.started, 30);
+    assert!(
+        s.agents.is_empty(),
+        "nothing in flight or failed: {:?}",
+        s.agents
+    );
+
+    // The plan: 4 immutable ConfigMaps of at most 8 agents, owned by the job.
+    let cms: Api<ConfigMap> = ns.api();
+    let uid = job.metadata.uid.clone().expect("uid");
+    let parts = cms
+        .list(&ListParams::default().labels(&format!(
+            "{UPGRADE_JOB_UID_LABEL}={uid},{ROLE_LABEL}={ROLE_PLAN}"
+        )))
+        .await
+        .expect("plan ConfigMaps")
+        .items;
+    assert_eq!(parts.len(), 4);
+    let mut places = BTreeSet::new();
+    for p in &parts {
+        assert_eq!(p.immutable, Some(true));
+        assert_eq!(p.owner_references()[0].uid, uid);
+        places.insert(p.annotations()[PLAN_PART_ANNOTATION].clone());
+        let agents: Vec<serde_json::Value> =
+            serde_json::from_str(&p.data.as_ref().expect("data")["agents.json"]).expect("json");
+        assert!(agents.len() <= 8);
+    }
+    assert_eq!(
+        places,
+        ["0/4", "1/4", "2/4", "3/4"].map(String::from).into()
+    );
+
+    // Every agent, one Update each, all upgraded; never more than 4 at once.
+    let kids = children(&ns).await;
+    let upgrades: Vec<&AgentInvocation> = kids
+        .iter()
+        .filter(|c| c.name_any().starts_with("upgrade-"))
+        .collect();
+    assert_eq!(upgrades.len(), 30, "one Update per node, none twice");
+    let per_node: BTreeSet<String> = upgrades
+        .iter()
+        .map(|c| c.spec.node_names.clone().expect("nodes")[0].clone())
+        .collect();
+    assert_eq!(per_node.len(), 30);
+    assert!(upgrades.iter().all(|c| results(c).values().all(ok)));
+    let expected: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|n| (n.clone(), "2.0.0".to_string()))
+        .collect();
+    assert_eq!(agent.versions().await, expected);
+    assert!(
+        !watch.is_finished(),
+        "the in-flight count is incomplete: {:?}",
+        watch.await
+    );
+    watch.abort();
+    let max = max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 4, "{max} upgrades in flight at once");
+    assert!(max >= 2, "the rollout ran in parallel ({max})");
+    let shown = rows(&nodeops_get(&ns, "upgrade"), &nodes);
+    assert_eq!(shown.len(), 30, "{shown:?}");
+    assert!(shown.values().all(|s| s == "Success"), "{shown:?}");
+}

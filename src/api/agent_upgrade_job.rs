@@ -53,7 +53,7 @@ pub struct AgentUpgradeJobSpec {
     )]
     pub agent: String,
 
-    /// Agent UUIDs to upgrade (the seed's agentUuids), as NodeAgent status lists them:
+    /// Agent UUIDs to upgrade (the seed's agentUuids), as `nodeops get nodeagent` lists them:
     /// 1 to 1000 distinct UUIDs. Exactly one of `agents` and `nodeSelector` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1000), inner(regex(pattern = AGENT_UUID_PATTERN)))]
@@ -192,6 +192,31 @@ pub struct AgentUpgrade {
     pub completion_time: Option<Time>,
 }
 
+/// The ConfigMaps holding a large job's plan.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPlan {
+    /// How many ConfigMaps: labelled `nodeops.io/upgrade-job-uid=<job uid>` and
+    /// `nodeops.io/upgrade-role=plan`, each annotated `nodeops.io/plan-part: <i>/<n>`.
+    pub config_maps: i32,
+    /// How many agents they hold.
+    pub agents: i32,
+}
+
+/// Agents per state.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCounts {
+    pub total: i32,
+    pub pending: i32,
+    pub running: i32,
+    pub success: i32,
+    pub failed: i32,
+    pub current: i32,
+    pub skipped: i32,
+    pub rolled_back: i32,
+}
+
 /// Observed state of an AgentUpgradeJob (the seed's response, plus conditions and counts).
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -205,10 +230,25 @@ pub struct AgentUpgradeJobStatus {
     /// The version all agents are being upgraded to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
-    /// One entry per agent.
+    /// One entry per agent while the job has at most 100 agents (the seed's response).
+    /// A larger job's plan is kept in ConfigMaps (see `plan`), and this lists only the
+    /// failures and the agents upgrading now, at most 100: the object stays the same size
+    /// at any fleet size. `nodeops get` shows every agent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["agentUuid"]))]
     pub agents: Vec<AgentUpgrade>,
+    /// Where a job with more agents than its status lists keeps its plan: the agents,
+    /// decided once when it started, in ConfigMaps that never change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<AgentPlan>,
+    /// Agents per state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<AgentCounts>,
+    /// How many of the agents the plan left pending have been started, in plan order
+    /// (an agent counted here whose AgentInvocation is gone failed: it is never started
+    /// twice).
+    #[serde(default)]
+    pub started: i32,
     /// pending, running, success or failed; planned for a simulated job.
     #[serde(default)]
     pub status: UpgradeJobState,

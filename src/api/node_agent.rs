@@ -176,7 +176,9 @@ pub struct NodeAgentStatus {
     /// Nodes per installed version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionCount>,
-    /// Every installed agent with its UUID.
+    /// The installed agents with their UUIDs, the first 100 by node name (all of them on
+    /// up to 100 nodes; `installedNodes` counts them all, and `nodeops get nodeagent`
+    /// lists every one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<AgentInstance>,
     /// Ready, Reconciling, Stalled.

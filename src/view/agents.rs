@@ -80,6 +80,20 @@ pub fn agent_upgrade_job(obj: &AgentUpgradeJob) -> String {
         status.failures,
     );
     out.push_str(&super::held(&status.conditions));
+    if let (Some(plan), Some(c)) = (&status.plan, &status.counts) {
+        out.push_str(&format!(
+            "plan: {} agents in {} ConfigMaps; {} success, {} current, {} running, {} pending, {} failed, {} rolled back, {} skipped\n",
+            plan.agents,
+            plan.config_maps,
+            c.success,
+            c.current,
+            c.running,
+            c.pending,
+            c.failed,
+            c.rolled_back,
+            c.skipped
+        ));
+    }
     let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
     let rows: Vec<Vec<String>> = status
         .agents

@@ -5,17 +5,18 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use kube::core::{Selector, SelectorExt};
 use kube::{Api, ResourceExt};
 
 use super::Error;
-use super::plan::{ChildView, NodeView, World};
-use crate::api::agent_upgrade_job::AgentUpgradeJob;
+use super::plan::{ChildView, NodeView, World, record};
+use crate::api::agent_upgrade_job::{AgentUpgrade, AgentUpgradeJob};
 use crate::api::{AgentInvocation, NodeAgent};
 use crate::controller::Context;
 use crate::keys::{
-    NODE_ANNOTATION, ROLE_LABEL, ROLE_ROLLBACK, UPGRADE_JOB_UID_LABEL, agent_node_label,
+    NODE_ANNOTATION, ROLE_LABEL, ROLE_PLAN, ROLE_ROLLBACK, UPGRADE_JOB_UID_LABEL, agent_node_label,
 };
 
 /// What an AgentUpgradeJob's decisions read.
@@ -71,7 +72,20 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
         .await,
         ..Default::default()
     };
-    for child in list.items {
+    world.limits = ctx.config.upgrade_limits;
+    world.parts = plan_parts(&ctx.client, &job.namespace().unwrap_or_default(), &uid)
+        .await
+        .map_err(Error::ListPlan)?
+        .iter()
+        .map(record::read)
+        .collect();
+    add_children(&mut world, list.items);
+    Ok(world)
+}
+
+/// The children, by node and role.
+fn add_children(world: &mut World, children: Vec<AgentInvocation>) {
+    for child in children {
         let Some(node) = child.annotations().get(NODE_ANNOTATION).cloned() else {
             continue;
         };
@@ -86,5 +100,53 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
             _ => world.upgrades.insert(node, view),
         };
     }
-    Ok(world)
+}
+
+/// Every agent of a job whose plan is kept in ConfigMaps, as it stands now (its status
+/// lists only some): the plan read back and stepped through the children, as the
+/// controller does. For `nodeops get`.
+pub async fn every_agent(
+    client: &kube::Client,
+    job: &AgentUpgradeJob,
+    now: Timestamp,
+) -> Result<Vec<AgentUpgrade>, kube::Error> {
+    let namespace = job.namespace().unwrap_or_default();
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let parts: Vec<_> = plan_parts(client, &namespace, &uid)
+        .await?
+        .iter()
+        .map(record::read)
+        .collect();
+    let Some(records) = record::assemble(&parts) else {
+        return Ok(Vec::new());
+    };
+    if job.spec.simulated {
+        return Ok(records);
+    }
+    let children: Api<AgentInvocation> = Api::namespaced(client.clone(), &namespace);
+    let list = children
+        .list(&ListParams::default().labels(&format!("{UPGRADE_JOB_UID_LABEL}={uid}")))
+        .await?;
+    let mut world = World {
+        now,
+        ..Default::default()
+    };
+    add_children(&mut world, list.items);
+    let started = job.status.as_ref().map_or(0, |s| s.started as usize);
+    Ok(super::plan::derive(&records, Some(started), &world).0)
+}
+
+/// The plan ConfigMaps of the job with `uid`, from the API (a part created just now is
+/// there), for the controller and `nodeops get`.
+pub async fn plan_parts(
+    client: &kube::Client,
+    namespace: &str,
+    uid: &str,
+) -> Result<Vec<ConfigMap>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{UPGRADE_JOB_UID_LABEL}={uid},{ROLE_LABEL}={ROLE_PLAN}");
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }

@@ -3,7 +3,7 @@
 //! one Update per node, a Rollback per failed node when asked) -> status (the seed's
 //! per-agent old and new versions, counts, conditions).
 
-mod fetch;
+pub mod fetch;
 pub mod plan;
 
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub enum Error {
     ReadAgent { name: String, source: kube::Error },
     #[error("listing the child AgentInvocations: {0}")]
     ListChildren(#[source] kube::Error),
+    #[error("listing the plan ConfigMaps: {0}")]
+    ListPlan(#[source] kube::Error),
 }
 
 /// The AgentUpgradeJob's place in the shell.

@@ -16,13 +16,15 @@
 //! job's own status, so a restart between creating a child and recording it cannot exceed
 //! maxConcurrency, and a node's child is created at most once (its name is fixed).
 //!
-//! The parts, each in its own file: `agents` (the agents decided once), `step` (one
+//! The parts, each in its own file: `agents` (the agents decided once), `record` (where
+//! that plan is kept: the status of a small job, ConfigMaps of a large one), `step` (one
 //! agent's state machine), `children` (the child AgentInvocations) and `rollout` (the
 //! whole plan of a reconcile, and the status). This file holds the types and the
 //! [`Decide`] implementation.
 
 mod agents;
 mod children;
+pub mod record;
 mod rollout;
 mod step;
 
@@ -30,6 +32,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Selector;
 
@@ -37,11 +40,12 @@ use crate::api::agent_invocation::InvocationResult;
 use crate::api::agent_upgrade_job::AgentUpgradeState as S;
 use crate::api::agent_upgrade_job::{AgentUpgradeJob, AgentUpgradeJobStatus, UpgradeJobState};
 use crate::conditions;
-use crate::plan::{Change, Child, Decide, Invalid, Note, Plan as Changes};
+use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Note, Plan as Changes};
 
 pub use agents::agents;
 pub use children::child;
-pub use rollout::plan;
+pub use record::{Part, PlanLimits};
+pub use rollout::{derive, plan};
 pub use step::step;
 
 pub use crate::rollout::PAUSED;
@@ -88,6 +92,10 @@ pub struct World {
     pub rollbacks: BTreeMap<String, ChildView>,
     /// The object health gates, as read.
     pub object_gates: Vec<Reading>,
+    /// The job's plan ConfigMaps, as read.
+    pub parts: Vec<Part>,
+    /// The bounds of what the job writes.
+    pub limits: PlanLimits,
 }
 
 /// A change to make before the status is written.
@@ -103,6 +111,11 @@ pub enum Effect {
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub status: AgentUpgradeJobStatus,
+    /// The plan's ConfigMaps to create, before any child.
+    pub parts: Vec<ConfigMap>,
+    /// Plan ConfigMaps of an attempt that did not finish (a crash while they were
+    /// written), deleted before the plan is written again.
+    pub discard: Vec<String>,
     pub effects: Vec<Effect>,
     pub notes: Vec<Note>,
     pub requeue: Option<Duration>,
@@ -136,6 +149,20 @@ impl Decide for Decisions {
             Selector::try_from(s.clone())
                 .map_err(|e| Invalid::new("InvalidNodeSelector", e.to_string()))?;
         }
+        let recorded = job.status.as_ref().and_then(|s| s.plan.as_ref());
+        if let Some(p) = recorded
+            && record::assemble(&world.parts).is_none()
+        {
+            return Err(Invalid::new(
+                "PlanMissing",
+                format!(
+                    "the job's plan is kept in {} ConfigMaps labelled {}={} and not all of them can be read: the rollout cannot go on without knowing who it started",
+                    p.config_maps,
+                    crate::keys::UPGRADE_JOB_UID_LABEL,
+                    job.metadata.uid.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         policy::parse(job.spec.rollout.as_ref())
     }
     fn plan(
@@ -144,12 +171,30 @@ impl Decide for Decisions {
         policy: Policy,
     ) -> Changes<AgentUpgradeJobStatus> {
         let planned = plan(job, world, &policy);
+        let namespace = job.metadata.namespace.clone().unwrap_or_default();
         Changes {
-            // Children first, then the status that records them; a crash between is adopted.
+            // The plan's parts, then the children, then the status that records them; a
+            // crash between is adopted.
             before: planned
-                .effects
+                .discard
                 .iter()
-                .map(|e| Change::Create(Child::AgentInvocation(Box::new(child(job, e)))))
+                .map(|name| Change::Delete {
+                    kind: ChildKind::ConfigMap,
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })
+                .chain(
+                    planned
+                        .parts
+                        .into_iter()
+                        .map(|p| Change::Create(Child::ConfigMap(Box::new(p)))),
+                )
+                .chain(
+                    planned
+                        .effects
+                        .iter()
+                        .map(|e| Change::Create(Child::AgentInvocation(Box::new(child(job, e))))),
+                )
                 .collect(),
             status: planned.status,
             after: Vec::new(),
@@ -173,6 +218,21 @@ impl Decide for Decisions {
     fn outcomes(status: &AgentUpgradeJobStatus) -> Vec<(String, String, String)> {
         if status.status == UpgradeJobState::Planned {
             return Vec::new();
+        }
+        // A large job lists only some agents: its counts, each place counted once.
+        if status.plan.is_some() {
+            let c = status.counts.clone().unwrap_or_default();
+            return [
+                ("Success", c.success),
+                ("Failed", c.failed),
+                ("RolledBack", c.rolled_back),
+                ("Skipped", c.skipped),
+            ]
+            .into_iter()
+            .flat_map(|(phase, n)| {
+                (0..n).map(move |i| (format!("{phase}#{i}"), phase.to_string(), "-".into()))
+            })
+            .collect();
         }
         status
             .agents

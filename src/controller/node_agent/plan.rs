@@ -209,11 +209,32 @@ impl Decide for Decisions {
     }
 }
 
+/// Agents a NodeAgent's status lists, the first by node name: the object stays the same
+/// size at any fleet size. `installedNodes` counts them all; `nodeops get nodeagent`
+/// lists every one, from the nodes.
+pub const AGENTS_IN_STATUS: usize = 100;
+
+/// The agents installed on `nodes`, by node name, each with its UUID.
+pub fn instances(agent_uid: &str, nodes: &[NodeView]) -> Vec<AgentInstance> {
+    let mut agents: Vec<AgentInstance> = nodes
+        .iter()
+        .filter_map(|node| {
+            Some(AgentInstance {
+                agent_uuid: agent_uuid(agent_uid, &node.uid),
+                node_name: node.name.clone(),
+                version: node.version.clone()?,
+            })
+        })
+        .collect();
+    agents.sort_by(|a, b| a.node_name.cmp(&b.node_name));
+    agents
+}
+
 /// The plan for `agent` in `world`.
 pub fn plan(agent: &NodeAgent, world: &World) -> Plan {
     let agent_uid = agent.metadata.uid.clone().unwrap_or_default();
     let mut counts: BTreeMap<String, VersionCount> = BTreeMap::new();
-    let mut agents = Vec::new();
+    let mut agents = instances(&agent_uid, &world.nodes);
     for node in &world.nodes {
         let Some(version) = &node.version else {
             continue;
@@ -228,13 +249,7 @@ pub fn plan(agent: &NodeAgent, world: &World) -> Plan {
         if world.ready.contains(&(node.name.clone(), version.clone())) {
             count.ready += 1;
         }
-        agents.push(AgentInstance {
-            agent_uuid: agent_uuid(&agent_uid, &node.uid),
-            node_name: node.name.clone(),
-            version: version.clone(),
-        });
     }
-    agents.sort_by(|a, b| a.node_name.cmp(&b.node_name));
 
     let mut out = Plan::default();
     let daemonset_mode = agent.spec.mode == AgentMode::DaemonSet;
@@ -258,6 +273,7 @@ pub fn plan(agent: &NodeAgent, world: &World) -> Plan {
         .collect();
 
     let installed = agents.len() as i32;
+    agents.truncate(AGENTS_IN_STATUS);
     let ready: i32 = counts.values().map(|c| c.ready).sum();
     let mut status = agent.status.clone().unwrap_or_default();
     status.observed_generation = agent.metadata.generation;

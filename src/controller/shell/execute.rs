@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -62,11 +62,16 @@ pub async fn execute<R: Reconciler>(
     let ctx = r.context();
     let mut i = 0;
     while i < plan.before.len() {
-        // A run of creations goes out together: the API server, not this loop, sets the pace.
-        let run = plan.before[i..]
-            .iter()
-            .take_while(|c| matches!(c, Change::Create(_)))
-            .count();
+        // A run of creations of one kind goes out together: the API server, not this loop,
+        // sets the pace. Kinds go one after the other: a plan's parts exist before any
+        // child the plan starts.
+        let run = match &plan.before[i] {
+            Change::Create(first) => plan.before[i..]
+                .iter()
+                .take_while(|c| matches!(c, Change::Create(c) if c.kind() == first.kind()))
+                .count(),
+            _ => 1,
+        };
         if run > 1 {
             let creations: Vec<_> = plan.before[i..i + run]
                 .iter()
@@ -147,6 +152,7 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
                 Child::DaemonSet(o) => create(client, o.as_ref(), &post).await,
                 Child::AsyncCommand(o) => create(client, o.as_ref(), &post).await,
                 Child::AgentInvocation(o) => create(client, o.as_ref(), &post).await,
+                Child::ConfigMap(o) => create(client, o.as_ref(), &post).await,
             };
             match result {
                 Ok(true) => r.created(child),
@@ -168,6 +174,7 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
                 Child::DaemonSet(o) => apply(client, o.as_ref(), &params).await,
                 Child::AsyncCommand(o) => apply(client, o.as_ref(), &params).await,
                 Child::AgentInvocation(o) => apply(client, o.as_ref(), &params).await,
+                Child::ConfigMap(o) => apply(client, o.as_ref(), &params).await,
             };
             result.map_err(|source| ExecuteError::Apply {
                 kind: child.kind(),
@@ -208,6 +215,7 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
                 ChildKind::Job => delete::<Job>(client, namespace, name).await,
                 ChildKind::DaemonSet => delete::<DaemonSet>(client, namespace, name).await,
                 ChildKind::AsyncCommand => delete::<AsyncCommand>(client, namespace, name).await,
+                ChildKind::ConfigMap => delete::<ConfigMap>(client, namespace, name).await,
                 ChildKind::NodeAgent => Api::<NodeAgent>::all(client.clone())
                     .delete(name, &DeleteParams::background())
                     .await

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Effect, PAUSED, Plan, World, agents, step};
+use super::{Effect, PAUSED, Plan, World, agents, record, step};
 use crate::api::agent_upgrade_job::{
-    AgentUpgrade, AgentUpgradeJob, AgentUpgradeJobStatus, AgentUpgradeState as S, Direction,
-    UpgradeJobState,
+    AgentCounts, AgentPlan, AgentUpgrade, AgentUpgradeJob, AgentUpgradeJobStatus,
+    AgentUpgradeState as S, Direction, UpgradeJobState,
 };
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, COMPLETE, Desired, FAILED, READY, RECONCILING};
@@ -21,32 +21,104 @@ fn count(agents: &[AgentUpgrade], states: &[S]) -> usize {
     agents.iter().filter(|a| states.contains(&a.status)).count()
 }
 
+/// Every agent as it stands: each agent of the plan (`records`) stepped through its
+/// children until nothing changes. `started` (for a plan kept in ConfigMaps, whose records
+/// never change): how many of the agents the plan left pending were started, in order;
+/// one of them without its child lost it. Returns the agents and the started count, which
+/// takes in children created before a crash lost the count.
+pub fn derive(
+    records: &[AgentUpgrade],
+    started: Option<usize>,
+    world: &World,
+) -> (Vec<AgentUpgrade>, usize) {
+    let child = |a: &AgentUpgrade| {
+        world
+            .upgrades
+            .get(a.node_name.as_deref().unwrap_or_default())
+    };
+    let pending: Vec<&AgentUpgrade> = records.iter().filter(|a| a.status == S::Pending).collect();
+    let started = started.map(|n| {
+        pending
+            .iter()
+            .rposition(|a| child(a).is_some())
+            .map_or(n, |last| n.max(last + 1))
+    });
+    let mut index = 0;
+    let agents = records
+        .iter()
+        .map(|record| {
+            let mut a = record.clone();
+            if a.status == S::Pending {
+                if started.is_some_and(|n| index < n) && child(&a).is_none() {
+                    a.status = S::Running;
+                }
+                index += 1;
+            }
+            let node = a.node_name.clone().unwrap_or_default();
+            // At most Pending -> Running -> Failed -> RolledBack.
+            for _ in 0..4 {
+                let next = step(
+                    &a,
+                    world.upgrades.get(&node),
+                    world.rollbacks.get(&node),
+                    world.now,
+                );
+                if next == a {
+                    break;
+                }
+                a = next;
+            }
+            a
+        })
+        .collect();
+    (agents, started.unwrap_or(0))
+}
+
 /// The whole plan.
 pub fn plan(job: &AgentUpgradeJob, world: &World, policy: &Policy) -> Plan {
     let spec = &job.spec;
     let prev = job.status.clone().unwrap_or_default();
     let generation = job.metadata.generation;
     let now = world.now;
-    let first = prev.agents.is_empty();
-    let mut agents = if first {
-        agents(job, world)
-    } else {
-        prev.agents.clone()
-    };
+    let first = prev.plan.is_none() && prev.agents.is_empty();
     let mut notes = Vec::new();
     let mut effects = Vec::new();
 
-    if !spec.simulated {
-        for a in agents.iter_mut() {
-            let node = a.node_name.clone().unwrap_or_default();
-            *a = step(
-                a,
-                world.upgrades.get(&node),
-                world.rollbacks.get(&node),
-                now,
-            );
+    // Where the plan is: the ConfigMaps of a large job, the status of a small one, or
+    // nowhere yet (decided now; a large plan's ConfigMaps are written first).
+    let mut parts = Vec::new();
+    let (records, large) = match record::assemble(&world.parts) {
+        Some(records) => (records, true),
+        None if prev.plan.is_none() && !prev.agents.is_empty() => (prev.agents.clone(), false),
+        None if !world.parts.is_empty() => {
+            // Parts of an attempt a crash cut short (no child was started from them): they
+            // go, and the plan is decided again from the world as it is then.
+            return Plan {
+                status: prev,
+                discard: world.parts.iter().map(|p| p.name.clone()).collect(),
+                requeue: Some(Duration::from_secs(1)),
+                ..Plan::default()
+            };
         }
-    }
+        None => {
+            let records = agents(job, world);
+            let large = records.len() > world.limits.status_agents;
+            if large {
+                parts = record::parts(job, &records, world.limits);
+            }
+            (records, large)
+        }
+    };
+    let plan_ref = large.then(|| AgentPlan {
+        config_maps: records.len().div_ceil(world.limits.part_agents.max(1)) as i32,
+        agents: records.len() as i32,
+    });
+    let (mut agents, mut started) = if spec.simulated {
+        (records, 0)
+    } else {
+        derive(&records, large.then_some(prev.started as usize), world)
+    };
+
     let failures = count(&agents, &[S::Failed, S::RolledBack]);
     let stopped = failures > spec.max_failures as usize;
     let was_stopped = prev
@@ -128,6 +200,7 @@ pub fn plan(job: &AgentUpgradeJob, world: &World, policy: &Policy) -> Plan {
             a.status = S::Running;
             a.start_time = Some(Time(now));
             slots -= 1;
+            started += 1;
         }
         starts.hold
     };
@@ -201,7 +274,30 @@ pub fn plan(job: &AgentUpgradeJob, world: &World, policy: &Policy) -> Plan {
             None
         },
         next_start_time: hold.as_ref().and_then(policy::Hold::until).map(Time),
-        agents,
+        counts: Some(AgentCounts {
+            total: total as i32,
+            pending: pending as i32,
+            running: running as i32,
+            success: count(&agents, &[S::Success]) as i32,
+            failed: count(&agents, &[S::Failed]) as i32,
+            current: count(&agents, &[S::Current]) as i32,
+            skipped: count(&agents, &[S::Skipped]) as i32,
+            rolled_back: count(&agents, &[S::RolledBack]) as i32,
+        }),
+        started: if large { started as i32 } else { 0 },
+        plan: plan_ref,
+        // A large job lists the failures, then what is in flight, up to the bound.
+        agents: if large {
+            let listed =
+                |states: &'static [S]| agents.iter().filter(move |a| states.contains(&a.status));
+            listed(&[S::Failed, S::RolledBack])
+                .chain(listed(&[S::Running]))
+                .take(world.limits.status_agents)
+                .cloned()
+                .collect()
+        } else {
+            agents
+        },
         conditions: prev.conditions.clone(),
     };
     if done {
@@ -305,6 +401,8 @@ pub fn plan(job: &AgentUpgradeJob, world: &World, policy: &Policy) -> Plan {
     }
     Plan {
         status,
+        parts,
+        discard: Vec::new(),
         requeue: if done {
             None
         } else if !effects.is_empty() {

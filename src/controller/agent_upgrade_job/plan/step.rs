@@ -29,14 +29,19 @@ pub fn step(
         // A child that exists was created by us before a crash: the agent is running.
         S::Pending if upgrade.is_some() => {
             next.status = S::Running;
-            next.start_time.get_or_insert(Time(now));
+            // The child's own times, so a plan stepped again from its record each
+            // reconcile (a large job's) reads the same.
+            let started = upgrade
+                .and_then(|c| c.result.as_ref())
+                .and_then(|r| r.start_time.clone());
+            next.start_time = started.or(next.start_time).or(Some(Time(now)));
             return step(&next, upgrade, rollback, now);
         }
         S::Running => {
             let Some(child) = upgrade else {
                 // Running is recorded only after the child was created: it was deleted.
                 next.status = S::Failed;
-                next.completion_time = Some(Time(now));
+                next.completion_time = next.start_time.clone();
                 next.error = Some(
                     "InvocationDeleted: the node's AgentInvocation was deleted before it finished"
                         .into(),
@@ -46,7 +51,7 @@ pub fn step(
             let Some(r) = child.result.as_ref().filter(|_| child.is_final()) else {
                 return next;
             };
-            next.completion_time = Some(Time(now));
+            next.completion_time = r.completion_time.clone().or(Some(Time(now)));
             if r.phase == InvocationPhase::Succeeded {
                 next.status = S::Success;
                 next.old_version = r.version_before.clone().or(next.old_version);

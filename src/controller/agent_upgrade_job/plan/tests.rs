@@ -444,8 +444,10 @@ fn state_machine_is_exhaustively_well_formed() {
                             "{ctx}"
                         );
                         if next.status == S::Failed {
+                            // A lost child has no end time: a soak never waits on it.
                             assert!(
-                                next.error.is_some() && next.completion_time.is_some(),
+                                next.error.is_some()
+                                    && (up.is_none() || next.completion_time.is_some()),
                                 "{ctx}"
                             );
                         }
@@ -687,4 +689,196 @@ fn an_unhealthy_gate_holds_with_its_reason_and_a_warning() {
     let p3 = again(&j, &p2.status, &w);
     assert_eq!(p3.effects.len(), 2);
     assert!(p3.notes.iter().any(|n| n.reason == "Resumed"));
+}
+
+/// 250 Ready nodes at 1.0.0, all selected, with a job keeping 10 agents in status and 100
+/// per plan ConfigMap: a large job.
+fn fleet() -> World {
+    let nodes = (0..250)
+        .map(|i| {
+            (
+                format!("f{i:03}"),
+                NodeView {
+                    uid: format!("uid-f{i}"),
+                    ready: true,
+                    version: Some("1.0.0".into()),
+                    selected: true,
+                    conditions: vec![("Ready".into(), "True".into())],
+                },
+            )
+        })
+        .collect();
+    World {
+        now: now(),
+        agent_uid: "agent-uid".into(),
+        nodes,
+        limits: PlanLimits {
+            status_agents: 10,
+            part_agents: 100,
+        },
+        ..Default::default()
+    }
+}
+
+/// The world after `p`'s plan ConfigMaps were created.
+fn with_parts(mut w: World, p: &Plan) -> World {
+    if !p.parts.is_empty() {
+        w.parts = p.parts.iter().map(record::read).collect();
+    }
+    w
+}
+
+fn started_nodes(p: &Plan) -> Vec<String> {
+    p.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Upgrade { node } => Some(node.clone()),
+            Effect::Rollback { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_large_job_keeps_its_plan_in_configmaps_and_a_bounded_status() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 20, "maxFailures": 100}));
+    let mut w = fleet();
+    let p1 = plan(&j, &w);
+    // The plan, in parts, before anything starts; the status lists only what runs.
+    assert_eq!(p1.parts.len(), 3);
+    let s = &p1.status;
+    assert_eq!(
+        s.plan,
+        Some(crate::api::agent_upgrade_job::AgentPlan {
+            config_maps: 3,
+            agents: 250
+        })
+    );
+    assert_eq!(
+        started_nodes(&p1),
+        (0..20).map(|i| format!("f{i:03}")).collect::<Vec<_>>()
+    );
+    assert_eq!(s.started, 20);
+    assert_eq!(s.agents.len(), 10, "bounded by status_agents");
+    assert!(s.agents.iter().all(|a| a.status == S::Running));
+    let c = s.counts.clone().expect("counts");
+    assert_eq!((c.total, c.running, c.pending), (250, 20, 230));
+    assert_eq!(s.progress.as_deref(), Some("0/250"));
+    assert!(matches!(
+        Decisions::plan(&j, &w, policy::parse(None).expect("policy")).before[0],
+        Change::Create(Child::ConfigMap(_))
+    ));
+
+    // Next reconcile: the parts and the children exist. Three finish, one of them failed:
+    // exactly three more start, the next in plan order.
+    w = with_parts(w, &p1);
+    for n in started_nodes(&p1) {
+        w.upgrades.insert(n, running());
+    }
+    for n in ["f000", "f001"] {
+        w.upgrades.insert(
+            n.into(),
+            result(InvocationPhase::Succeeded, "1.0.0", "2.0.0"),
+        );
+    }
+    w.upgrades.insert(
+        "f002".into(),
+        result(InvocationPhase::Failed, "1.0.0", "1.0.0"),
+    );
+    let p2 = again(&j, &p1.status, &w);
+    assert!(p2.parts.is_empty(), "the plan is written once");
+    assert_eq!(started_nodes(&p2), ["f020", "f021", "f022"]);
+    let s2 = &p2.status;
+    assert_eq!(s2.started, 23);
+    let c = s2.counts.clone().expect("counts");
+    assert_eq!((c.success, c.failed, c.running, c.pending), (2, 1, 20, 227));
+    // The failure first, then what is in flight; never more than the bound.
+    assert_eq!(s2.agents.len(), 10);
+    assert_eq!(
+        (s2.agents[0].node_name.as_deref(), s2.agents[0].status),
+        (Some("f002"), S::Failed)
+    );
+    assert!(s2.agents[1..].iter().all(|a| a.status == S::Running));
+    assert_eq!(s2.progress.as_deref(), Some("2/250"));
+}
+
+#[test]
+fn a_large_job_never_starts_an_agent_twice_whatever_was_lost() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 5}));
+    let w0 = fleet();
+    let p1 = plan(&j, &w0);
+    let mut w = with_parts(w0, &p1);
+    // Crash after the children of a second reconcile were created, before its status:
+    // the status says 5 started, 7 children exist. They are adopted; nothing else starts.
+    for i in 0..7 {
+        w.upgrades.insert(format!("f{i:03}"), running());
+    }
+    let p2 = again(&j, &p1.status, &w);
+    assert!(started_nodes(&p2).is_empty(), "{:?}", p2.effects);
+    assert_eq!(p2.status.started, 7);
+    assert_eq!(p2.status.in_flight, 7);
+    // A started agent's child deleted: it failed, and is not started again.
+    w.upgrades.remove("f003");
+    let p3 = again(&j, &p2.status, &w);
+    assert!(!started_nodes(&p3).contains(&"f003".to_string()));
+    let f003 = p3
+        .status
+        .agents
+        .iter()
+        .find(|a| a.node_name.as_deref() == Some("f003"))
+        .expect("listed as a failure");
+    assert_eq!(f003.status, S::Failed);
+    assert!(
+        f003.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("InvocationDeleted"))
+    );
+}
+
+#[test]
+fn a_plan_cut_short_is_written_again_and_a_lost_plan_stalls() {
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 5}));
+    let w0 = fleet();
+    let p1 = plan(&j, &w0);
+    // A crash after the first part only: it goes, nothing starts from it.
+    let mut w = w0.clone();
+    w.parts = vec![record::read(&p1.parts[0])];
+    let p = plan(&j, &w);
+    assert_eq!(
+        p.discard,
+        [p1.parts[0].metadata.name.clone().expect("name")]
+    );
+    assert!(p.effects.is_empty() && p.parts.is_empty());
+    // Every part there, the status not written: adopted as it is, then started from.
+    let w = with_parts(w0.clone(), &p1);
+    let p = plan(&j, &w);
+    assert!(p.parts.is_empty() && p.discard.is_empty());
+    assert_eq!(started_nodes(&p).len(), 5);
+    // The status says there is a plan, and a part is gone: Stalled, nothing starts.
+    let mut w = with_parts(w0, &p1);
+    w.parts.pop();
+    let mut next = j.clone();
+    next.status = Some(p1.status.clone());
+    let invalid = Decisions::validate(
+        &next,
+        &World {
+            agent_found: true,
+            ..w
+        },
+    )
+    .expect_err("stalls");
+    assert_eq!(invalid.reason, "PlanMissing");
+}
+
+#[test]
+fn a_large_simulation_keeps_the_whole_plan_in_configmaps() {
+    let j = job(json!({"nodeSelector": {}, "simulated": true}));
+    let p = plan(&j, &fleet());
+    assert_eq!(p.parts.len(), 3);
+    assert!(p.effects.is_empty());
+    assert_eq!(p.status.status, UpgradeJobState::Planned);
+    assert!(p.status.agents.is_empty());
+    let read: Vec<Part> = p.parts.iter().map(record::read).collect();
+    let plan = record::assemble(&read).expect("whole");
+    assert_eq!(plan.len(), 250);
+    assert!(plan.iter().all(|a| a.status == S::Pending));
 }

@@ -169,3 +169,27 @@ fn stalled_sets_stalled_and_not_ready() {
     assert!(conditions::is_true(&s.conditions, conditions::STALLED));
     assert!(!conditions::is_true(&s.conditions, conditions::READY));
 }
+
+#[test]
+fn status_lists_at_most_a_hundred_agents_and_counts_them_all() {
+    let a = agent("DaemonSet");
+    let mut w = world();
+    w.nodes = (0..5000)
+        .map(|i| node(&format!("{}{i:05}", "n".repeat(240)), Some(&"v".repeat(64))))
+        .collect();
+    let p = plan(&a, &w);
+    let s = &p.status;
+    assert_eq!(s.installed_nodes, 5000);
+    assert_eq!(s.agents.len(), AGENTS_IN_STATUS);
+    assert_eq!(s.agents[0].node_name, w.nodes[0].name, "the first by name");
+    assert_eq!(
+        instances("agent-uid", &w.nodes).len(),
+        5000,
+        "every one for nodeops get"
+    );
+    // At the longest node names and versions, the whole object stays far under 512 KiB.
+    let mut obj = a.clone();
+    obj.status = Some(s.clone());
+    let size = serde_json::to_vec(&obj).expect("json").len();
+    assert!(size < 64 * 1024, "{size} bytes");
+}
