@@ -1352,8 +1352,8 @@ async fn upgrade_once(bench: &Bench, nodes: &[String], run: usize) -> UpgradeRun
         assert!(*bytes < 512 * 1024, "{what} is {bytes} bytes, over 512 KiB");
     }
     assert_eq!(upgraded, total, "every agent upgraded");
-    let resources = Resources::of(op, bench);
-    // The agent's labels go with it (its finalizer), then the namespace.
+    // The agent's labels go with it (its finalizer: the operator still runs), then the
+    // namespace.
     agents
         .delete(&agent, &DeleteParams::default())
         .await
@@ -1364,6 +1364,7 @@ async fn upgrade_once(bench: &Bench, nodes: &[String], run: usize) -> UpgradeRun
         async move { agents.get_opt(&agent).await.ok().flatten().is_none() }
     })
     .await;
+    let resources = Resources::of(op, bench);
     label_all(client, nodes, &key, None).await;
     drop_namespace_and_wait(client, &ns).await;
     UpgradeRun {
