@@ -1319,6 +1319,16 @@ async fn upgrade_once(bench: &Bench, nodes: &[String], run: usize) -> UpgradeRun
         peak.load(Ordering::Relaxed),
         watch_failed.load(Ordering::Relaxed),
     );
+    // Why agents failed, if any did: the job lists its failures first.
+    for a in s.agents.iter().filter(|a| a.error.is_some()).take(5) {
+        println!(
+            "upgrade run {run}/{}: {} on {}: {}",
+            bench.runs,
+            serde_json::to_value(a.status).unwrap_or_default(),
+            a.node_name.as_deref().unwrap_or("-"),
+            a.error.as_deref().unwrap_or("-")
+        );
+    }
     // The largest object of each kind nodeops wrote for it.
     let mut largest = vec![("AgentUpgradeJob".to_string(), size_of(&job))];
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);

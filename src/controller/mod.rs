@@ -32,11 +32,17 @@ pub struct Context {
     /// Ticks on every Node and nodeops Pod change: wakes the agent controllers, whose
     /// objects depend on node labels and agent pods fleet-wide.
     pub activity: tokio::sync::watch::Sender<u64>,
+    /// The node of each such change (none: any node, as when a watch starts over): wakes
+    /// only the AgentInvocations with an instance there, not every one.
+    pub node_changes: tokio::sync::broadcast::Sender<Option<String>>,
     /// The resources of the health gates' kinds, by group/version/kind, with whether
     /// they are namespaced: discovered once.
     pub gate_kinds:
         std::sync::Mutex<std::collections::BTreeMap<String, (kube::api::ApiResource, bool)>>,
 }
+
+/// Node changes kept for a controller that is busy; beyond, it looks at every object.
+const NODE_CHANGES_BUFFERED: usize = 8192;
 
 impl Context {
     pub fn new(
@@ -57,6 +63,7 @@ impl Context {
             nodes,
             pods,
             activity: tokio::sync::watch::Sender::new(0),
+            node_changes: tokio::sync::broadcast::Sender::new(NODE_CHANGES_BUFFERED),
             gate_kinds: Default::default(),
         }
     }
@@ -64,6 +71,27 @@ impl Context {
     /// Records that a Node or a nodeops Pod changed.
     pub fn touch(&self) {
         self.activity.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records that a Node or a nodeops Pod on `node` changed (none: any node).
+    pub fn touch_node(&self, node: Option<String>) {
+        self.touch();
+        // No receiver yet (no controller started): nothing to wake.
+        let _ = self.node_changes.send(node);
+    }
+
+    /// The nodes of changes recorded by [`Context::touch_node`]; a receiver that fell
+    /// behind gets a none (any node) for what it missed.
+    pub fn node_changes(&self) -> impl futures::Stream<Item = Option<String>> + Send + 'static {
+        use tokio::sync::broadcast::error::RecvError;
+        let rx = self.node_changes.subscribe();
+        futures::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(node) => Some((node, rx)),
+                Err(RecvError::Lagged(_)) => Some((None, rx)),
+                Err(RecvError::Closed) => None,
+            }
+        })
     }
 
     /// A stream that yields after changes recorded by [`Context::touch`]; bursts coalesce

@@ -152,7 +152,14 @@ pub async fn run<S: std::future::Future>(
             })
             .default_backoff(),
     )
-    .inspect(move |_| touch_nodes.touch());
+    .inspect(move |event| {
+        touch_nodes.touch_node(match event {
+            Ok(
+                watcher::Event::Apply(n) | watcher::Event::Delete(n) | watcher::Event::InitApply(n),
+            ) => Some(n.name_any()),
+            _ => None,
+        })
+    });
     tokio::spawn(node_stream.for_each(|_| futures::future::ready(())));
     let touch_pods = ctx.clone();
     let pods_api: Api<Pod> = match &config.namespace {
@@ -172,15 +179,14 @@ pub async fn run<S: std::future::Future>(
     .inspect(move |event| {
         // Only agent pods and agent installers move NodeAgents and AgentInvocations; a
         // command fan-out's thousand pods must not wake them.
-        let wakes = match event {
+        match event {
             Ok(
                 watcher::Event::Apply(p) | watcher::Event::Delete(p) | watcher::Event::InitApply(p),
-            ) => concerns_agents(p),
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => true,
-            Err(_) => false,
-        };
-        if wakes {
-            touch_pods.touch();
+            ) if concerns_agents(p) => {
+                touch_pods.touch_node(p.spec.as_ref().and_then(|s| s.node_name.clone()))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => touch_pods.touch_node(None),
+            _ => {}
         }
     })
     .applied_objects();

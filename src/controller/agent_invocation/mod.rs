@@ -9,6 +9,7 @@ pub mod decide;
 mod fetch;
 pub mod jobs;
 pub mod plan;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,6 @@ use thiserror::Error;
 use super::Context;
 use super::shell::{self, KindOf};
 use crate::api::AgentInvocation;
-use crate::api::agent_invocation::AgentInvocationPhase;
 use crate::keys::{OWNER_NAME_ANNOTATION, OWNER_NAMESPACE_ANNOTATION};
 use decide::Fetched;
 
@@ -67,12 +67,7 @@ impl shell::Reconciler for Reconciler {
     /// Final is absorbing and a cache never runs ahead of the API: a finished invocation
     /// seen in the cache is finished, without a request.
     fn idle(&self, obj: &AgentInvocation) -> bool {
-        obj.status.as_ref().is_some_and(|s| {
-            matches!(
-                s.phase,
-                AgentInvocationPhase::Succeeded | AgentInvocationPhase::Failed
-            ) && s.observed_generation == obj.metadata.generation
-        })
+        wake::finished(obj)
     }
     async fn fetch(&self, obj: &AgentInvocation, now: Timestamp) -> Result<Fetched, Error> {
         fetch::world(self, obj, now).await
@@ -102,8 +97,9 @@ pub async fn run(
                 Some(ObjectRef::<AgentInvocation>::new(name).within(ns))
             },
         )
-        // Node labels and agent pods becoming Ready decide running instances.
-        .reconcile_all_on(ctx.activity());
+        // Node labels and agent pods becoming Ready decide running instances: a change on
+        // a node wakes the unfinished invocations with an instance there.
+        .reconcile_on(wake::woken_by_nodes(&ctx, invocations.clone()));
     let reconciler = Reconciler {
         base: ctx,
         invocations,
