@@ -247,7 +247,6 @@ async fn main() -> anyhow::Result<()> {
                     .as_mut()
                     .filter(|s| s.installed_nodes as usize > s.agents.len())
                 {
-                    use kube::ResourceExt;
                     use nodeops::controller::node_agent::plan::{NodeView, instances};
                     let label = nodeops::keys::agent_node_label(name);
                     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
@@ -257,11 +256,7 @@ async fn main() -> anyhow::Result<()> {
                     let views: Vec<NodeView> = listed
                         .items
                         .iter()
-                        .map(|n| NodeView {
-                            name: n.name_any(),
-                            uid: n.metadata.uid.clone().unwrap_or_default(),
-                            version: n.labels().get(&label).cloned(),
-                        })
+                        .map(|n| NodeView::of(&n.metadata, &label))
                         .collect();
                     s.agents = instances(agent.metadata.uid.as_deref().unwrap_or_default(), &views);
                 }

@@ -52,11 +52,8 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
         })
         .collect();
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    let children: Api<AgentInvocation> =
-        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     // Children from the API, not a cache: what exists decides what may start.
-    let list = children
-        .list(&ListParams::default().labels(&format!("{UPGRADE_JOB_UID_LABEL}={uid}")))
+    let list = list_children(&ctx.client, &job.namespace().unwrap_or_default(), &uid)
         .await
         .map_err(Error::ListChildren)?;
     let mut world = World {
@@ -73,14 +70,36 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
         ..Default::default()
     };
     world.limits = ctx.config.upgrade_limits;
-    world.parts = plan_parts(&ctx.client, &job.namespace().unwrap_or_default(), &uid)
-        .await
-        .map_err(Error::ListPlan)?
-        .iter()
-        .map(record::read)
-        .collect();
-    add_children(&mut world, list.items);
+    // A small job that recorded its plan in its status has none in ConfigMaps: one request
+    // saved on each of its reconciles.
+    let in_status = job
+        .status
+        .as_ref()
+        .is_some_and(|s| s.plan.is_none() && !s.agents.is_empty());
+    if !in_status {
+        world.parts = plan_parts(&ctx.client, &job.namespace().unwrap_or_default(), &uid)
+            .await
+            .map_err(Error::ListPlan)?
+            .iter()
+            .map(record::read)
+            .collect();
+    }
+    add_children(&mut world, list);
     Ok(world)
+}
+
+/// The job's child AgentInvocations, from the API.
+async fn list_children(
+    client: &kube::Client,
+    namespace: &str,
+    uid: &str,
+) -> Result<Vec<AgentInvocation>, kube::Error> {
+    let api: Api<AgentInvocation> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{UPGRADE_JOB_UID_LABEL}={uid}");
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 /// The children, by node and role.
@@ -123,15 +142,11 @@ pub async fn every_agent(
     if job.spec.simulated {
         return Ok(records);
     }
-    let children: Api<AgentInvocation> = Api::namespaced(client.clone(), &namespace);
-    let list = children
-        .list(&ListParams::default().labels(&format!("{UPGRADE_JOB_UID_LABEL}={uid}")))
-        .await?;
     let mut world = World {
         now,
         ..Default::default()
     };
-    add_children(&mut world, list.items);
+    add_children(&mut world, list_children(client, &namespace, &uid).await?);
     let started = job.status.as_ref().map_or(0, |s| s.started as usize);
     Ok(super::plan::derive(&records, Some(started), &world).0)
 }

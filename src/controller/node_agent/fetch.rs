@@ -57,11 +57,7 @@ pub fn observe(
         .nodes
         .state()
         .iter()
-        .map(|n| NodeView {
-            name: n.name_any(),
-            uid: n.metadata.uid.clone().unwrap_or_default(),
-            version: n.labels().get(&key).cloned(),
-        })
+        .map(|n| NodeView::of(&n.metadata, &key))
         .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let ready: BTreeSet<(String, String)> = ctx

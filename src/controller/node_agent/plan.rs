@@ -40,6 +40,17 @@ pub struct NodeView {
     pub version: Option<String>,
 }
 
+impl NodeView {
+    /// A node by its metadata, with its version label `label`.
+    pub fn of(meta: &ObjectMeta, label: &str) -> Self {
+        Self {
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            version: meta.labels.as_ref().and_then(|l| l.get(label)).cloned(),
+        }
+    }
+}
+
 /// What the cluster holds for one agent.
 #[derive(Clone, Debug, Default)]
 pub struct World {
