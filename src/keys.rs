@@ -78,6 +78,11 @@ pub const ROLE_PLAN: &str = "plan";
 /// Annotation on a plan ConfigMap: `<index>/<count>`, so a plan missing a part (a crash
 /// while it was written) is seen as incomplete.
 pub const PLAN_PART_ANNOTATION: &str = "nodeops.io/plan-part";
+/// Label on a fleet's batch AsyncCommands: the fleet's uid.
+pub const FLEET_UID_LABEL: &str = "nodeops.io/fleet-uid";
+/// Annotation on a fleet's batch: `<index>/<count>`, so a fleet missing a batch (a crash
+/// while they were created) is seen as incomplete.
+pub const FLEET_PART_ANNOTATION: &str = "nodeops.io/fleet-part";
 
 // --- field managers --------------------------------------------------------------------
 

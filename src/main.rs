@@ -49,6 +49,10 @@ struct Args {
     /// Agents per plan ConfigMap of a large AgentUpgradeJob.
     #[arg(long, env = "NODEOPS_UPGRADE_PLAN_PART_AGENTS", default_value_t = 400, value_parser = clap::value_parser!(u16).range(1..=400))]
     upgrade_plan_part_agents: u16,
+    /// Nodes per batch of a fleet: an AsyncCommand whose nodeSelector matches more nodes is
+    /// split into batch AsyncCommands of this many.
+    #[arg(long, env = "NODEOPS_FLEET_BATCH_NODES", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
+    fleet_batch_nodes: u16,
     /// Reconcile only while holding a coordination.k8s.io Lease (run several replicas).
     #[arg(long, env = "NODEOPS_LEADER_ELECTION")]
     leader_election: bool,
@@ -201,7 +205,22 @@ async fn main() -> anyhow::Result<()> {
                 if *watch {
                     follow(api, name).await?
                 } else {
-                    nodeops::view::async_command(&api.get(name).await?)
+                    let obj = api.get(name).await?;
+                    match obj.status.as_ref().and_then(|s| s.fleet.as_ref()) {
+                        Some(_) => {
+                            let uid = obj.metadata.uid.clone().unwrap_or_default();
+                            let selector = format!("{}={uid}", nodeops::keys::FLEET_UID_LABEL);
+                            let mut batches = api
+                                .list(&kube::api::ListParams::default().labels(&selector))
+                                .await?
+                                .items;
+                            batches.sort_by_key(|b| {
+                                nodeops::controller::async_command::plan::fleet::part(b)
+                            });
+                            nodeops::view::fleet(&obj, &batches)
+                        }
+                        None => nodeops::view::async_command(&obj),
+                    }
                 }
             }
             "agentinvocation" | "agentinvocations" | "ainv" => {
@@ -310,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
         host_process: args.host_process,
         image_pull_policy: args.image_pull_policy,
         default_image: args.default_image,
+        fleet_batch_nodes: args.fleet_batch_nodes.into(),
         upgrade_limits: nodeops::controller::agent_upgrade_job::plan::PlanLimits {
             status_agents: args.upgrade_status_agents.into(),
             part_agents: args.upgrade_plan_part_agents.into(),

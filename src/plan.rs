@@ -267,6 +267,15 @@ pub enum Change {
         namespace: String,
         name: String,
     },
+    /// A JSON Patch (RFC 6902) of a namespaced child, `test` operations included: the API
+    /// server refuses the whole patch when a test fails, so a decision taken on a stale
+    /// read is never applied.
+    PatchJson {
+        kind: ChildKind,
+        namespace: String,
+        name: String,
+        patch: serde_json::Value,
+    },
     /// Set (`Some`) or remove (`None`) a label of a Node.
     LabelNode {
         node: String,

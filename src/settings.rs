@@ -20,11 +20,22 @@ pub struct Settings {
     pub image_pull_policy: Option<String>,
     /// Image of Container-mode commands that name none.
     pub default_image: String,
+    /// Nodes per batch of a fleet (1 to 100; 0 reads as 100): an AsyncCommand whose
+    /// selector matches more is split into batches of this many.
+    pub fleet_batch_nodes: usize,
     /// The bounds of what an AgentUpgradeJob writes.
     pub upgrade_limits: crate::controller::agent_upgrade_job::plan::PlanLimits,
 }
 
 impl Settings {
+    /// Nodes per batch of a fleet.
+    pub fn batch_nodes(&self) -> usize {
+        match self.fleet_batch_nodes {
+            0 => crate::api::async_command::MAX_NODES,
+            n => n.min(crate::api::async_command::MAX_NODES),
+        }
+    }
+
     /// The namespaces Host mode is allowed in, for a message.
     pub fn host_mode_allowed_in(&self) -> String {
         if self.host_mode_namespaces.is_empty() {

@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use nodeops::api::Command;
 use nodeops::api::async_command::{AsyncCommand, CommandPhase, NodePhase};
-use nodeops::keys::{OWNER_UID_LABEL, sim};
+use nodeops::keys::{FLEET_PART_ANNOTATION, FLEET_UID_LABEL, OWNER_UID_LABEL, sim};
 use serde_json::json;
 use support::{
     Operator, TestNamespace, apply, finished, install_crds, manifest, node_names, wait_for,
@@ -468,4 +468,248 @@ async fn admission_refusal_is_reported_per_node() {
     let jobs: Api<Job> = ns.api();
     let selector = format!("{OWNER_UID_LABEL}={uid}");
     support::wait_until_none(&jobs, &selector, Duration::from_secs(30)).await;
+}
+
+/// The simulated nodes (kwok's `type=kwok` label): the fleet tests' selector.
+async fn kwok_nodes(ns: &TestNamespace) -> Vec<String> {
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    let mut names: Vec<String> = nodes
+        .list(&ListParams::default().labels("type=kwok"))
+        .await
+        .expect("nodes")
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A fleet's batches, in order.
+async fn batches_of(api: &Api<AsyncCommand>, uid: &str) -> Vec<AsyncCommand> {
+    let mut batches = api
+        .list(&ListParams::default().labels(&format!("{FLEET_UID_LABEL}={uid}")))
+        .await
+        .expect("batches")
+        .items;
+    batches.sort_by_key(|b| {
+        b.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(FLEET_PART_ANNOTATION))
+            .and_then(|p| p.split_once('/'))
+            .and_then(|(i, _)| i.parse::<usize>().ok())
+            .expect("a batch's part")
+    });
+    batches
+}
+
+/// Pods per node in the namespace: a node that ran twice has two.
+async fn pods_per_node(ns: &TestNamespace) -> BTreeMap<String, usize> {
+    let pods: Api<Pod> = ns.api();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in pods.list(&ListParams::default()).await.expect("pods").items {
+        let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
+        *per_node.entry(node).or_default() += 1;
+    }
+    per_node
+}
+
+#[tokio::test]
+async fn a_fleet_runs_every_node_once_across_batches_and_an_operator_kill() {
+    let ns = TestNamespace::new("acmd-fleet").await;
+    install_crds(&ns.client).await;
+    let targets = kwok_nodes(&ns).await;
+    assert!(
+        targets.len() > 40,
+        "the test needs more nodes than two batches"
+    );
+    let in_flight = support::track_jobs_in_flight(&ns);
+    // Batches of 20: the cluster's 100 simulated nodes make a fleet of 5.
+    let mut op = Operator::start(&ns.name, &["--fleet-batch-nodes", "20"]);
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        manifest::<AsyncCommand>(
+            "fleet",
+            json!({
+                "command": "uptime",
+                "nodeSelector": {"matchLabels": {"type": "kwok"}},
+                "maxConcurrency": 12,
+                "maxErrors": 5,
+                "podAnnotations": {
+                    sim::DELAY: "300ms",
+                    format!("{}node-0033", sim::EXIT_CODE_NODE_PREFIX): "3",
+                }
+            }),
+        ),
+    )
+    .await;
+    wait_for(&api, "fleet", FINISH, "a third done", |c: &AsyncCommand| {
+        c.status.as_ref().is_some_and(|s| s.succeeded >= 30)
+    })
+    .await;
+    op.restart();
+    let done = wait_for(&api, "fleet", FINISH, "completion", finished).await;
+    let n = targets.len() as i32;
+    let status = done.status.clone().expect("status");
+    assert_eq!(
+        (
+            status.total,
+            status.succeeded,
+            status.failed,
+            status.cancelled
+        ),
+        (n, n - 1, 1, 0)
+    );
+    assert_eq!(status.phase, CommandPhase::Failed);
+    assert!(
+        status.cmd_jobs.is_empty(),
+        "the nodes' entries are in the batches"
+    );
+    let fleet = status.fleet.expect("fleet status");
+    let uid = done.metadata.uid.clone().expect("uid");
+    let batches = batches_of(&api, &uid).await;
+    assert_eq!(fleet.batches as usize, batches.len());
+    assert_eq!(batches.len(), targets.len().div_ceil(20));
+    assert_eq!(fleet.started, n);
+    assert_eq!(fleet.failures.len(), 1);
+    assert_eq!(fleet.failures[0].node_name, "node-0033");
+    assert_eq!(fleet.failures[0].reason.as_deref(), Some("ExitCode"));
+    // Membership: every node in exactly one batch, each with its own entry and Job.
+    let mut members = Vec::new();
+    let mut jobs = 0;
+    for b in &batches {
+        let names = b.spec.node_names.clone().expect("a batch names its nodes");
+        assert!(names.len() <= 20);
+        let s = b.status.as_ref().expect("batch status");
+        assert_eq!(s.cmd_jobs.len(), names.len());
+        assert!(s.completion_time.is_some());
+        if names.contains(&"node-0033".to_string()) {
+            assert_eq!(
+                fleet.failures[0].batch,
+                b.metadata.name.clone().expect("name")
+            );
+            let e = s
+                .cmd_jobs
+                .iter()
+                .find(|e| e.node_name == "node-0033")
+                .expect("entry");
+            assert_eq!((e.phase, e.exit_code), (NodePhase::Failed, Some(3)));
+        }
+        jobs += owned_jobs(&ns, b.metadata.uid.as_deref().expect("uid"))
+            .await
+            .len();
+        members.extend(names);
+    }
+    members.sort();
+    assert_eq!(
+        members, targets,
+        "the fleet is the nodes the selector matched"
+    );
+    assert_eq!(jobs, targets.len(), "exactly one Job per node");
+    let per_node = pods_per_node(&ns).await;
+    assert_eq!(per_node.len(), targets.len());
+    assert!(
+        per_node.values().all(|n| *n == 1),
+        "no node ran twice: {per_node:?}"
+    );
+    let max = in_flight.finish(targets.len(), FINISH).await;
+    println!("highest number of Jobs in flight across the fleet: {max} (maxConcurrency 12)");
+    assert!(max <= 12, "maxConcurrency exceeded across batches: {max}");
+    assert!(max >= 6, "the fleet did run in parallel: {max}");
+    // `nodeops get` shows the fleet, each batch, and every node's result.
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_nodeops"))
+        .args(["get", "asynccommand", "fleet", "-n", &ns.name])
+        .env("KUBECONFIG", support::kubeconfig_path())
+        .output()
+        .expect("nodeops get");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("fleet of {} batches", batches.len())),
+        "{shown}"
+    );
+    for b in &batches {
+        assert!(
+            shown.contains(b.metadata.name.as_deref().expect("name")),
+            "{shown}"
+        );
+    }
+    for node in &targets {
+        assert_eq!(
+            shown
+                .lines()
+                .filter(|l| l.starts_with(&format!("{node} ")))
+                .count(),
+            1,
+            "one row for {node}"
+        );
+    }
+    // Every object of the fleet, managed fields included, stays under the bound.
+    let mut largest = 0;
+    for obj in batches.iter().chain([&done]) {
+        largest = largest.max(serde_json::to_vec(obj).expect("json").len());
+    }
+    println!("largest object of the fleet: {largest} bytes");
+    assert!(largest < 512 * 1024);
+}
+
+#[tokio::test]
+async fn a_fleet_stops_every_batch_past_max_errors() {
+    let ns = TestNamespace::new("acmd-fleet-errors").await;
+    install_crds(&ns.client).await;
+    let targets = kwok_nodes(&ns).await;
+    let _op = Operator::start(&ns.name, &["--fleet-batch-nodes", "20"]);
+    let api: Api<AsyncCommand> = ns.api();
+    // node-0025 is in the second batch; nodes start in order, 3 at a time.
+    apply(
+        &api,
+        manifest::<AsyncCommand>(
+            "fragile-fleet",
+            json!({
+                "command": "uptime",
+                "nodeSelector": {"matchLabels": {"type": "kwok"}},
+                "maxConcurrency": 3,
+                "maxErrors": 0,
+                "podAnnotations": {format!("{}node-0025", sim::EXIT_CODE_NODE_PREFIX): "1"}
+            }),
+        ),
+    )
+    .await;
+    let done = wait_for(&api, "fragile-fleet", FINISH, "completion", finished).await;
+    let status = done.status.expect("status");
+    let n = targets.len() as i32;
+    assert_eq!(status.failed, 1, "{status:?}");
+    assert_eq!(status.failed + status.succeeded + status.cancelled, n);
+    // Started: the 24 before it, itself, and at most the 2 beside it in flight.
+    assert!(
+        (24..=27).contains(&status.succeeded),
+        "{}",
+        status.succeeded
+    );
+    let uid = done.metadata.uid.expect("uid");
+    let batches = batches_of(&api, &uid).await;
+    let mut jobs = 0;
+    for b in &batches {
+        jobs += owned_jobs(&ns, b.metadata.uid.as_deref().expect("uid"))
+            .await
+            .len();
+        for e in &b.status.as_ref().expect("status").cmd_jobs {
+            if e.phase == NodePhase::Cancelled {
+                assert_eq!(e.reason.as_deref(), Some("MaxErrorsReached"));
+                assert!(e.job_name.is_none());
+            }
+        }
+    }
+    assert_eq!(
+        jobs as i32,
+        status.succeeded + status.failed,
+        "no Job for a cancelled node"
+    );
+    assert!(
+        batches[2..].iter().all(|b| b.status.as_ref().is_some_and(
+            |s| s.cancelled as usize == b.spec.node_names.as_ref().map_or(0, Vec::len)
+        )),
+        "the batches after the failure started nothing"
+    );
 }

@@ -1,5 +1,5 @@
 //! The operator runs with only the permissions of `config/rbac/` (its ServiceAccount's
-//! token, not the admin certificate): an AsyncCommand, a Command, an Invoker, a NodeAgent
+//! token, not the admin certificate): an AsyncCommand, a fleet of batches, a Command, an Invoker, a NodeAgent
 //! with its install, update and DaemonSet clean-up, and an AgentUpgradeJob all work, and
 //! the log holds no forbidden error.
 
@@ -82,6 +82,8 @@ async fn operator_needs_no_more_than_its_cluster_role() {
             "nodeops-system",
             "--leader-election-lease",
             &lease,
+            "--fleet-batch-nodes",
+            "40",
         ],
         &sa_kubeconfig,
     );
@@ -112,6 +114,32 @@ async fn operator_needs_no_more_than_its_cluster_role() {
     .await;
     let status = done.status.expect("status");
     assert_eq!((status.succeeded, status.failed), (1, 2));
+
+    // A fleet: batches created, and their allowances raised (patched) under the role.
+    apply(
+        &acmds,
+        manifest::<AsyncCommand>(
+            "rbac-fleet",
+            json!({"command": "uptime", "nodeSelector": {"matchLabels": {"type": "kwok"}},
+                   "maxConcurrency": 50}),
+        ),
+    )
+    .await;
+    let fleet = wait_for(
+        &acmds,
+        "rbac-fleet",
+        Duration::from_secs(180),
+        "completion",
+        finished,
+    )
+    .await
+    .status
+    .expect("status");
+    assert!(
+        fleet.fleet.as_ref().is_some_and(|f| f.batches >= 2),
+        "{fleet:?}"
+    );
+    assert_eq!(fleet.succeeded, fleet.total);
 
     apply(
         &acmds,

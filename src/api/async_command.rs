@@ -1,5 +1,7 @@
-//! `AsyncCommand`: run one command on up to 100 nodes now, with a job id and an outcome per
-//! node (the seed's "Executing an Asynchronous Command": `task_id`, `cmd_jobs[]`).
+//! `AsyncCommand`: run one command on a set of nodes now, with a job id and an outcome per
+//! node (the seed's "Executing an Asynchronous Command": `task_id`, `cmd_jobs[]`). A
+//! selector over more nodes than one batch (100) makes a fleet: the operator splits it into
+//! batch AsyncCommands ([`FleetBatch`]) that carry the per-node results.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,11 @@ use super::rollout::RolloutPolicy;
 /// The seed's command charset plus space: letters, digits, `_ . / : -`. The command is split
 /// into argv on spaces and exec'd; no shell ever sees it.
 pub const COMMAND_PATTERN: &str = r"^[A-Za-z0-9_./: -]+$";
-/// Most nodes one AsyncCommand addresses (the seed's instance list limit).
+/// Most nodes one AsyncCommand lists in status (the seed's instance list limit): a batch of
+/// a fleet has at most this many.
 pub const MAX_NODES: usize = 100;
+/// Failed nodes a fleet lists in its own status; the rest are in its batches.
+pub const FLEET_FAILURES_SHOWN: usize = 20;
 
 /// Runs a command on a set of nodes, once, and records every node's outcome in status.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -72,6 +77,9 @@ pub const MAX_NODES: usize = 100;
     validation = Rule::new("self.executionMode == oldSelf.executionMode").message("spec.executionMode is immutable").field_path(".executionMode"),
     validation = Rule::new("has(self.parameters) == has(oldSelf.parameters) && (!has(self.parameters) || self.parameters == oldSelf.parameters)").message("spec.parameters is immutable").field_path(".parameters"),
     validation = Rule::new("(has(self.username) ? self.username : '') == (has(oldSelf.username) ? oldSelf.username : '')").message("spec.username is immutable").field_path(".username"),
+    validation = Rule::new("!has(self.batch) || has(self.nodeNames)").message("spec.batch is set only on a fleet's batch, which names its nodes").field_path(".batch"),
+    validation = Rule::new("has(self.batch) == has(oldSelf.batch)").message("spec.batch cannot be added or removed").field_path(".batch"),
+    validation = Rule::new("!has(self.batch) || !has(oldSelf.batch) || self.batch.starts >= oldSelf.batch.starts").message("spec.batch.starts only grows").field_path(".batch.starts"),
 )]
 pub struct AsyncCommandSpec {
     /// The command line to run on each node, at most 1024 bytes of letters, digits, `_ . / : -`
@@ -97,15 +105,19 @@ pub struct AsyncCommandSpec {
     #[x_kube(validation = Rule::new("self.all(k, self[k].size() <= 4096)").message("spec.parameters values must be at most 4096 bytes"))]
     pub parameters: Option<BTreeMap<String, String>>,
 
-    /// The nodes to run on: 1 to 100 distinct node names. Exactly one of `nodeNames` and
-    /// `nodeSelector` is set. Immutable.
+    /// The nodes to run on: 1 to 100 distinct node names (a `nodeSelector` may match any
+    /// number). Exactly one of `nodeNames` and `nodeSelector` is set. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 253), regex(pattern = NODE_NAME_PATTERN)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub node_names: Option<Vec<String>>,
 
-    /// Selects the nodes to run on by label, resolved once when the command starts (at most
-    /// 100 nodes). Immutable.
+    /// Selects the nodes to run on by label, resolved once when the command starts: nodes
+    /// that join later are not added. Over more than 100 nodes the command is a fleet: the
+    /// operator splits the nodes into batch AsyncCommands of at most 100 (owned by this
+    /// one, labelled `nodeops.io/fleet-uid`), this status keeps the totals and the first
+    /// failures, and `maxConcurrency`, `maxErrors` and `rollout` hold across the fleet.
+    /// Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
 
@@ -186,6 +198,27 @@ pub struct AsyncCommandSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i64>,
+
+    /// Set by the operator on the batches of a fleet, not by hand: the fleet (this
+    /// object's owner) decides how many of the batch's nodes may start, and when the rest
+    /// are cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<FleetBatch>,
+}
+
+/// How a fleet steers one of its batches.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetBatch {
+    /// How many of the batch's nodes may have started, in all. The fleet raises it as its
+    /// `maxConcurrency` and rollout allow; it never falls.
+    #[schemars(range(min = 0, max = 100))]
+    pub starts: i32,
+    /// Set when the fleet stops starting nodes (its `maxErrors` reached): the batch's nodes
+    /// not started are Cancelled with reason MaxErrorsReached and this message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub cancel: Option<String>,
 }
 
 fn default_timeout() -> i64 {
@@ -214,6 +247,7 @@ impl Default for AsyncCommandSpec {
             pod_security: PodSecurity::default(),
             pod_annotations: None,
             ttl_seconds_after_finished: None,
+            batch: None,
         }
     }
 }
@@ -351,9 +385,43 @@ pub struct AsyncCommandStatus {
     /// window, a soak time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_start_time: Option<Time>,
+    /// A fleet's batches and first failures (a fleet lists no `cmdJobs`: each node's
+    /// entry is in its batch's status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
     /// Ready, Reconciling, Stalled (kstatus), Complete, Failed, and Paused while
     /// `spec.rollout` holds the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A fleet's record of its batches.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetStatus {
+    /// How many batch AsyncCommands the fleet was split into when it started (labelled
+    /// `nodeops.io/fleet-uid` with this object's uid, annotated `nodeops.io/fleet-part:
+    /// i/n`). Their membership is fixed from then on.
+    pub batches: i32,
+    /// Nodes the batches have started so far (within `maxConcurrency`).
+    #[serde(default)]
+    pub started: i32,
+    /// The first failed nodes, in batch order (at most 20); `nodeops get asynccommand`
+    /// and each batch's status have every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FleetFailure>,
+}
+
+/// A failed node of a fleet.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetFailure {
+    pub node_name: String,
+    /// The batch AsyncCommand whose status has the node's entry.
+    pub batch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -79,6 +79,31 @@ fn async_command_target_is_immutable() {
 }
 
 #[test]
+fn a_batch_allowance_only_grows_and_stays_a_batch() {
+    let batch = |starts: i32| -> AsyncCommand {
+        from(
+            "AsyncCommand",
+            json!({"command": "uptime", "nodeNames": ["n1", "n2"], "batch": {"starts": starts}}),
+        )
+    };
+    validate_cel(&batch(0)).expect("a batch");
+    validate_cel_update(&batch(2), &batch(1)).expect("raised");
+    let err = validate_cel_update(&batch(1), &batch(2)).expect_err("lowered");
+    assert!(format!("{err:?}").contains("spec.batch.starts only grows"));
+    let plain: AsyncCommand = from(
+        "AsyncCommand",
+        json!({"command": "uptime", "nodeNames": ["n1", "n2"]}),
+    );
+    let err = validate_cel_update(&batch(0), &plain).expect_err("made a batch");
+    assert!(format!("{err:?}").contains("spec.batch cannot be added or removed"));
+    let by_selector: AsyncCommand = from(
+        "AsyncCommand",
+        json!({"command": "uptime", "nodeSelector": {}, "batch": {"starts": 0}}),
+    );
+    refused_with(&by_selector, "which names its nodes");
+}
+
+#[test]
 fn agent_invocation_required_when_rules() {
     let install: AgentInvocation = from(
         "AgentInvocation",

@@ -91,7 +91,8 @@ pub struct InvokerSpec {
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub node_names: Option<Vec<String>>,
 
-    /// Selects the nodes by label at each firing (at most 100 nodes).
+    /// Selects the nodes by label at each firing; a run over more than 100 nodes is a
+    /// fleet of batches (see AsyncCommand's `nodeSelector`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
 

@@ -52,6 +52,52 @@ pub fn async_command(obj: &AsyncCommand) -> String {
     out
 }
 
+/// A fleet: its summary, a row per batch, then every node's row from the batches (in
+/// batch order), as [`async_command`] shows one object's.
+pub fn fleet(obj: &AsyncCommand, batches: &[AsyncCommand]) -> String {
+    let rows: Vec<Vec<String>> = batches
+        .iter()
+        .map(|b| {
+            let s = b.status.clone().unwrap_or_default();
+            vec![
+                b.metadata.name.clone().unwrap_or_default(),
+                b.spec.node_names.as_ref().map_or(0, Vec::len).to_string(),
+                format!("{:?}", s.phase),
+                s.progress.unwrap_or_else(|| "-".into()),
+                s.failed.to_string(),
+                s.cancelled.to_string(),
+                s.running.to_string(),
+            ]
+        })
+        .collect();
+    let mut whole = obj.clone();
+    if let Some(status) = whole.status.as_mut() {
+        status.cmd_jobs = batches
+            .iter()
+            .filter_map(|b| b.status.as_ref())
+            .flat_map(|s| s.cmd_jobs.iter().cloned())
+            .collect();
+    }
+    let text = async_command(&whole);
+    let (head, nodes) = text.split_at(text.find('\n').map_or(text.len(), |i| i + 1));
+    let mut out = head.to_string();
+    let _ = writeln!(out, "fleet of {} batches:", batches.len());
+    out.push_str(&table(
+        &[
+            "BATCH",
+            "NODES",
+            "PHASE",
+            "SUCCEEDED",
+            "FAILED",
+            "CANCELLED",
+            "RUNNING",
+        ],
+        &rows,
+    ));
+    out.push_str(nodes);
+    out
+}
+
 /// The runs of an Invoker: each scheduled time, its AsyncCommand and how it went.
 pub fn invoker(obj: &Invoker) -> String {
     let mut name = obj.metadata.name.clone().unwrap_or_default();

@@ -8,7 +8,7 @@ mod commands;
 
 use agents::agent_state;
 pub use agents::{agent_invocation, agent_upgrade_job, node_agent};
-pub use commands::{async_command, command, invoker};
+pub use commands::{async_command, command, fleet, invoker};
 
 use crate::api::agent_upgrade_job::AgentUpgradeJob;
 use crate::api::{AgentInvocation, AsyncCommand};

@@ -17,7 +17,7 @@ use crate::api::async_command::AsyncCommand;
 use crate::api::command::Command;
 use crate::controller::{Context, gates};
 use crate::engine::outcome::{RunState, observe};
-use crate::keys::{NODE_ANNOTATION, owner_selector};
+use crate::keys::{FLEET_UID_LABEL, NODE_ANNOTATION, owner_selector};
 
 /// A Job without a Pod for this long is checked for an admission refusal.
 const POD_CREATE_GRACE_SECONDS: i64 = 3;
@@ -35,7 +35,37 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
             })?,
         None => None,
     };
-    let mut world = observe_world(obj, ctx, now).await?;
+    // A fleet's batches: listed while it may be one (its status says so, or it has a
+    // selector and has not started as one object).
+    let status = obj.status.as_ref();
+    let may_be_fleet = obj.spec.batch.is_none()
+        && (status.is_some_and(|s| s.fleet.is_some())
+            || (obj.spec.node_selector.is_some() && status.is_none_or(|s| s.cmd_jobs.is_empty())));
+    let batches = if may_be_fleet {
+        let selector = format!(
+            "{FLEET_UID_LABEL}={}",
+            obj.metadata.uid.clone().unwrap_or_default()
+        );
+        Api::<AsyncCommand>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::ListBatches)?
+            .items
+    } else {
+        Vec::new()
+    };
+    let fleet_started =
+        may_be_fleet && (!batches.is_empty() || status.is_some_and(|s| s.fleet.is_some()));
+    // A fleet has no Jobs of its own.
+    let mut world = if fleet_started {
+        World {
+            now,
+            ..Default::default()
+        }
+    } else {
+        observe_world(obj, ctx, now).await?
+    };
+    world.batches = batches;
     world.fleet = ctx.nodes.state();
     world.command = command;
     world.settings = ctx.config.clone();
@@ -49,7 +79,17 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
     }
     // Readiness of the addressed nodes only (a lookup each), not of the whole fleet on
     // every reconcile; an invalid spec addresses none and is stalled by validation.
-    for node in super::plan::targets(obj, &world).unwrap_or_default() {
+    let nodes: Vec<String> = match super::plan::targets(obj, &world) {
+        Ok(super::plan::Targets::Nodes(nodes)) => nodes,
+        // A fleet's node gates read every node of its batches.
+        Ok(super::plan::Targets::Fleet(_)) if has_node_gates(obj) => world
+            .batches
+            .iter()
+            .flat_map(|b| b.spec.node_names.clone().unwrap_or_default())
+            .collect(),
+        _ => Vec::new(),
+    };
+    for node in nodes {
         if let Some(n) = ctx.nodes.get(&ObjectRef::new(&node)) {
             let info = NodeInfo {
                 ready: crate::plan::node_ready(&n),
@@ -59,6 +99,13 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
         }
     }
     Ok(world)
+}
+
+fn has_node_gates(obj: &AsyncCommand) -> bool {
+    obj.spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.health_gates.iter().any(|g| g.node_condition.is_some()))
 }
 
 /// Each node's run (its Job and Pods, read back) and admission refusals.

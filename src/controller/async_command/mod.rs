@@ -39,6 +39,8 @@ pub enum Error {
     ReadCommand { name: String, source: kube::Error },
     #[error("listing the Jobs: {0}")]
     ListJobs(#[source] kube::Error),
+    #[error("listing the fleet's batches: {0}")]
+    ListBatches(#[source] kube::Error),
     #[error("listing the Pods: {0}")]
     ListPods(#[source] kube::Error),
     #[error("reading the Events of Job {job}: {source}")]
@@ -73,6 +75,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
+    let batches: Api<PartialObjectMeta<AsyncCommand>> = ctx.scoped();
     let controller = shell::controller::<Reconciler>(ctx.scoped(), DEBOUNCE)
         // Job changes only wake the owner: metadata is enough, and far lighter than 1000
         // Jobs with their pod templates.
@@ -80,6 +83,15 @@ pub async fn run(
             watcher(jobs, watcher::Config::default().labels(&child_selector()))
                 .touched_objects()
                 .default_backoff(),
+        )
+        // A batch's changes wake its fleet (metadata is enough: the fleet reads them fresh).
+        .owns_stream(
+            watcher(
+                batches,
+                watcher::Config::default().labels(crate::keys::FLEET_UID_LABEL),
+            )
+            .touched_objects()
+            .default_backoff(),
         )
         .watches_stream(pods, |pod: Pod| {
             // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.

@@ -7,6 +7,7 @@
 //! `validate` (what each node runs, and which nodes). This file holds the types and the
 //! [`Decide`] implementation.
 
+pub mod fleet;
 mod machine;
 mod run;
 mod status;
@@ -25,6 +26,7 @@ use crate::api::async_command::{AsyncCommand, AsyncCommandStatus};
 use crate::api::command::Command;
 use crate::engine::job::{Owner, RunTemplate, job_name, render};
 use crate::engine::outcome::Observed;
+use crate::keys::FLEET_UID_LABEL;
 pub use crate::plan::Note;
 use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Plan as Changes};
 use crate::rollout::{self as policy, Conditions, Policy, Reading};
@@ -33,7 +35,7 @@ use crate::settings::Settings;
 pub use machine::{NodeEvent, transition};
 pub use run::plan;
 pub use status::invalid;
-pub use validate::{targets, template};
+pub use validate::{Targets, fleet_started, targets, template};
 
 /// Bytes of each node's output kept in status: 100 nodes of it stay far below the API
 /// server's object size limit.
@@ -64,6 +66,8 @@ pub struct World {
     pub runs: BTreeMap<String, Observed>,
     /// Nodes whose Job cannot create its Pod (admission refused), with the refusal.
     pub refused: BTreeMap<String, String>,
+    /// A fleet's batches (AsyncCommands labelled with its uid), as read.
+    pub batches: Vec<AsyncCommand>,
     /// The object health gates of `spec.rollout`, as read.
     pub object_gates: Vec<Reading>,
     pub now: Timestamp,
@@ -100,7 +104,7 @@ impl Decide for Decisions {
     type Status = AsyncCommandStatus;
     type World = World;
     /// What each node runs, the addressed nodes, and the rollout policy.
-    type Valid = (RunTemplate, Vec<String>, Policy);
+    type Valid = (RunTemplate, Targets, Policy);
     const KIND: &'static str = "AsyncCommand";
 
     fn status(obj: &AsyncCommand) -> Option<&AsyncCommandStatus> {
@@ -110,14 +114,28 @@ impl Decide for Decisions {
         &status.conditions
     }
     fn validate(obj: &AsyncCommand, world: &World) -> Result<Self::Valid, Invalid> {
+        if obj.spec.batch.is_some() && !obj.labels().contains_key(FLEET_UID_LABEL) {
+            return Err(Invalid::new(
+                "NotAFleetBatch",
+                "spec.batch is set by the operator on a fleet's batches only: create the AsyncCommand again without it",
+            ));
+        }
         let policy = policy::parse(obj.spec.rollout.as_ref())?;
-        Ok((template(obj, world)?, targets(obj, world)?, policy))
+        let targets = targets(obj, world)?;
+        if matches!(targets, Targets::Fleet(_)) {
+            fleet::check(obj, world)?;
+        }
+        Ok((template(obj, world)?, targets, policy))
     }
     fn plan(
         obj: &AsyncCommand,
         world: &World,
         (template, targets, policy): Self::Valid,
     ) -> Changes<AsyncCommandStatus> {
+        let targets = match targets {
+            Targets::Fleet(names) => return fleet::plan(obj, &names, world, &policy),
+            Targets::Nodes(nodes) => nodes,
+        };
         let planned = plan(obj, &targets, world, &policy);
         let owner = owner_of(obj);
         let ns = obj.namespace().unwrap_or_default();

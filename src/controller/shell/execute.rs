@@ -46,6 +46,12 @@ pub enum ExecuteError {
         name: String,
         source: kube::Error,
     },
+    #[error("patching {kind:?} {name}: {source}")]
+    Patch {
+        kind: ChildKind,
+        name: String,
+        source: kube::Error,
+    },
     #[error("labelling node {node}: {source}")]
     LabelNode { node: String, source: kube::Error },
     #[error("writing status: {0}")]
@@ -227,6 +233,39 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
                     .map(|_| ()),
             };
             result.map_err(|source| ExecuteError::Delete {
+                kind: *kind,
+                name: name.clone(),
+                source,
+            })?;
+        }
+        Change::PatchJson {
+            kind,
+            namespace,
+            name,
+            patch,
+        } => {
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            let result = match (
+                kind,
+                serde_json::from_value::<json_patch::Patch>(patch.clone()),
+            ) {
+                (ChildKind::AsyncCommand, Ok(p)) => {
+                    Api::<AsyncCommand>::namespaced(client.clone(), namespace)
+                        .patch(name, &params, &Patch::Json::<()>(p))
+                        .await
+                        .map(|_| ())
+                }
+                (_, Err(e)) => Err(kube::Error::Service(
+                    format!("a malformed patch: {e}").into(),
+                )),
+                (other, _) => Err(kube::Error::Service(
+                    format!("patching a {other:?} is not supported").into(),
+                )),
+            };
+            result.map_err(|source| ExecuteError::Patch {
                 kind: *kind,
                 name: name.clone(),
                 source,

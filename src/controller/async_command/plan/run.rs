@@ -126,7 +126,11 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
         .as_ref()
         .and_then(|m| scaled_limit(m, total, 0));
     let mut notes = Vec::new();
-    let stop_starting = max_errors.is_some_and(|m| failed > m);
+    // A fleet's batch: the fleet decides how many of its nodes may start and when the
+    // rest are cancelled (its maxErrors across every batch).
+    let batch = obj.spec.batch.as_ref();
+    let fleet_stopped = batch.and_then(|b| b.cancel.clone());
+    let stop_starting = max_errors.is_some_and(|m| failed > m) || fleet_stopped.is_some();
     let mut start = Vec::new();
     let mut hold = None;
     if stop_starting {
@@ -134,9 +138,9 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
         for e in entries.iter_mut().filter(|e| e.phase == NodePhase::Pending) {
             apply(e, NodeEvent::Cancelled);
             e.reason = Some(reason::MAX_ERRORS_REACHED.into());
-            e.message = Some(format!(
-                "not started: {failed} nodes failed, more than maxErrors allows"
-            ));
+            e.message = Some(fleet_stopped.clone().unwrap_or_else(|| {
+                format!("not started: {failed} nodes failed, more than maxErrors allows")
+            }));
             e.completion_time = Some(time(now));
             cancelled += 1;
         }
@@ -184,7 +188,15 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
                 entries[i].message = Some(message.clone());
             }
         }
-        for &i in candidates.iter().take(starts.slots) {
+        let slots = match batch {
+            Some(b) => {
+                let started = entries.iter().filter(|e| e.job_name.is_some()).count();
+                let allowed = usize::try_from(b.starts).unwrap_or(0);
+                starts.slots.min(allowed.saturating_sub(started))
+            }
+            None => starts.slots,
+        };
+        for &i in candidates.iter().take(slots) {
             let e = &mut entries[i];
             apply(e, NodeEvent::Started);
             e.job_name = Some(job_name(&name, &uid, &e.node_name));
@@ -237,21 +249,9 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
 
     let mut delete_self = false;
     let requeue_after = if finished {
-        match (
-            obj.spec.ttl_seconds_after_finished,
-            status.completion_time.as_ref(),
-        ) {
-            (Some(ttl), Some(done)) => {
-                let expires = done.0 + SignedDuration::from_secs(ttl);
-                if now >= expires {
-                    delete_self = true;
-                    None
-                } else {
-                    Some(to_duration(expires.duration_since(now)))
-                }
-            }
-            _ => None,
-        }
+        let (expired, wake) = expiry(obj, &status, now);
+        delete_self = expired;
+        wake
     } else if let Some(wake) = hold.as_ref().and_then(|h| h.recheck(now)) {
         // A window opening or a soak ending, exactly; a gate every few seconds.
         wake.min(Duration::from_secs(20))
@@ -282,9 +282,31 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
     }
 }
 
+/// Whether a finished AsyncCommand's TTL has passed (delete it), else when it will.
+pub(super) fn expiry(
+    obj: &AsyncCommand,
+    status: &crate::api::async_command::AsyncCommandStatus,
+    now: Timestamp,
+) -> (bool, Option<Duration>) {
+    match (
+        obj.spec.ttl_seconds_after_finished,
+        status.completion_time.as_ref(),
+    ) {
+        (Some(ttl), Some(done)) => {
+            let expires = done.0 + SignedDuration::from_secs(ttl);
+            if now >= expires {
+                (true, None)
+            } else {
+                (false, Some(to_duration(expires.duration_since(now))))
+            }
+        }
+        _ => (false, None),
+    }
+}
+
 /// The Paused condition and `nextStartTime` of a rollout held by its policy, with an Event
 /// when it starts or stops being held.
-fn held(
+pub(super) fn held(
     status: &mut crate::api::async_command::AsyncCommandStatus,
     prev: &crate::api::async_command::AsyncCommandStatus,
     hold: Option<&Hold>,

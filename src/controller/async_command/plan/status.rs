@@ -25,6 +25,41 @@ fn task_id(obj: &AsyncCommand) -> String {
         .replace('-', "")
 }
 
+/// Nodes in each phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub pending: i32,
+    pub running: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub cancelled: i32,
+}
+
+impl Counts {
+    pub fn of(entries: &[CmdJob]) -> Counts {
+        let count = |p: NodePhase| entries.iter().filter(|e| e.phase == p).count() as i32;
+        Counts {
+            pending: count(NodePhase::Pending),
+            running: count(NodePhase::Running),
+            succeeded: count(NodePhase::Succeeded),
+            failed: count(NodePhase::Failed),
+            cancelled: count(NodePhase::Cancelled),
+        }
+    }
+
+    pub fn add(&mut self, other: Counts) {
+        self.pending += other.pending;
+        self.running += other.running;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
+    }
+
+    pub fn total(&self) -> i32 {
+        self.pending + self.running + self.succeeded + self.failed + self.cancelled
+    }
+}
+
 /// The status for `entries`: counts, phase, progress and conditions.
 pub(super) fn summarize(
     obj: &AsyncCommand,
@@ -32,15 +67,26 @@ pub(super) fn summarize(
     entries: Vec<CmdJob>,
     now: Timestamp,
 ) -> AsyncCommandStatus {
-    let count = |p: NodePhase| entries.iter().filter(|e| e.phase == p).count() as i32;
-    let total = entries.len() as i32;
-    let (pending, running, succeeded, failed, cancelled) = (
-        count(NodePhase::Pending),
-        count(NodePhase::Running),
-        count(NodePhase::Succeeded),
-        count(NodePhase::Failed),
-        count(NodePhase::Cancelled),
-    );
+    let counts = Counts::of(&entries);
+    summary(obj, prev, counts, entries, now)
+}
+
+/// The status for nodes in `counts` (`entries`: their entries, none for a fleet).
+pub(super) fn summary(
+    obj: &AsyncCommand,
+    prev: &AsyncCommandStatus,
+    counts: Counts,
+    entries: Vec<CmdJob>,
+    now: Timestamp,
+) -> AsyncCommandStatus {
+    let total = counts.total();
+    let Counts {
+        pending,
+        running,
+        succeeded,
+        failed,
+        cancelled,
+    } = counts;
     let all_final = pending == 0 && running == 0;
     let phase = if all_final {
         if failed == 0 && cancelled == 0 {
@@ -73,6 +119,7 @@ pub(super) fn summarize(
         },
         cmd_jobs: entries,
         next_start_time: None,
+        fleet: prev.fleet.clone(),
         conditions: prev.conditions.clone(),
     };
     let now_t = time(now);

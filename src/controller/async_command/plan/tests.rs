@@ -731,7 +731,7 @@ fn validation_is_a_pure_step_with_a_reason_for_each_refusal() {
     let web =
         command(json!({"command": "uptime", "nodeSelector": {"matchLabels": {"role": "web"}}}));
     let (_, targets, _) = Decisions::validate(&web, &world).expect("valid");
-    assert_eq!(targets, ["b", "c"]);
+    assert_eq!(targets, Targets::Nodes(nodes(&["b", "c"])));
     let none =
         command(json!({"command": "uptime", "nodeSelector": {"matchLabels": {"role": "cache"}}}));
     assert_eq!(

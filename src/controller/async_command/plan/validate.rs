@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use super::World;
-use crate::api::async_command::{AsyncCommand, MAX_NODES};
+use crate::api::async_command::AsyncCommand;
 use crate::api::common::ExecutionMode;
 use crate::engine::job::RunTemplate;
 use crate::engine::{argv, script};
@@ -75,20 +75,53 @@ pub fn template(obj: &AsyncCommand, world: &World) -> Result<RunTemplate, Invali
     Ok(t)
 }
 
+/// The nodes an AsyncCommand addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// The nodes of one object, each with its entry in status: `nodeNames`, a selector
+    /// over at most one batch of nodes, or a fleet's batch.
+    Nodes(Vec<String>),
+    /// A fleet: the nodes a selector matched beyond one batch, to split into batches; empty
+    /// once the batches exist (their `nodeNames` are the fleet's membership from then on).
+    Fleet(Vec<String>),
+}
+
+impl Targets {
+    /// The nodes listed in this object's own status.
+    pub fn own(self) -> Vec<String> {
+        match self {
+            Targets::Nodes(nodes) => nodes,
+            Targets::Fleet(_) => Vec::new(),
+        }
+    }
+}
+
+/// Whether `obj` is a fleet that has started: its batches exist or its status says so.
+pub fn fleet_started(obj: &AsyncCommand, world: &World) -> bool {
+    obj.spec.batch.is_none()
+        && (obj.status.as_ref().is_some_and(|s| s.fleet.is_some()) || !world.batches.is_empty())
+}
+
 /// The addressed nodes: those already recorded in status (the set is fixed when the
-/// command starts), else `nodeNames`, else the nodes the selector matches now.
-pub fn targets(obj: &AsyncCommand, world: &World) -> Result<Vec<String>, Invalid> {
+/// command starts; a fleet's in its batches), else `nodeNames`, else the nodes the selector
+/// matches now.
+pub fn targets(obj: &AsyncCommand, world: &World) -> Result<Targets, Invalid> {
     if let Some(status) = &obj.status
         && !status.cmd_jobs.is_empty()
     {
-        return Ok(status
-            .cmd_jobs
-            .iter()
-            .map(|e| e.node_name.clone())
-            .collect());
+        return Ok(Targets::Nodes(
+            status
+                .cmd_jobs
+                .iter()
+                .map(|e| e.node_name.clone())
+                .collect(),
+        ));
+    }
+    if fleet_started(obj, world) {
+        return Ok(Targets::Fleet(Vec::new()));
     }
     if let Some(names) = &obj.spec.node_names {
-        return Ok(names.clone());
+        return Ok(Targets::Nodes(names.clone()));
     }
     let Some(selector) = &obj.spec.node_selector else {
         return Err(Invalid::new(
@@ -111,14 +144,8 @@ pub fn targets(obj: &AsyncCommand, world: &World) -> Result<Vec<String>, Invalid
             "the nodeSelector matches no node",
         ));
     }
-    if names.len() > MAX_NODES {
-        return Err(Invalid::new(
-            "TooManyNodes",
-            format!(
-                "the nodeSelector matches {} nodes; at most {MAX_NODES} are allowed",
-                names.len()
-            ),
-        ));
+    if names.len() > world.settings.batch_nodes() && obj.spec.batch.is_none() {
+        return Ok(Targets::Fleet(names));
     }
-    Ok(names)
+    Ok(Targets::Nodes(names))
 }
