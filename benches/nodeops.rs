@@ -740,6 +740,17 @@ async fn schedules(bench: &Bench) {
 /// A minimal client loop creating `total` Jobs in a namespace of its own with `in_flight`
 /// requests at once (kube-rs' default client, no QPS limit); the time to create them all.
 async fn raw_loop(client: &Client, name: &str, in_flight: usize, total: usize) -> Duration {
+    raw_loop_over(client, name, in_flight, total, 1000).await
+}
+
+/// [`raw_loop`] with its Jobs spread over `nodes` nodes (`node-0001`...).
+async fn raw_loop_over(
+    client: &Client,
+    name: &str,
+    in_flight: usize,
+    total: usize,
+    nodes: usize,
+) -> Duration {
     namespace(client, name).await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), name);
     let start = Instant::now();
@@ -749,7 +760,7 @@ async fn raw_loop(client: &Client, name: &str, in_flight: usize, total: usize) -
             async move {
                 let job: Job = serde_json::from_value(json!({
                     "metadata": {"name": format!("raw-{i:04}")},
-                    "spec": {"backoffLimit": 0, "template": {"spec": {"nodeName": format!("node-{:04}", i % 1000 + 1),
+                    "spec": {"backoffLimit": 0, "template": {"spec": {"nodeName": format!("node-{:04}", i % nodes + 1),
                         "restartPolicy": "Never", "tolerations": [{"operator": "Exists"}],
                         "containers": [{"name": "run", "image": "busybox", "command": ["true"]}]}}}
                 }))
@@ -761,6 +772,17 @@ async fn raw_loop(client: &Client, name: &str, in_flight: usize, total: usize) -
     let created = start.elapsed();
     drop_namespace_and_wait(client, name).await;
     created
+}
+
+/// A fresh namespace `ns` with the operator watching it, a watch of its Jobs, and its
+/// AsyncCommands' Api.
+async fn operator_in(bench: &Bench, ns: &str) -> (Operator, FirstSeen, Api<AsyncCommand>) {
+    namespace(&bench.client, ns).await;
+    let op = Operator::start(bench, ns);
+    let job_seen = FirstSeen::watch(Api::<Job>::namespaced(bench.client.clone(), ns));
+    // The operator's caches fill before the clock starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (op, job_seen, Api::namespaced(bench.client.clone(), ns))
 }
 
 /// One run of the fan-out part: the two raw loops, then nodeops, each in a fresh namespace.
@@ -792,11 +814,7 @@ async fn fan_out_once(bench: &Bench, budget: &Budget, run: usize) -> FanOutRun {
     .await;
 
     let ns = format!("bench-fan-{pid}-{run}");
-    namespace(client, &ns).await;
-    let op = Operator::start(bench, &ns);
-    let job_seen = FirstSeen::watch(Api::<Job>::namespaced(client.clone(), &ns));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let api: Api<AsyncCommand> = Api::namespaced(client.clone(), &ns);
+    let (op, job_seen, api) = operator_in(bench, &ns).await;
     let pp = PatchParams::apply("nodeops-bench").force();
     let start = Instant::now();
     for c in 0..FAN_OUT_COMMANDS {
@@ -936,6 +954,152 @@ async fn fan_out(bench: &Bench) {
         bench.runs,
     );
     resource_rows(&resources, total, bench);
+}
+
+/// One run of the fleet part.
+struct FleetRun {
+    raw: Duration,
+    created: Option<Duration>,
+    all_final: Option<Duration>,
+    /// The largest AsyncCommand (the fleet or a batch), managed fields included, bytes.
+    largest: usize,
+    resources: Resources,
+}
+
+/// One AsyncCommand whose selector matches every simulated node, split by the operator
+/// into batches of 100; beside a raw client loop creating as many Jobs.
+async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -> FleetRun {
+    let client = &bench.client;
+    let pid = std::process::id();
+    let raw = raw_loop_over(
+        client,
+        &format!("bench-fleet-raw-{pid}-{run}"),
+        in_flight,
+        nodes,
+        nodes,
+    )
+    .await;
+    let ns = format!("bench-fleet-{pid}-{run}");
+    let (op, job_seen, api) = operator_in(bench, &ns).await;
+    let pp = PatchParams::apply("nodeops-bench").force();
+    let start = Instant::now();
+    api.patch("fleet", &pp, &Patch::Apply(json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+        "metadata": {"name": "fleet"}, "spec": {"command": "uptime", "nodeSelector": {"matchLabels": {"type": "kwok"}}}})))
+        .await
+        .expect("apply");
+    let mut created = None;
+    let mut all_final = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while Instant::now() < deadline && all_final.is_none() {
+        if created.is_none() && job_seen.seen().len() >= nodes {
+            created = Some(start.elapsed());
+        }
+        let fleet = api.get("fleet").await.expect("get");
+        if fleet
+            .status
+            .as_ref()
+            .is_some_and(|s| s.completion_time.is_some())
+        {
+            all_final = Some(start.elapsed());
+            created = created.or(all_final);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let watch_failures = job_seen.stop();
+    let resources = Resources::of(op, bench);
+    let objects = api.list(&ListParams::default()).await.expect("list").items;
+    let largest = objects.iter().map(size_of).max().unwrap_or(0);
+    let fleet = objects
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some("fleet"));
+    let summary = fleet
+        .and_then(|f| f.status.as_ref())
+        .map(|s| {
+            format!(
+                "{} succeeded, {} failed of {}",
+                s.succeeded, s.failed, s.total
+            )
+        })
+        .unwrap_or_default();
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "timeout".into())
+    };
+    println!(
+        "fleet run {run}/{}: raw loop {in_flight} in flight {:.1} s; nodeops every Job created {}, the fleet final {} ({summary}, {} objects, largest {largest} bytes); watch failures {watch_failures}",
+        bench.runs,
+        raw.as_secs_f64(),
+        secs(created),
+        secs(all_final),
+        objects.len(),
+    );
+    assert!(largest < 512 * 1024, "an AsyncCommand of {largest} bytes");
+    drop_namespace_and_wait(client, &ns).await;
+    FleetRun {
+        raw,
+        created,
+        all_final,
+        largest,
+        resources,
+    }
+}
+
+async fn fleet(bench: &Bench) {
+    let nodes = Api::<Node>::all(bench.client.clone())
+        .list_metadata(&ListParams::default().labels("type=kwok"))
+        .await
+        .expect("nodes")
+        .items
+        .len();
+    let batches = nodes.div_ceil(100);
+    let client = source_const(CLIENT_SRC, "REQUESTS_IN_FLIGHT");
+    let per_reconcile = source_const(EXECUTE_SRC, "CREATE_PARALLELISM");
+    let in_flight = client.min(per_reconcile * batches);
+    println!();
+    println!(
+        "fleet: one AsyncCommand whose nodeSelector matches all {nodes} simulated nodes (the operator splits it into {batches} batches of 100) against a raw client loop creating {nodes} Jobs with min({client}, {batches} x {per_reconcile}) = {in_flight} requests in flight, the most the batches' creations can have"
+    );
+    let mut runs = Vec::new();
+    for run in 1..=bench.runs {
+        runs.push(fleet_once(bench, in_flight, nodes, run).await);
+    }
+    let rate = |d: Duration| nodes as f64 / d.as_secs_f64();
+    let each = |f: &dyn Fn(&FleetRun) -> Option<f64>| runs.iter().map(f).collect::<Vec<_>>();
+    table(
+        &format!("fan-out of one selector over {nodes} nodes ({batches} batches)"),
+        bench.runs,
+    );
+    row(
+        &format!("raw client loop, {in_flight} requests in flight: {nodes} Jobs created, s"),
+        &each(&|r| Some(r.raw.as_secs_f64())),
+        1,
+    );
+    row(
+        "nodeops: apply -> every Job created, s",
+        &each(&|r| r.created.map(|d| d.as_secs_f64())),
+        1,
+    );
+    row(
+        "nodeops: apply -> every node's result final, s",
+        &each(&|r| r.all_final.map(|d| d.as_secs_f64())),
+        1,
+    );
+    row(
+        "ratio nodeops/raw Job creation rate (per run)",
+        &each(&|r| r.created.map(|d| rate(d) / rate(r.raw))),
+        2,
+    );
+    row(
+        "largest AsyncCommand (fleet or batch), bytes",
+        &each(&|r| Some(r.largest as f64)),
+        0,
+    );
+    let resources: Vec<Resources> = runs.into_iter().map(|r| r.resources).collect();
+    table(
+        &format!("operator footprint, the fleet of {nodes} nodes"),
+        bench.runs,
+    );
+    resource_rows(&resources, nodes, bench);
 }
 
 /// One run of the footprint part.
@@ -1082,6 +1246,11 @@ async fn main() {
         let start = Instant::now();
         fan_out(&bench).await;
         took.push(format!("fan-out {:.0} s", start.elapsed().as_secs_f64()));
+    }
+    if part("fleet") {
+        let start = Instant::now();
+        fleet(&bench).await;
+        took.push(format!("fleet {:.0} s", start.elapsed().as_secs_f64()));
     }
     // Not part of "all": minutes at 1000 nodes, far more at 5000.
     if which == "upgrade" {

@@ -7,7 +7,8 @@
 # installs the CRDs, runs the benchmark binary, which prints its tables, and stops the
 # control plane on exit.
 #
-#   hack/bench.sh fanout            # one part: footprint, fanout or schedules
+#   hack/bench.sh fanout            # one part: footprint, fanout, fleet or schedules
+#                                   # (upgrade: not in the default set)
 #   BENCH_RUNS=5 make bench         # runs of every measurement (default 3)
 #   NODEOPS_BENCH_OPERATOR=target/release/nodeops hack/bench.sh fanout   # another binary
 #   NODEOPS_BENCH_WRAPPER=heaptrack hack/bench.sh fanout  # under a profiler (its figures)

@@ -96,6 +96,19 @@ fn time(ts: Timestamp) -> Time {
     Time(ts)
 }
 
+/// How many nodes may start now under the rollout policy: its windows and soak, its node
+/// gates read over `nodes`, and its object gates as read.
+fn starts_now<'a>(
+    policy: &Policy,
+    world: &World,
+    nodes: impl Iterator<Item = (&'a str, &'a Conditions)> + Clone,
+    progress: policy::Progress,
+) -> policy::Starts {
+    let mut gates = policy.node_readings(nodes);
+    gates.extend(world.object_gates.iter().cloned());
+    policy::starts(policy, false, progress, &gates, world.now)
+}
+
 /// The AsyncCommand's decisions.
 pub struct Decisions;
 

@@ -21,17 +21,17 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::run::{expiry, held};
-use super::status::{Counts, summary, summary_message};
-use super::{Note, World, time};
+use super::status::{Counts, finished_note, summary};
+use super::{Note, World, starts_now, time};
 use crate::api::async_command::{
-    AsyncCommand, AsyncCommandSpec, AsyncCommandStatus, CmdJob, CommandPhase, FLEET_FAILURES_SHOWN,
-    FleetBatch, FleetFailure, FleetStatus, NodePhase,
+    AsyncCommand, AsyncCommandSpec, AsyncCommandStatus, CmdJob, FLEET_FAILURES_SHOWN, FleetBatch,
+    FleetFailure, FleetStatus, NodePhase,
 };
 use crate::api::common::scaled_limit;
 use crate::engine::job::job_id;
 use crate::keys::{FLEET_PART_ANNOTATION, FLEET_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::plan::{Change, Child, ChildKind, Invalid, Plan, clip};
-use crate::rollout::{self as policy, Policy, Progress};
+use crate::rollout::{Policy, Progress};
 
 /// How often a fleet looks at its batches without an event (a safety net: their changes
 /// wake it).
@@ -323,14 +323,12 @@ pub fn plan(
             .nodes
             .iter()
             .map(|(n, info)| (n.as_str(), &info.conditions));
-        let mut gates = policy.node_readings(nodes);
-        gates.extend(world.object_gates.iter().cloned());
         let progress = Progress {
             limit,
             in_flight,
             last_finished,
         };
-        let starts = policy::starts(policy, false, progress, &gates, now);
+        let starts = starts_now(policy, world, nodes, progress);
         let waiting: usize = reads.iter().map(Read::ungranted).sum();
         hold = starts.hold.filter(|_| waiting > 0);
         let mut slots = starts.slots;
@@ -378,18 +376,7 @@ pub fn plan(
         });
     }
     let finished = status.completion_time.is_some();
-    if finished && prev.completion_time.is_none() {
-        let (warning, reason) = if status.phase == CommandPhase::Succeeded {
-            (false, "Succeeded")
-        } else {
-            (true, "Failed")
-        };
-        notes.push(Note {
-            warning,
-            reason,
-            message: summary_message(&status),
-        });
-    }
+    notes.extend(finished_note(&prev, &status));
     let requeue = if finished {
         let (expired, wake) = expiry(obj, &status, now);
         if expired {
@@ -472,6 +459,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+    use crate::api::async_command::CommandPhase;
     use crate::controller::async_command::plan::{Decisions, NodeInfo, Targets};
     use crate::engine::outcome::{Observed, RunState};
     use crate::plan::Decide;

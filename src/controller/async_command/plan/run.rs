@@ -9,15 +9,15 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::machine::{NodeEvent, apply, fail, record};
-use super::status::{summarize, summary_message};
+use super::status::{finished_note, summarize};
 use super::{Note, Plan, World, time};
-use crate::api::async_command::{AsyncCommand, CmdJob, CommandPhase, NodePhase};
+use crate::api::async_command::{AsyncCommand, CmdJob, NodePhase};
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, Desired};
 use crate::engine::job::{job_id, job_name};
 use crate::engine::outcome::{RunState, reason};
 use crate::plan::clip;
-use crate::rollout::{self as policy, Hold, PAUSED, Policy, Progress};
+use crate::rollout::{Hold, PAUSED, Policy, Progress};
 
 fn to_duration(d: SignedDuration) -> Duration {
     Duration::from_secs(d.as_secs().max(0) as u64) + Duration::from_millis(100)
@@ -171,14 +171,12 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
         let nodes = targets
             .iter()
             .filter_map(|n| Some((n.as_str(), &world.nodes.get(n)?.conditions)));
-        let mut gates = policy.node_readings(nodes);
-        gates.extend(world.object_gates.iter().cloned());
         let progress = Progress {
             limit,
             in_flight,
             last_finished,
         };
-        let starts = policy::starts(policy, false, progress, &gates, now);
+        let starts = super::starts_now(policy, world, nodes, progress);
         // Only a rollout with nodes waiting to start is held.
         hold = starts.hold.filter(|_| !candidates.is_empty());
         if let Some(h) = &hold {
@@ -234,18 +232,7 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
         status.start_time = Some(time(started_at));
     }
     let finished = status.completion_time.is_some();
-    if finished && prev.completion_time.is_none() {
-        let (warning, reason) = if status.phase == CommandPhase::Succeeded {
-            (false, "Succeeded")
-        } else {
-            (true, "Failed")
-        };
-        notes.push(Note {
-            warning,
-            reason,
-            message: summary_message(&status),
-        });
-    }
+    notes.extend(finished_note(&prev, &status));
 
     let mut delete_self = false;
     let requeue_after = if finished {

@@ -3,7 +3,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::time;
+use super::{Note, time};
 use crate::api::async_command::{
     AsyncCommand, AsyncCommandStatus, CmdJob, CommandPhase, NodePhase,
 };
@@ -14,6 +14,26 @@ pub(super) fn summary_message(s: &AsyncCommandStatus) -> String {
         "{} of {} nodes succeeded, {} failed, {} cancelled",
         s.succeeded, s.total, s.failed, s.cancelled
     )
+}
+
+/// The Event of a command that finished with this status write.
+pub(super) fn finished_note(
+    prev: &AsyncCommandStatus,
+    status: &AsyncCommandStatus,
+) -> Option<Note> {
+    if status.completion_time.is_none() || prev.completion_time.is_some() {
+        return None;
+    }
+    let (warning, reason) = if status.phase == CommandPhase::Succeeded {
+        (false, "Succeeded")
+    } else {
+        (true, "Failed")
+    };
+    Some(Note {
+        warning,
+        reason,
+        message: summary_message(status),
+    })
 }
 
 /// The seed's task id: the object's uid without dashes (32 hex).
