@@ -984,7 +984,10 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
     let pp = PatchParams::apply("nodeops-bench").force();
     let start = Instant::now();
     api.patch("fleet", &pp, &Patch::Apply(json!({"apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
-        "metadata": {"name": "fleet"}, "spec": {"command": "uptime", "nodeSelector": {"matchLabels": {"type": "kwok"}}}})))
+        "metadata": {"name": "fleet"}, "spec": {"command": "uptime", "nodeSelector": {"matchLabels": {"type": "kwok"}},
+        // The simulated cluster takes minutes to run thousands of Pods at once on 2 cores: the
+        // default 60 s would fail the nodes it has not got to yet (seen at 5000 nodes).
+        "timeoutSeconds": 3600}})))
         .await
         .expect("apply");
     let mut created = None;

@@ -68,13 +68,18 @@ pub async fn execute<R: Reconciler>(
     let ctx = r.context();
     let mut i = 0;
     while i < plan.before.len() {
-        // A run of creations of one kind goes out together: the API server, not this loop,
-        // sets the pace. Kinds go one after the other: a plan's parts exist before any
+        // A run of creations of one kind (or of patches) goes out together: the API server,
+        // not this loop, sets the pace. Kinds go one after the other: a plan's parts exist before any
         // child the plan starts.
         let run = match &plan.before[i] {
             Change::Create(first) => plan.before[i..]
                 .iter()
                 .take_while(|c| matches!(c, Change::Create(c) if c.kind() == first.kind()))
+                .count(),
+            // A fleet's grants, one per batch: independent of each other.
+            Change::PatchJson { .. } => plan.before[i..]
+                .iter()
+                .take_while(|c| matches!(c, Change::PatchJson { .. }))
                 .count(),
             _ => 1,
         };
