@@ -54,18 +54,20 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
     } else {
         Vec::new()
     };
-    let fleet_started =
-        may_be_fleet && (!batches.is_empty() || status.is_some_and(|s| s.fleet.is_some()));
-    // A fleet has no Jobs of its own.
-    let mut world = if fleet_started {
-        World {
-            now,
-            ..Default::default()
-        }
-    } else {
-        observe_world(obj, ctx, now).await?
+    let started = World {
+        now,
+        batches,
+        ..Default::default()
     };
-    world.batches = batches;
+    // A fleet has no Jobs of its own.
+    let mut world = if super::plan::fleet_started(obj, &started) {
+        started
+    } else {
+        World {
+            batches: started.batches,
+            ..observe_world(obj, ctx, now).await?
+        }
+    };
     world.fleet = ctx.nodes.state();
     world.command = command;
     world.settings = ctx.config.clone();

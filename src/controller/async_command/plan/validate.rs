@@ -86,16 +86,6 @@ pub enum Targets {
     Fleet(Vec<String>),
 }
 
-impl Targets {
-    /// The nodes listed in this object's own status.
-    pub fn own(self) -> Vec<String> {
-        match self {
-            Targets::Nodes(nodes) => nodes,
-            Targets::Fleet(_) => Vec::new(),
-        }
-    }
-}
-
 /// Whether `obj` is a fleet that has started: its batches exist or its status says so.
 pub fn fleet_started(obj: &AsyncCommand, world: &World) -> bool {
     obj.spec.batch.is_none()
