@@ -7,14 +7,17 @@ pub mod agent_invocation;
 pub mod agent_upgrade_job;
 pub mod async_command;
 pub mod command;
+pub mod expect;
 pub mod gates;
 pub mod invoker;
 pub mod lean;
 pub mod node_agent;
 pub mod shell;
+pub mod writes;
 
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -29,6 +32,12 @@ pub struct Context {
     pub nodes: Store<Node>,
     /// Pods nodeops created: node runs and agent pods.
     pub pods: Store<Pod>,
+    /// The AsyncCommands' Jobs, metadata and status (filled by that controller's watch).
+    pub jobs: Store<Job>,
+    /// Jobs the AsyncCommand controller created that `jobs` does not show yet.
+    pub job_expectations: expect::Expectations<Job>,
+    /// The last status each object was written with, until its cache catches up.
+    pub writes: writes::OwnWrites,
     /// Ticks on every Node and nodeops Pod change: wakes the agent controllers, whose
     /// objects depend on node labels and agent pods fleet-wide.
     pub activity: tokio::sync::watch::Sender<u64>,
@@ -50,6 +59,7 @@ impl Context {
         config: crate::settings::Settings,
         nodes: Store<Node>,
         pods: Store<Pod>,
+        jobs: Store<Job>,
     ) -> Self {
         let reporter = Reporter {
             controller: "nodeops".into(),
@@ -62,6 +72,9 @@ impl Context {
             recorder,
             nodes,
             pods,
+            jobs,
+            job_expectations: Default::default(),
+            writes: Default::default(),
             activity: tokio::sync::watch::Sender::new(0),
             node_changes: tokio::sync::broadcast::Sender::new(NODE_CHANGES_BUFFERED),
             gate_kinds: Default::default(),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -125,12 +126,14 @@ pub async fn run<S: std::future::Future>(
     // Shared caches: every Node (readiness, labels) and the Pods nodeops created.
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let (pods, pods_writer) = reflector::store::<Pod>();
+    let (jobs, jobs_writer) = reflector::store::<Job>();
     let leader_election = config.leader_election.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.controllers,
         nodes.clone(),
         pods,
+        jobs,
     ));
     let config = &ctx.config;
     let touch_nodes = ctx.clone();
@@ -224,6 +227,7 @@ pub async fn run<S: std::future::Future>(
         tokio::spawn(async_command::run(
             ctx.clone(),
             pod_stream,
+            jobs_writer,
             stop.clone().cancelled_owned(),
         )),
         tokio::spawn(crate::controller::invoker::run(

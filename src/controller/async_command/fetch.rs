@@ -1,9 +1,11 @@
-//! What the AsyncCommand controller reads: its Command, the Nodes, and about its runs each node's Job and Pods (lean,
-//! from the API when the Pod cache lags) and the admission refusals of Pods never created.
+//! What the AsyncCommand controller reads: its Command, the Nodes, and about its runs each
+//! node's Job and Pods (from the caches; a Pod from the API when the cache has not shown
+//! it well after its Job ended) and the admission refusals of Pods never created.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -17,10 +19,13 @@ use crate::api::async_command::AsyncCommand;
 use crate::api::command::Command;
 use crate::controller::{Context, gates};
 use crate::engine::outcome::{RunState, observe};
-use crate::keys::{FLEET_UID_LABEL, NODE_ANNOTATION, owner_selector};
+use crate::keys::{FLEET_UID_LABEL, NODE_ANNOTATION, OWNER_UID_LABEL, owner_selector};
 
 /// A Job without a Pod for this long is checked for an admission refusal.
 const POD_CREATE_GRACE_SECONDS: i64 = 3;
+/// A Job final this long without its terminated Pod in the cache has its Pods read from
+/// the API.
+const POD_CACHE_GRACE_SECONDS: i64 = 10;
 
 /// What an AsyncCommand's decisions read.
 pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<World, Error> {
@@ -119,13 +124,7 @@ pub async fn observe_world(
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let selector = owner_selector(&uid);
-    // Jobs from the API, not a cache: what exists decides what may start.
-    // Read lean (metadata and status): a hundred Jobs' pod templates and managed fields
-    // are never read, and parsing them was most of a fan-out's memory.
-    let job_list: Vec<Job> =
-        crate::controller::lean::list(&ctx.client, &ns, &ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::ListJobs)?;
+    let job_list = jobs(ctx, &ns, &uid, &selector).await?;
     let mut pods_by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in ctx.pods.state() {
         if pod.labels().get(crate::keys::OWNER_UID_LABEL) == Some(&uid)
@@ -134,20 +133,32 @@ pub async fn observe_world(
             pods_by_node.entry(node.clone()).or_default().push(pod);
         }
     }
-    let final_without_report = job_list.iter().any(|job| {
-        let node = job
-            .annotations()
-            .get(NODE_ANNOTATION)
-            .cloned()
-            .unwrap_or_default();
-        let obs = observe(job, &[], 0);
-        obs.state != RunState::Active { pods: 0 }
-            && !pods_by_node
-                .get(&node)
-                .is_some_and(|pods| pods.iter().any(|p| terminated(p)))
-    });
-    if final_without_report {
-        // The Pod cache lags the Job: read the Pods so a final result carries its output.
+    // Jobs final without a terminated Pod in the cache: the Pod cache lags the Job (its
+    // event is on its way, and wakes this object), or the Pod is gone or never was.
+    let unreported: Vec<&Job> = job_list
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|job| {
+            let node = job.annotations().get(NODE_ANNOTATION);
+            observe(job, &[], 0).state != (RunState::Active { pods: 0 })
+                && !node
+                    .and_then(|n| pods_by_node.get(n))
+                    .is_some_and(|pods| pods.iter().any(|p| terminated(p)))
+        })
+        .collect();
+    let mut held = BTreeSet::new();
+    if unreported
+        .iter()
+        .all(|job| finished_within(job, now, POD_CACHE_GRACE_SECONDS))
+    {
+        // A final result carries its output: hold it back a moment for the Pod's event.
+        held.extend(
+            unreported
+                .iter()
+                .filter_map(|job| job.annotations().get(NODE_ANNOTATION).cloned()),
+        );
+    } else {
+        // Long enough: read the Pods from the API (once, for every such Job).
         pods_by_node.clear();
         let pods: Vec<Pod> = crate::controller::lean::list(
             &ctx.client,
@@ -174,8 +185,15 @@ pub async fn observe_world(
             .get(&node)
             .map(|v| v.iter().map(|p| p.as_ref()).collect())
             .unwrap_or_default();
-        let observed = observe(job, &pods, OUTPUT_LIMIT);
-        if observed.state == (RunState::Active { pods: 0 }) && pods.is_empty() {
+        let mut observed = observe(job, &pods, OUTPUT_LIMIT);
+        if held.contains(&node) {
+            observed.state = RunState::Active {
+                pods: pods.len().max(1),
+            };
+            world.recheck = Some(std::time::Duration::from_secs(
+                POD_CACHE_GRACE_SECONDS as u64,
+            ));
+        } else if observed.state == (RunState::Active { pods: 0 }) && pods.is_empty() {
             let age = job
                 .metadata
                 .creation_timestamp
@@ -191,6 +209,54 @@ pub async fn observe_world(
         world.runs.insert(node, observed);
     }
     Ok(world)
+}
+
+/// The object's Jobs: from the Job cache once it has filled, with those created and not
+/// yet in it ([`crate::controller::expect`]); before that, from the API (read lean:
+/// metadata and status).
+async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<Arc<Job>>, Error> {
+    let filled = ctx
+        .jobs
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok());
+    if !filled {
+        let listed: Vec<Job> =
+            crate::controller::lean::list(&ctx.client, ns, &ListParams::default().labels(selector))
+                .await
+                .map_err(Error::ListJobs)?;
+        return Ok(listed.into_iter().map(Arc::new).collect());
+    }
+    let mut jobs: Vec<Arc<Job>> = ctx
+        .jobs
+        .state()
+        .into_iter()
+        .filter(|j| {
+            j.labels().get(OWNER_UID_LABEL).map(String::as_str) == Some(uid)
+                && j.namespace().as_deref() == Some(ns)
+        })
+        .collect();
+    for created in ctx.job_expectations.pending(uid, std::time::Instant::now()) {
+        if !jobs.iter().any(|j| j.name_any() == created.name_any()) {
+            jobs.push(created);
+        }
+    }
+    Ok(jobs)
+}
+
+/// Whether `job` became final less than `seconds` before `now`.
+fn finished_within(job: &Job, now: Timestamp, seconds: i64) -> bool {
+    let finished = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed"))
+        .filter_map(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0)
+        .max();
+    finished.is_some_and(|at| now.duration_since(at).as_secs() < seconds)
 }
 
 fn terminated(pod: &Pod) -> bool {

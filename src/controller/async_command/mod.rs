@@ -1,4 +1,5 @@
-//! The AsyncCommand controller: fetch (its Command, its Jobs and Pods, the Nodes) ->
+//! The AsyncCommand controller: fetch (its Command, its Jobs and Pods from caches, the
+//! Nodes) ->
 //! [`plan`] (validate the spec, then decide per node) -> execute (create or delete Jobs)
 //! -> status.
 
@@ -7,20 +8,22 @@ pub mod plan;
 
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use thiserror::Error;
 
 use super::Context;
 use super::shell::{self, KindOf};
 use crate::api::async_command::AsyncCommand;
-use crate::keys::{OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION};
+use crate::keys::{OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION, OWNER_UID_LABEL};
+use crate::plan::Child;
 use plan::World;
 
 /// Label selector of the Jobs and Pods this controller owns.
@@ -65,25 +68,64 @@ impl shell::Reconciler for Reconciler {
     async fn fetch(&self, obj: &AsyncCommand, now: Timestamp) -> Result<World, Error> {
         fetch::world(&self.ctx, obj, now).await
     }
+    /// A Job counts as there until the Job cache shows it.
+    fn created(&self, child: &Child) {
+        if let Child::Job(job) = child
+            && let Some(owner) = job.labels().get(OWNER_UID_LABEL)
+        {
+            let owner = owner.clone();
+            let mut job = job.as_ref().clone();
+            trim_job(&mut job);
+            self.ctx
+                .job_expectations
+                .created(&owner, job, std::time::Instant::now());
+        }
+    }
+}
+
+/// Keeps what a run's observation reads of a Job (its metadata and status): a thousand
+/// Jobs' pod templates and managed fields are most of their bytes.
+fn trim_job(job: &mut Job) {
+    job.metadata.managed_fields = None;
+    job.spec = None;
 }
 
 /// Runs the controller until `shutdown` resolves. `pods` is the stream that feeds the
-/// shared Pod store; Pod changes wake the AsyncCommand that owns them.
+/// shared Pod store; Pod changes wake the AsyncCommand that owns them. `jobs` fills
+/// [`Context::jobs`]; a Job's changes wake its owner once the store holds them.
 pub async fn run(
     ctx: Arc<Context>,
     pods: impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+    jobs: Writer<Job>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let jobs: Api<PartialObjectMeta<Job>> = ctx.scoped();
     let batches: Api<PartialObjectMeta<AsyncCommand>> = ctx.scoped();
-    let controller = shell::controller::<Reconciler>(ctx.scoped(), DEBOUNCE)
-        // Job changes only wake the owner: metadata is enough, and far lighter than 1000
-        // Jobs with their pod templates.
-        .owns_stream(
-            watcher(jobs, watcher::Config::default().labels(&child_selector()))
-                .touched_objects()
-                .default_backoff(),
+    let seen = ctx.clone();
+    let job_stream = reflector(
+        jobs,
+        watcher(
+            ctx.scoped::<Job>(),
+            watcher::Config::default()
+                .labels(&child_selector())
+                .list_semantic(watcher::ListSemantic::MostRecent),
         )
+        .modify(trim_job)
+        .default_backoff(),
+    )
+    .inspect(move |event| {
+        if let Ok(
+            watcher::Event::Apply(job)
+            | watcher::Event::Delete(job)
+            | watcher::Event::InitApply(job),
+        ) = event
+            && let Some(owner) = job.labels().get(OWNER_UID_LABEL)
+        {
+            seen.job_expectations.observed(owner, &job.name_any());
+        }
+    })
+    .touched_objects();
+    let controller = shell::controller::<Reconciler>(ctx.scoped(), DEBOUNCE)
+        .owns_stream(job_stream)
         // A batch's changes wake its fleet (metadata is enough: the fleet reads them fresh).
         .owns_stream(
             watcher(

@@ -70,6 +70,8 @@ pub struct World {
     pub batches: Vec<AsyncCommand>,
     /// The object health gates of `spec.rollout`, as read.
     pub object_gates: Vec<Reading>,
+    /// Look again within this long: a result read is held back (its Pod not yet cached).
+    pub recheck: Option<Duration>,
     pub now: Timestamp,
 }
 

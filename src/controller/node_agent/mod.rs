@@ -49,8 +49,6 @@ pub struct Reconciler {
 impl shell::Reconciler for Reconciler {
     type Decide = plan::Decisions;
     type Error = Error;
-    // The status follows from the world, not from what an earlier reconcile started.
-    const FRESH_READ: bool = false;
     const FINALIZER: Option<&'static str> = Some(AGENT_LABELS_FINALIZER);
 
     fn context(&self) -> &Context {

@@ -18,7 +18,7 @@ pub async fn apply<K, B>(
     subresource: Option<&str>,
     params: &PatchParams,
     body: &B,
-) -> Result<(), kube::Error>
+) -> Result<K, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
     B: Serialize + Debug,
@@ -37,11 +37,7 @@ where
     } else {
         "patch"
     });
-    api.clone()
-        .into_client()
-        .request::<K>(req)
-        .await
-        .map(|_| ())
+    api.clone().into_client().request::<K>(req).await
 }
 
 /// JSON text with every character YAML does not allow raw written as a `\uXXXX` escape.

@@ -102,7 +102,8 @@ pub async fn execute<R: Reconciler>(
     }
     let before = R::Decide::status(obj);
     if before != Some(&plan.status) {
-        write_status(api, &obj.name_any(), &plan.status).await?;
+        let written = write_status(api, &obj.name_any(), &plan.status).await?;
+        ctx.writes.wrote(&written);
         count_outcomes::<R>(before, &plan.status);
     }
     // Events go out even if a later change fails: the status that caused them is written.
@@ -158,16 +159,27 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
     };
     match change {
         Change::Create(child) => {
+            // The created object as the API server returned it (its uid, its creation time).
             let result = match child {
-                Child::Job(o) => create(client, o.as_ref(), &post).await,
-                Child::DaemonSet(o) => create(client, o.as_ref(), &post).await,
-                Child::AsyncCommand(o) => create(client, o.as_ref(), &post).await,
-                Child::AgentInvocation(o) => create(client, o.as_ref(), &post).await,
-                Child::ConfigMap(o) => create(client, o.as_ref(), &post).await,
+                Child::Job(o) => create(client, o.as_ref(), &post)
+                    .await
+                    .map(|c| c.map(|c| Child::Job(Box::new(c)))),
+                Child::DaemonSet(o) => create(client, o.as_ref(), &post)
+                    .await
+                    .map(|c| c.map(|c| Child::DaemonSet(Box::new(c)))),
+                Child::AsyncCommand(o) => create(client, o.as_ref(), &post)
+                    .await
+                    .map(|c| c.map(|c| Child::AsyncCommand(Box::new(c)))),
+                Child::AgentInvocation(o) => create(client, o.as_ref(), &post)
+                    .await
+                    .map(|c| c.map(|c| Child::AgentInvocation(Box::new(c)))),
+                Child::ConfigMap(o) => create(client, o.as_ref(), &post)
+                    .await
+                    .map(|c| c.map(|c| Child::ConfigMap(Box::new(c)))),
             };
             match result {
-                Ok(true) => r.created(child),
-                Ok(false) => {}
+                Ok(Some(created)) => r.created(&created),
+                Ok(None) => {}
                 Err(source) => {
                     return Err(ExecuteError::Create {
                         kind: child.kind(),
@@ -322,16 +334,16 @@ pub fn namespaced_api<K: Namespaced>(client: &kube::Client, obj: &K) -> Api<K> {
     Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default())
 }
 
-/// Creates `obj`: `Ok(true)` when created, `Ok(false)` when it existed (409).
+/// Creates `obj`: the object created, or none when it existed (409).
 async fn create<K: Namespaced>(
     client: &kube::Client,
     obj: &K,
     post: &PostParams,
-) -> Result<bool, kube::Error> {
+) -> Result<Option<K>, kube::Error> {
     let api: Api<K> = namespaced_api(client, obj);
     match api.create(post, obj).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -342,7 +354,9 @@ async fn apply<K: Namespaced>(
     params: &PatchParams,
 ) -> Result<(), kube::Error> {
     let api: Api<K> = namespaced_api(client, obj);
-    super::apply::apply(&api, &obj.name_any(), None, params, obj).await
+    super::apply::apply(&api, &obj.name_any(), None, params, obj)
+        .await
+        .map(|_| ())
 }
 
 /// Applies `fields` (the body without apiVersion and kind) to the object `name` of `K`.
@@ -359,7 +373,9 @@ where
     if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
         body.extend(fields.clone());
     }
-    super::apply::apply(api, name, None, params, &body).await
+    super::apply::apply(api, name, None, params, &body)
+        .await
+        .map(|_| ())
 }
 
 /// Deletes in the background: `Ok` when deleted or already gone (404).
@@ -379,8 +395,8 @@ where
 }
 
 /// Writes `status` to the status subresource of `name` with server-side apply under
-/// nodeops' field manager.
-pub async fn write_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), ExecuteError>
+/// nodeops' field manager; returns the object as written.
+pub async fn write_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, ExecuteError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize,

@@ -2,8 +2,8 @@
 //!
 //! A kind brings its pure decisions ([`Decide`]: validate, plan, stall) and a
 //! [`Reconciler`]: how to read its world, the only I/O it writes. This module does the rest
-//! the same way for all six: the span and metrics around a reconcile, the fresh read, the
-//! finalizer, and [`execute`], which makes the plan's changes (a create that finds its
+//! the same way for all six: the span and metrics around a reconcile, the cached read (never
+//! older than the operator's own last write, [`crate::controller::writes`]), the finalizer, and [`execute`], which makes the plan's changes (a create that finds its
 //! object is done, a delete that finds none is done), writes status only when it changed,
 //! counts final outcomes, turns notes into Events and requeues.
 
@@ -26,7 +26,12 @@ mod execute;
 pub use execute::{ExecuteError, Namespaced, execute, namespaced_api, write_status};
 
 use super::{Context, RETRY_AFTER};
+use crate::controller::writes::Copy;
 use crate::plan::{Child, Decide, Invalid};
+
+/// When to look again at an object whose cached copy lags the operator's own write, should
+/// the watch event of that write not come.
+const CACHE_LAG_RECHECK: Duration = Duration::from_secs(2);
 
 /// The object a reconciler reconciles.
 pub type KindOf<R> = <<R as Reconciler>::Decide as Decide>::Kind;
@@ -39,9 +44,6 @@ pub trait Reconciler: Sized + Send + Sync + 'static {
     type Decide: Decide;
     /// The errors of `fetch` (and of `cleanup`), named after the read that failed.
     type Error: std::error::Error + Send + Sync + 'static;
-    /// Read the object fresh from the API before planning: its status is the memory of
-    /// what was started, and a cached copy may predate the last write.
-    const FRESH_READ: bool = true;
     /// A finalizer to hold while the object exists; [`Reconciler::cleanup`] runs before it
     /// is removed.
     const FINALIZER: Option<&'static str> = None;
@@ -60,7 +62,8 @@ pub trait Reconciler: Sized + Send + Sync + 'static {
         obj: &KindOf<Self>,
         now: Timestamp,
     ) -> impl Future<Output = Result<WorldOf<Self>, Self::Error>> + Send;
-    /// Called for each child this reconcile created (not for one that already existed).
+    /// Called for each child this reconcile created (not for one that already existed),
+    /// as the API server returned it.
     fn created(&self, _child: &Child) {}
     /// Undoes what the object did outside its owned children, before its finalizer goes.
     fn cleanup(
@@ -88,7 +91,11 @@ pub enum Error<E: std::error::Error + 'static> {
 
 /// A controller of `KindOf<R>` watching `api`, configured as every controller is.
 pub fn controller<R: Reconciler>(api: Api<KindOf<R>>, debounce: Duration) -> Controller<KindOf<R>> {
-    Controller::new(api, kube::runtime::watcher::Config::default())
+    // A consistent list (not the API server's cache at any version) when the watch starts
+    // or starts over: reconciles plan from this cache.
+    let config = kube::runtime::watcher::Config::default()
+        .list_semantic(kube::runtime::watcher::ListSemantic::MostRecent);
+    Controller::new(api, config)
         .trigger_backoff(super::WatchBackoff::default())
         .with_config(super::runtime_config(debounce))
 }
@@ -157,13 +164,16 @@ async fn fresh<R: Reconciler>(
     r: &R,
     api: &Api<KindOf<R>>,
 ) -> Result<Action, Error<R::Error>> {
-    let obj = if R::FRESH_READ {
-        match api.get_opt(&cached.name_any()).await.map_err(Error::Get)? {
+    // The status is the memory of what was started: never plan from a copy older than the
+    // operator's own last write of it. Such a copy is left alone; the write's watch event
+    // wakes the object again (the requeue is a safety net, and costs no request).
+    let obj = match r.context().writes.check(cached.as_ref()) {
+        Copy::Current => cached.as_ref().clone(),
+        Copy::Lags => return Ok(Action::requeue(CACHE_LAG_RECHECK)),
+        Copy::Unknown => match api.get_opt(&cached.name_any()).await.map_err(Error::Get)? {
             Some(obj) => obj,
             None => return Ok(Action::await_change()),
-        }
-    } else {
-        cached.as_ref().clone()
+        },
     };
     if obj.meta().deletion_timestamp.is_some() || r.idle(&obj) {
         return Ok(Action::await_change());

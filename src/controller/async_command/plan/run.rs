@@ -259,6 +259,10 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
         // after an API server restart delivers nothing for a while).
         Some(Duration::from_secs(20))
     };
+    let requeue_after = match (requeue_after, world.recheck) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Plan {
         start,
         delete,

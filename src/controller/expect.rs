@@ -1,0 +1,116 @@
+//! Creation expectations, as kube-controller-manager's Job and ReplicaSet controllers keep
+//! them: the children this operator created that its watch has not delivered yet.
+//!
+//! A reconcile reads its children from a cache. A child created a moment ago may not be
+//! there yet; counted as absent, it would be created again (harmless: names are
+//! deterministic) but also not counted as in flight (a concurrency bound exceeded) or,
+//! once the status records it, taken for a child deleted before it finished. So what was
+//! created counts as there until the watch shows it (or, should the watch never show it,
+//! until [`EXPECTATION_TIMEOUT`], kube-controller-manager's bound).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+
+/// How long a creation counts as there without the watch showing it.
+pub const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// One owner's children created and not yet seen, by name, with when each was created.
+type Created<K> = HashMap<String, (Arc<K>, Instant)>;
+
+/// Children created and not yet seen, by their owner's uid.
+#[derive(Debug)]
+pub struct Expectations<K> {
+    created: Mutex<HashMap<String, Created<K>>>,
+}
+
+impl<K> Default for Expectations<K> {
+    fn default() -> Self {
+        Self {
+            created: Mutex::default(),
+        }
+    }
+}
+
+impl<K: kube::Resource> Expectations<K> {
+    /// `child` of the owner `owner_uid` was created at `at`.
+    pub fn created(&self, owner_uid: &str, child: K, at: Instant) {
+        if let Ok(mut created) = self.created.lock() {
+            created
+                .entry(owner_uid.to_string())
+                .or_default()
+                .insert(child.name_any(), (Arc::new(child), at));
+        }
+    }
+
+    /// The watch delivered the child `name` of `owner_uid` (added, changed or deleted).
+    pub fn observed(&self, owner_uid: &str, name: &str) {
+        if let Ok(mut created) = self.created.lock()
+            && let Some(children) = created.get_mut(owner_uid)
+        {
+            children.remove(name);
+            if children.is_empty() {
+                created.remove(owner_uid);
+            }
+        }
+    }
+
+    /// The children of `owner_uid` created and not yet seen at `now`; forgets those past
+    /// [`EXPECTATION_TIMEOUT`].
+    pub fn pending(&self, owner_uid: &str, now: Instant) -> Vec<Arc<K>> {
+        let Ok(mut created) = self.created.lock() else {
+            return Vec::new();
+        };
+        let Some(children) = created.get_mut(owner_uid) else {
+            return Vec::new();
+        };
+        children.retain(|_, (_, at)| now.duration_since(*at) < EXPECTATION_TIMEOUT);
+        let pending = children.values().map(|(c, _)| c.clone()).collect();
+        if children.is_empty() {
+            created.remove(owner_uid);
+        }
+        pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::ObjectMeta;
+
+    fn job(name: &str) -> Job {
+        Job {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_creation_counts_until_the_watch_shows_it_or_it_times_out() {
+        let e = Expectations::<Job>::default();
+        let t0 = Instant::now();
+        e.created("owner", job("a"), t0);
+        e.created("owner", job("b"), t0);
+        e.created("other", job("c"), t0);
+        let names = |v: Vec<Arc<Job>>| {
+            let mut n: Vec<String> = v.iter().map(|j| j.name_any()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(e.pending("owner", t0)), ["a", "b"]);
+        e.observed("owner", "a");
+        assert_eq!(names(e.pending("owner", t0)), ["b"]);
+        // Another owner's child is not this one's.
+        e.observed("owner", "c");
+        assert_eq!(names(e.pending("other", t0)), ["c"]);
+        // Never shown: forgotten after the timeout.
+        assert!(e.pending("owner", t0 + EXPECTATION_TIMEOUT).is_empty());
+        assert!(e.pending("nobody", t0).is_empty());
+    }
+}
