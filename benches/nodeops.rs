@@ -304,6 +304,14 @@ impl Operator {
                 .parse()
                 .ok()
         };
+        // Where the requests went, for the reader of the bench's output.
+        if let Some(by) = log
+            .lines()
+            .rev()
+            .find_map(|l| l.split("API requests by verb and resource: ").nth(1))
+        {
+            println!("operator's API requests by verb and resource: {by}");
+        }
         Report {
             requests: field("api_requests"),
             heap_in_use: field("heap_in_use"),

@@ -38,6 +38,8 @@ pub struct Context {
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
     pub writes: writes::OwnWrites,
+    /// Whether this replica may change anything now (its leader Lease is fresh).
+    pub fence: crate::operator::leader::Fence,
     /// Ticks on every Node and nodeops Pod change: wakes the agent controllers, whose
     /// objects depend on node labels and agent pods fleet-wide.
     pub activity: tokio::sync::watch::Sender<u64>,
@@ -75,6 +77,7 @@ impl Context {
             jobs,
             job_expectations: Default::default(),
             writes: Default::default(),
+            fence: Default::default(),
             activity: tokio::sync::watch::Sender::new(0),
             node_changes: tokio::sync::broadcast::Sender::new(NODE_CHANGES_BUFFERED),
             gate_kinds: Default::default(),

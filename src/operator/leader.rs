@@ -7,6 +7,7 @@
 //! The holder that cannot renew within the lease duration must stop reconciling at once:
 //! [`Leader::hold`] cancels its token then, and the operator exits.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -46,6 +47,34 @@ impl LeaseConfig {
     }
 }
 
+/// Whether this replica may act as leader now, by its own monotonic clock: until its last
+/// renewal plus the renew deadline (two thirds of the lease). A replica frozen past that (a
+/// SIGSTOP, a paused VM) finds on waking that it may no longer act, before its renew loop
+/// has run and stopped it: a standby may lead by then, and this replica's caches are as
+/// old as the freeze.
+#[derive(Clone, Debug, Default)]
+pub struct Fence {
+    /// None: no leader election, always.
+    until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Fence {
+    /// Records a renewal made at `at` of a lease renewed within `deadline`.
+    fn renewed(&self, at: Instant, deadline: Duration) {
+        if let Ok(mut until) = self.until.lock() {
+            *until = Some(at + deadline);
+        }
+    }
+
+    /// Whether a reconcile may change anything at `now`.
+    pub fn open(&self, now: Instant) -> bool {
+        self.until
+            .lock()
+            .map(|until| until.is_none_or(|u| now < u))
+            .unwrap_or(false)
+    }
+}
+
 /// Why an attempt failed.
 #[derive(Debug, Error)]
 pub enum Error {
@@ -68,6 +97,7 @@ pub struct Leader {
     api: Api<Lease>,
     config: LeaseConfig,
     observed: Observed,
+    fence: Fence,
 }
 
 /// The result of one attempt.
@@ -84,16 +114,29 @@ fn micro_now() -> MicroTime {
 }
 
 impl Leader {
-    pub fn new(client: Client, config: LeaseConfig) -> Self {
+    /// A candidate whose holding opens `fence` (closed until the lease is acquired).
+    pub fn new(client: Client, config: LeaseConfig, fence: Fence) -> Self {
+        fence.renewed(Instant::now(), Duration::ZERO);
         Self {
             api: Api::namespaced(client, &config.namespace),
             config,
             observed: Observed::default(),
+            fence,
         }
     }
 
-    /// One acquire-or-renew attempt.
+    /// One acquire-or-renew attempt; holding opens the fence until the renew deadline,
+    /// counted from before the request went out.
     pub async fn try_acquire(&mut self) -> Result<Attempt, Error> {
+        let sent = Instant::now();
+        let attempt = self.attempt().await;
+        if attempt.as_ref().is_ok_and(|a| *a == Attempt::Holding) {
+            self.fence.renewed(sent, self.config.duration * 2 / 3);
+        }
+        attempt
+    }
+
+    async fn attempt(&mut self) -> Result<Attempt, Error> {
         let name = &self.config.name;
         let me = &self.config.identity;
         let duration = i32::try_from(self.config.duration.as_secs()).unwrap_or(15);
@@ -246,5 +289,29 @@ impl Leader {
             Ok(_) => tracing::info!(lease = %name, "released the leader Lease"),
             Err(e) => tracing::warn!(error = %e, "releasing the leader Lease failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_opens_with_a_renewal_and_closes_at_its_deadline() {
+        // No leader election: always open.
+        let t0 = Instant::now();
+        assert!(Fence::default().open(t0));
+        // A candidate's fence is closed until it holds the lease.
+        let fence = Fence::default();
+        fence.renewed(t0, Duration::ZERO);
+        assert!(!fence.open(t0));
+        fence.renewed(t0, Duration::from_secs(10));
+        assert!(fence.open(t0 + Duration::from_secs(9)));
+        // Frozen past the renew deadline: closed on waking, whatever it was doing.
+        assert!(!fence.open(t0 + Duration::from_secs(10)));
+        // Clones share one fence (the context's and the leader's).
+        let shared = fence.clone();
+        fence.renewed(t0 + Duration::from_secs(10), Duration::from_secs(10));
+        assert!(shared.open(t0 + Duration::from_secs(15)));
     }
 }

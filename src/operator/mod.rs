@@ -62,6 +62,59 @@ const REQUESTS_IN_FLIGHT: usize = 96;
 /// API requests this process has made (every verb, every resource).
 pub static API_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
+/// API requests this process has made, by verb and resource (`GET jobs`, `WATCH pods`,
+/// `PATCH asynccommands/status`): where a figure of requests per node operation comes from.
+static REQUESTS_BY: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn count_request(method: &str, path: &str, query: Option<&str>) {
+    let key = request_kind(method, path, query);
+    if let Ok(mut by) = REQUESTS_BY.lock() {
+        *by.entry(key).or_default() += 1;
+    }
+}
+
+/// `VERB resource[/subresource]` of a request path: `/apis/batch/v1/namespaces/a/jobs/j`
+/// is `GET jobs`; a GET with `watch=true` is a WATCH, one without a name a LIST.
+fn request_kind(method: &str, path: &str, query: Option<&str>) -> String {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // After the group and version: [namespaces, ns,] resource [, name [, subresource]].
+    let rest: &[&str] = match parts.first() {
+        Some(&"api") => parts.get(2..).unwrap_or_default(),
+        Some(&"apis") => parts.get(3..).unwrap_or_default(),
+        _ => &[],
+    };
+    let rest = match rest {
+        ["namespaces", _, resource, more @ ..] => (resource, more),
+        [resource, more @ ..] => (resource, more),
+        [] => (&"?", &[][..]),
+    };
+    let (resource, more) = rest;
+    let watch = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let verb = match (method, more.is_empty(), watch) {
+        ("GET", _, true) => "WATCH",
+        ("GET", true, false) => "LIST",
+        (m, _, _) => m,
+    };
+    match more.get(1) {
+        Some(sub) => format!("{verb} {resource}/{sub}"),
+        None => format!("{verb} {resource}"),
+    }
+}
+
+/// The requests made so far by verb and resource, most first: `PATCH asynccommands/status 2000, ...`.
+pub fn requests_by() -> String {
+    let Ok(by) = REQUESTS_BY.lock() else {
+        return String::new();
+    };
+    let mut by: Vec<(&String, &u64)> = by.iter().collect();
+    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    by.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Connects with the in-cluster configuration or the kubeconfig (`KUBECONFIG`, then
 /// `~/.kube/config`), and checks the API server answers. Every request is counted in
 /// [`API_REQUESTS`].
@@ -71,6 +124,7 @@ pub async fn connect() -> Result<Client, Error> {
         .map_err(|e| Error::Connect(kube::Error::InferConfig(e)))?;
     let count = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
         API_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        count_request(req.method().as_str(), req.uri().path(), req.uri().query());
         crate::metrics::METRICS.api_requests.inc();
         req
     });
@@ -208,7 +262,7 @@ pub async fn run<S: std::future::Future>(
     let lost = CancellationToken::new();
     let mut holding = None;
     if let Some(lease) = leader_election {
-        let mut leader = Leader::new(client.clone(), lease);
+        let mut leader = Leader::new(client.clone(), lease, ctx.fence.clone());
         let never = CancellationToken::new();
         tokio::select! {
             output = &mut shutdown => {
@@ -267,6 +321,7 @@ pub async fn run<S: std::future::Future>(
         heap_free,
         "shutting down: letting reconciles in progress finish"
     );
+    tracing::info!("API requests by verb and resource: {}", requests_by());
     stop.cancel();
     // A controller whose cache never filled (its CRD missing, the API unreachable) never
     // drains: bound the wait so a shutdown signal always ends the process.
@@ -396,6 +451,37 @@ mod tests {
     use crate::engine::outcome::{RunState, observe, reason};
     use k8s_openapi::api::batch::v1::Job;
     use serde_json::json;
+
+    #[test]
+    fn a_request_is_named_by_its_verb_and_resource() {
+        let k = |m, p, q| request_kind(m, p, q);
+        assert_eq!(
+            k("GET", "/apis/batch/v1/namespaces/a/jobs/j", None),
+            "GET jobs"
+        );
+        assert_eq!(
+            k("GET", "/apis/batch/v1/namespaces/a/jobs", None),
+            "LIST jobs"
+        );
+        assert_eq!(
+            k("GET", "/api/v1/pods", Some("labelSelector=x&watch=true")),
+            "WATCH pods"
+        );
+        assert_eq!(
+            k(
+                "PATCH",
+                "/apis/nodeops.io/v1alpha1/namespaces/a/asynccommands/c/status",
+                None
+            ),
+            "PATCH asynccommands/status"
+        );
+        assert_eq!(
+            k("POST", "/api/v1/namespaces/a/events", None),
+            "POST events"
+        );
+        assert_eq!(k("GET", "/api/v1/nodes/n", None), "GET nodes");
+        assert_eq!(k("GET", "/version", None), "LIST ?");
+    }
 
     fn active_job() -> Job {
         serde_json::from_value(json!({

@@ -181,6 +181,11 @@ async fn fresh<R: Reconciler>(
     let now = Timestamp::now();
     let world = r.fetch(&obj, now).await.map_err(Error::Fetch)?;
     let plan = R::Decide::decide(&obj, &world);
+    // Checked after the reads: a replica frozen while it read must not act on them.
+    if !r.context().fence.open(std::time::Instant::now()) {
+        tracing::warn!("the leader Lease was not renewed in time: not acting");
+        return Ok(Action::requeue(RETRY_AFTER));
+    }
     match execute(r, api, &obj, plan).await {
         Err(
             ExecuteError::Create {
