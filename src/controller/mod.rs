@@ -18,7 +18,7 @@ pub mod writes;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
@@ -34,6 +34,8 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// The AsyncCommands' Jobs, metadata and status (filled by that controller's watch).
     pub jobs: Store<Job>,
+    /// The Job controller's FailedCreate Events about Jobs (admission refused a Pod).
+    pub refusals: Store<CoreEvent>,
     /// Jobs the AsyncCommand controller created that `jobs` does not show yet.
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
@@ -62,6 +64,7 @@ impl Context {
         nodes: Store<Node>,
         pods: Store<Pod>,
         jobs: Store<Job>,
+        refusals: Store<CoreEvent>,
     ) -> Self {
         let reporter = Reporter {
             controller: "nodeops".into(),
@@ -75,6 +78,7 @@ impl Context {
             nodes,
             pods,
             jobs,
+            refusals,
             job_expectations: Default::default(),
             writes: Default::default(),
             fence: Default::default(),

@@ -181,6 +181,7 @@ pub async fn run<S: std::future::Future>(
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (jobs, jobs_writer) = reflector::store::<Job>();
+    let (refusals, refusals_writer) = reflector::store::<k8s_openapi::api::core::v1::Event>();
     let leader_election = config.leader_election.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -188,6 +189,7 @@ pub async fn run<S: std::future::Future>(
         nodes.clone(),
         pods,
         jobs,
+        refusals,
     ));
     let config = &ctx.config;
     let touch_nodes = ctx.clone();
@@ -282,6 +284,7 @@ pub async fn run<S: std::future::Future>(
             ctx.clone(),
             pod_stream,
             jobs_writer,
+            refusals_writer,
             stop.clone().cancelled_owned(),
         )),
         tokio::spawn(crate::controller::invoker::run(

@@ -10,13 +10,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 
 use super::Error;
 use super::plan::{NodeInfo, OUTPUT_LIMIT, World};
 use crate::api::async_command::AsyncCommand;
 use crate::api::command::Command;
+use crate::controller::writes::Copy;
 use crate::controller::{Context, gates};
 use crate::engine::outcome::{RunState, observe};
 use crate::keys::{FLEET_UID_LABEL, NODE_ANNOTATION, OWNER_UID_LABEL, owner_selector};
@@ -27,17 +28,36 @@ const POD_CREATE_GRACE_SECONDS: i64 = 3;
 /// the API.
 const POD_CACHE_GRACE_SECONDS: i64 = 10;
 
+/// The controller's caches a reconcile reads besides the context's.
+#[derive(Clone, Copy)]
+pub struct Caches<'a> {
+    /// Every AsyncCommand.
+    pub objects: &'a Store<AsyncCommand>,
+    /// Every Command.
+    pub commands: &'a Store<Command>,
+}
+
 /// What an AsyncCommand's decisions read.
-pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<World, Error> {
+pub async fn world(
+    ctx: &Context,
+    caches: Caches<'_>,
+    obj: &AsyncCommand,
+    now: Timestamp,
+) -> Result<World, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let command = match &obj.spec.command_ref {
-        Some(name) => Api::<Command>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::ReadCommand {
-                name: name.clone(),
-                source,
-            })?,
+        // A Command not (yet) in the cache is read from the API: one created a moment
+        // before the AsyncCommand naming it must not be taken for missing.
+        Some(name) => match caches.commands.get(&ObjectRef::new(name).within(&ns)) {
+            Some(cached) => Some(cached.as_ref().clone()),
+            None => Api::<Command>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(name)
+                .await
+                .map_err(|source| Error::ReadCommand {
+                    name: name.clone(),
+                    source,
+                })?,
+        },
         None => None,
     };
     // A fleet's batches: listed while it may be one (its status says so, or it has a
@@ -47,15 +67,7 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
         && (status.is_some_and(|s| s.fleet.is_some())
             || (obj.spec.node_selector.is_some() && status.is_none_or(|s| s.cmd_jobs.is_empty())));
     let batches = if may_be_fleet {
-        let selector = format!(
-            "{FLEET_UID_LABEL}={}",
-            obj.metadata.uid.clone().unwrap_or_default()
-        );
-        Api::<AsyncCommand>::namespaced(ctx.client.clone(), &ns)
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::ListBatches)?
-            .items
+        batches(ctx, caches.objects, obj).await?
     } else {
         Vec::new()
     };
@@ -106,6 +118,45 @@ pub async fn world(ctx: &Context, obj: &AsyncCommand, now: Timestamp) -> Result<
         }
     }
     Ok(world)
+}
+
+/// A fleet's batches: from the cache, unless a cached batch is older than the fleet's own
+/// last grant to it (then from the API: a grant must never be counted twice or lost).
+async fn batches(
+    ctx: &Context,
+    objects: &Store<AsyncCommand>,
+    fleet: &AsyncCommand,
+) -> Result<Vec<AsyncCommand>, Error> {
+    let uid = fleet.metadata.uid.clone().unwrap_or_default();
+    let ns = fleet.namespace();
+    let cached: Vec<Arc<AsyncCommand>> = objects
+        .state()
+        .into_iter()
+        .filter(|b| b.labels().get(FLEET_UID_LABEL) == Some(&uid) && b.namespace() == ns)
+        .collect();
+    // As many as the fleet split into (batches just created may not be cached yet), each
+    // no older than the last grant.
+    let recorded = fleet
+        .status
+        .as_ref()
+        .and_then(|s| s.fleet.as_ref())
+        .map(|f| usize::try_from(f.batches).unwrap_or(0));
+    let complete = recorded.is_none_or(|n| n == cached.len());
+    if complete
+        && cached
+            .iter()
+            .all(|b| ctx.writes.check(b.as_ref()) == Copy::Current)
+    {
+        return Ok(cached.iter().map(|b| b.as_ref().clone()).collect());
+    }
+    let selector = format!("{FLEET_UID_LABEL}={uid}");
+    Ok(
+        Api::<AsyncCommand>::namespaced(ctx.client.clone(), &ns.unwrap_or_default())
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::ListBatches)?
+            .items,
+    )
 }
 
 fn has_node_gates(obj: &AsyncCommand) -> bool {
@@ -266,11 +317,32 @@ fn terminated(pod: &Pod) -> bool {
     )
 }
 
-/// The Job controller's FailedCreate Event of `job`, if admission refused its Pod.
+/// The Job controller's FailedCreate Event of `job`, if admission refused its Pod: from
+/// the Event cache once it has filled, before that from the API.
 async fn admission_refusal(ctx: &Context, ns: &str, job: &Job) -> Result<Option<String>, Error> {
     let Some(uid) = job.metadata.uid.as_deref() else {
         return Ok(None);
     };
+    if ctx
+        .refusals
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+    {
+        let latest = ctx
+            .refusals
+            .state()
+            .into_iter()
+            .filter(|e| e.involved_object.uid.as_deref() == Some(uid))
+            .max_by_key(|e| {
+                e.last_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .or(e.event_time.as_ref().map(|t| t.0))
+                    .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            });
+        return Ok(latest.and_then(|e| e.message.clone()));
+    }
     let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
     let fields = format!("involvedObject.uid={uid},reason=FailedCreate");
     let list = events

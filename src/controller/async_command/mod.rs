@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::core::PartialObjectMeta;
+use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
@@ -22,9 +23,13 @@ use thiserror::Error;
 use super::Context;
 use super::shell::{self, KindOf};
 use crate::api::async_command::AsyncCommand;
+use crate::api::command::Command;
 use crate::keys::{OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION, OWNER_UID_LABEL};
 use crate::plan::Child;
 use plan::World;
+
+/// The Job controller's Events of a Pod it could not create (admission refused it).
+pub const REFUSAL_FIELDS: &str = "reason=FailedCreate,involvedObject.kind=Job";
 
 /// Label selector of the Jobs and Pods this controller owns.
 pub fn child_selector() -> String {
@@ -53,6 +58,10 @@ pub enum Error {
 /// The AsyncCommand's place in the shell.
 pub struct Reconciler {
     pub ctx: Arc<Context>,
+    /// Every AsyncCommand (the controller's own cache): a fleet's batches are read here.
+    pub objects: Store<AsyncCommand>,
+    /// Every Command: what `spec.commandRef` names is read here (from the API if absent).
+    pub commands: Store<Command>,
 }
 
 impl shell::Reconciler for Reconciler {
@@ -66,7 +75,11 @@ impl shell::Reconciler for Reconciler {
         shell::namespaced_api(&self.ctx.client, obj)
     }
     async fn fetch(&self, obj: &AsyncCommand, now: Timestamp) -> Result<World, Error> {
-        fetch::world(&self.ctx, obj, now).await
+        let caches = fetch::Caches {
+            objects: &self.objects,
+            commands: &self.commands,
+        };
+        fetch::world(&self.ctx, caches, obj, now).await
     }
     /// A Job counts as there until the Job cache shows it.
     fn created(&self, child: &Child) {
@@ -97,9 +110,41 @@ pub async fn run(
     ctx: Arc<Context>,
     pods: impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
     jobs: Writer<Job>,
+    refusals: Writer<CoreEvent>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let batches: Api<PartialObjectMeta<AsyncCommand>> = ctx.scoped();
+    // The controller's own watch, which also wakes a fleet when one of its batches changes,
+    // once the cache holds the change (the fleet reads its batches there).
+    let (objects, writer) = reflector::store::<AsyncCommand>();
+    let (wake_fleet, fleets) = futures::channel::mpsc::unbounded();
+    let own = watcher(ctx.scoped::<AsyncCommand>(), shell::watch_config())
+        .backoff(crate::controller::WatchBackoff::default())
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(
+                watcher::Event::Apply(batch)
+                | watcher::Event::Delete(batch)
+                | watcher::Event::InitApply(batch),
+            ) = event
+                && batch.labels().contains_key(crate::keys::FLEET_UID_LABEL)
+                && let Some(fleet) = batch
+                    .owner_references()
+                    .iter()
+                    .find(|o| o.kind == "AsyncCommand")
+                && let Some(ns) = batch.namespace()
+            {
+                // The receiver is gone only when the controller stopped.
+                let _ = wake_fleet
+                    .unbounded_send(ObjectRef::<AsyncCommand>::new(&fleet.name).within(&ns));
+            }
+        })
+        .applied_objects();
+    let (commands, commands_writer) = reflector::store::<Command>();
+    let command_stream = watcher(ctx.scoped::<Command>(), watcher::Config::default())
+        .modify(|c| c.metadata.managed_fields = None)
+        .backoff(crate::controller::WatchBackoff::default())
+        .reflect(commands_writer)
+        .applied_objects();
     let seen = ctx.clone();
     let job_stream = reflector(
         jobs,
@@ -124,17 +169,36 @@ pub async fn run(
         }
     })
     .touched_objects();
-    let controller = shell::controller::<Reconciler>(ctx.scoped(), DEBOUNCE)
-        .owns_stream(job_stream)
-        // A batch's changes wake its fleet (metadata is enough: the fleet reads them fresh).
-        .owns_stream(
-            watcher(
-                batches,
-                watcher::Config::default().labels(crate::keys::FLEET_UID_LABEL),
-            )
-            .touched_objects()
-            .default_backoff(),
+    let refusal_stream = reflector(
+        refusals,
+        watcher(
+            ctx.scoped::<CoreEvent>(),
+            watcher::Config::default().fields(REFUSAL_FIELDS),
         )
+        .modify(|e| e.metadata.managed_fields = None)
+        .default_backoff(),
+    )
+    .touched_objects();
+    let jobs = ctx.jobs.clone();
+    let controller = shell::configure(Controller::for_stream(own, objects.clone()), DEBOUNCE)
+        .reconcile_on(fleets)
+        // Fills the Command cache; a Command's change wakes no AsyncCommand (each reads
+        // its Command when it reconciles).
+        .watches_stream(command_stream, |_: Command| None::<ObjectRef<AsyncCommand>>)
+        .owns_stream(job_stream)
+        // A refusal wakes the owner of the refused Job (found in the Job cache).
+        .watches_stream(refusal_stream, move |event: CoreEvent| {
+            let refused = &event.involved_object;
+            let job = jobs.get(
+                &ObjectRef::<Job>::new(refused.name.as_deref()?)
+                    .within(refused.namespace.as_deref()?),
+            )?;
+            let owner = job
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "AsyncCommand")?;
+            Some(ObjectRef::<AsyncCommand>::new(&owner.name).within(&job.namespace()?))
+        })
         .watches_stream(pods, |pod: Pod| {
             // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.
             if pod.labels().get(OWNER_KIND_LABEL).map(String::as_str) != Some("asynccommand") {
@@ -145,5 +209,10 @@ pub async fn run(
             name.zip(ns)
                 .map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
         });
-    shell::drive(controller, Arc::new(Reconciler { ctx }), shutdown).await;
+    let reconciler = Reconciler {
+        ctx,
+        objects,
+        commands,
+    };
+    shell::drive(controller, Arc::new(reconciler), shutdown).await;
 }

@@ -273,7 +273,8 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
                     Api::<AsyncCommand>::namespaced(client.clone(), namespace)
                         .patch(name, &params, &Patch::Json::<()>(p))
                         .await
-                        .map(|_| ())
+                        // What the next reconcile reads of it is never older than this.
+                        .map(|patched| r.context().writes.wrote(&patched))
                 }
                 (_, Err(e)) => Err(kube::Error::Service(
                     format!("a malformed patch: {e}").into(),

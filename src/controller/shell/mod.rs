@@ -91,13 +91,26 @@ pub enum Error<E: std::error::Error + 'static> {
 
 /// A controller of `KindOf<R>` watching `api`, configured as every controller is.
 pub fn controller<R: Reconciler>(api: Api<KindOf<R>>, debounce: Duration) -> Controller<KindOf<R>> {
-    // A consistent list (not the API server's cache at any version) when the watch starts
-    // or starts over: reconciles plan from this cache.
-    let config = kube::runtime::watcher::Config::default()
-        .list_semantic(kube::runtime::watcher::ListSemantic::MostRecent);
-    Controller::new(api, config)
-        .trigger_backoff(super::WatchBackoff::default())
-        .with_config(super::runtime_config(debounce))
+    configure(
+        Controller::new(api, watch_config()).trigger_backoff(super::WatchBackoff::default()),
+        debounce,
+    )
+}
+
+/// `controller` configured as every controller is: its debounce and concurrency.
+pub fn configure<K>(controller: Controller<K>, debounce: Duration) -> Controller<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    controller.with_config(super::runtime_config(debounce))
+}
+
+/// How a controller watches its own kind: a consistent list (not the API server's cache at
+/// any version) when the watch starts or starts over, since reconciles plan from it.
+pub fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default()
+        .list_semantic(kube::runtime::watcher::ListSemantic::MostRecent)
 }
 
 /// Runs `controller` with the shell's reconcile until `shutdown` resolves.

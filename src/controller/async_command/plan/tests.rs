@@ -857,3 +857,49 @@ fn a_node_gate_holds_while_a_target_has_the_condition() {
     let p = step(&mut obj, &targets, &world);
     assert_eq!(p.start, ["a", "b"]);
 }
+
+#[test]
+fn a_one_node_run_writes_its_status_when_it_starts_and_when_it_ends_only() {
+    // Each status that differs from the last one is a write: a one-node object's budget
+    // of API requests is its Job, these writes and its Events.
+    let mut obj = command(json!({"command": "uptime", "nodeNames": ["a"]}));
+    let targets = nodes(&["a"]);
+    let world = |runs: BTreeMap<String, Observed>, now| World {
+        nodes: ready(&["a"]),
+        runs,
+        now,
+        ..Default::default()
+    };
+    let mut writes = 0;
+    let mut last = None;
+    let mut seen = |obj: &AsyncCommand, what: &str| {
+        if obj.status != last {
+            writes += 1;
+            println!("write {writes} after {what}");
+            last = obj.status.clone();
+        }
+    };
+    let p = step(&mut obj, &targets, &world(BTreeMap::new(), at(0)));
+    assert_eq!(p.start, ["a"]);
+    seen(&obj, "the start");
+    // The Job as created (its creation time), then as the Job controller and kubelet move it.
+    let mut created = observed(RunState::Active { pods: 0 }, None);
+    created.start_time = Some(Time(at(0)));
+    created.output = None;
+    let mut running = observed(RunState::Active { pods: 1 }, None);
+    running.output = None;
+    let done = observed(RunState::Succeeded, Some(0));
+    for (what, obs, t) in [
+        ("the Job created", created.clone(), 1),
+        ("its Pod pending", created, 2),
+        ("its Pod running", running.clone(), 3),
+        ("the Job running", running, 4),
+        ("the Job done", done.clone(), 5),
+        ("the Job done, again", done, 6),
+    ] {
+        let runs = BTreeMap::from([("a".to_string(), obs)]);
+        step(&mut obj, &targets, &world(runs, at(t)));
+        seen(&obj, what);
+    }
+    assert_eq!(writes, 2, "one write to start, one to finish");
+}
