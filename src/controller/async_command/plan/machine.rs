@@ -79,6 +79,15 @@ pub(super) fn fail(e: &mut CmdJob, why: &str, message: &str, now: Timestamp) {
 /// Copies what the Job says into a non-final entry (the entry's phase was already moved).
 pub(super) fn record(e: &mut CmdJob, obs: &Observed, owner: &str, uid: &str, now: Timestamp) {
     e.job_name = Some(job_name(owner, uid, &e.node_name));
+    if matches!(obs.state, RunState::Active { .. }) {
+        // A result is written once, with the entry's final phase: a Pod's report read
+        // while its Job is still active would be one more status write per node (and
+        // may be a try the Job replaces).
+        if e.start_time.is_none() {
+            e.start_time = obs.start_time.clone();
+        }
+        return;
+    }
     e.exit_code = obs.exit_code;
     e.output = obs.output.clone();
     e.output_truncated = obs.truncated;

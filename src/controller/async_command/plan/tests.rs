@@ -894,6 +894,12 @@ fn a_one_node_run_writes_its_status_when_it_starts_and_when_it_ends_only() {
         ("its Pod pending", created, 2),
         ("its Pod running", running.clone(), 3),
         ("the Job running", running, 4),
+        // The Pod's report (exit code, output) read before the Job controller ends the Job.
+        (
+            "its Pod done",
+            observed(RunState::Active { pods: 1 }, Some(0)),
+            5,
+        ),
         ("the Job done", done.clone(), 5),
         ("the Job done, again", done, 6),
     ] {
