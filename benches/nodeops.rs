@@ -305,14 +305,25 @@ impl Operator {
                 .ok()
         };
         // Where the requests went, for the reader of the bench's output.
-        if let Some(by) = log
+        let by = log
             .lines()
             .rev()
-            .find_map(|l| l.split("API requests by verb and resource: ").nth(1))
-        {
+            .find_map(|l| l.split("API requests by verb and resource: ").nth(1));
+        if let Some(by) = by {
             println!("operator's API requests by verb and resource: {by}");
         }
+        // `POST events 2000, PATCH events 3`: the Events it recorded.
+        let events = by.map(|by| {
+            by.split(", ")
+                .filter_map(|entry| {
+                    let mut words = entry.split(' ');
+                    let (_verb, resource, n) = (words.next()?, words.next()?, words.next()?);
+                    (resource == "events").then(|| n.parse::<u64>().ok())?
+                })
+                .sum::<u64>()
+        });
         Report {
+            events,
             requests: field("api_requests"),
             heap_in_use: field("heap_in_use"),
             heap_free: field("heap_free"),
@@ -396,6 +407,8 @@ async fn drop_namespace_and_wait(client: &Client, name: &str) {
 /// use and free but kept (glibc only) at that moment.
 struct Report {
     requests: Option<u64>,
+    /// Of them, the Events it recorded.
+    events: Option<u64>,
     heap_in_use: Option<u64>,
     heap_free: Option<u64>,
 }
@@ -406,6 +419,7 @@ struct Resources {
     peak_mib: f64,
     cpu_s: f64,
     requests: Option<f64>,
+    events: Option<f64>,
     heap_in_use_mib: Option<f64>,
     heap_free_mib: Option<f64>,
 }
@@ -423,6 +437,7 @@ impl Resources {
             peak_mib: peak as f64 / 1024.0,
             cpu_s,
             requests: report.requests.map(|r| r as f64),
+            events: report.events.map(|r| r as f64),
             heap_in_use_mib: mib(report.heap_in_use),
             heap_free_mib: mib(report.heap_free),
         }
@@ -443,6 +458,15 @@ fn resource_rows(runs: &[Resources], node_operations: usize, bench: &Bench) {
     row(
         "API requests per node operation",
         &each(&|r| r.requests.map(|n| n / node_operations as f64)),
+        2,
+    );
+    row(
+        "API requests per node operation, its Events apart",
+        &each(&|r| {
+            r.requests
+                .zip(r.events)
+                .map(|(n, e)| (n - e) / node_operations as f64)
+        }),
         2,
     );
 }
