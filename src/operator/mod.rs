@@ -209,7 +209,7 @@ pub async fn run<S: std::future::Future>(
                     };
                 }
             })
-            .default_backoff(),
+            .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
         touch_nodes.touch_node(match event {
@@ -233,7 +233,7 @@ pub async fn run<S: std::future::Future>(
         )
         // Keep what the controllers read: a thousand Pods are most of the cache.
         .modify(trim_pod)
-        .default_backoff(),
+        .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
         // Only agent pods and agent installers move NodeAgents and AgentInvocations; a

@@ -90,7 +90,7 @@ pub async fn run(
                 watcher::Config::default().labels(&jobs::child_selector()),
             )
             .touched_objects()
-            .default_backoff(),
+            .backoff(crate::controller::WatchBackoff::default()),
             |job| {
                 let name = job.annotations().get(OWNER_NAME_ANNOTATION)?;
                 let ns = job.annotations().get(OWNER_NAMESPACE_ANNOTATION)?;

@@ -155,7 +155,7 @@ pub async fn run(
                 .list_semantic(watcher::ListSemantic::MostRecent),
         )
         .modify(trim_job)
-        .default_backoff(),
+        .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
         if let Ok(
@@ -176,39 +176,45 @@ pub async fn run(
             watcher::Config::default().fields(REFUSAL_FIELDS),
         )
         .modify(|e| e.metadata.managed_fields = None)
-        .default_backoff(),
+        .backoff(crate::controller::WatchBackoff::default()),
     )
     .touched_objects();
     let jobs = ctx.jobs.clone();
-    let controller = shell::configure(Controller::for_stream(own, objects.clone()), DEBOUNCE)
-        .reconcile_on(fleets)
-        // Fills the Command cache; a Command's change wakes no AsyncCommand (each reads
-        // its Command when it reconciles).
-        .watches_stream(command_stream, |_: Command| None::<ObjectRef<AsyncCommand>>)
-        .owns_stream(job_stream)
-        // A refusal wakes the owner of the refused Job (found in the Job cache).
-        .watches_stream(refusal_stream, move |event: CoreEvent| {
-            let refused = &event.involved_object;
-            let job = jobs.get(
-                &ObjectRef::<Job>::new(refused.name.as_deref()?)
-                    .within(refused.namespace.as_deref()?),
-            )?;
-            let owner = job
-                .owner_references()
-                .iter()
-                .find(|o| o.kind == "AsyncCommand")?;
-            Some(ObjectRef::<AsyncCommand>::new(&owner.name).within(&job.namespace()?))
-        })
-        .watches_stream(pods, |pod: Pod| {
-            // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.
-            if pod.labels().get(OWNER_KIND_LABEL).map(String::as_str) != Some("asynccommand") {
-                return None;
-            }
-            let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
-            let ns = pod.namespace();
-            name.zip(ns)
-                .map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
-        });
+    // Each watch backs off alone: one watch's error must not pause the others.
+    use crate::controller::alone;
+    let controller = shell::configure(
+        Controller::for_stream(alone("asynccommands", own), objects.clone()),
+        DEBOUNCE,
+    )
+    .reconcile_on(fleets)
+    // Fills the Command cache; a Command's change wakes no AsyncCommand (each reads
+    // its Command when it reconciles).
+    .watches_stream(alone("commands", command_stream), |_: Command| {
+        None::<ObjectRef<AsyncCommand>>
+    })
+    .owns_stream(alone("jobs", job_stream))
+    // A refusal wakes the owner of the refused Job (found in the Job cache).
+    .watches_stream(alone("events", refusal_stream), move |event: CoreEvent| {
+        let refused = &event.involved_object;
+        let job = jobs.get(
+            &ObjectRef::<Job>::new(refused.name.as_deref()?).within(refused.namespace.as_deref()?),
+        )?;
+        let owner = job
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == "AsyncCommand")?;
+        Some(ObjectRef::<AsyncCommand>::new(&owner.name).within(&job.namespace()?))
+    })
+    .watches_stream(alone("pods", pods), |pod: Pod| {
+        // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.
+        if pod.labels().get(OWNER_KIND_LABEL).map(String::as_str) != Some("asynccommand") {
+            return None;
+        }
+        let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
+        let ns = pod.namespace();
+        name.zip(ns)
+            .map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
+    });
     let reconciler = Reconciler {
         ctx,
         objects,

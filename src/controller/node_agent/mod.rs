@@ -94,7 +94,7 @@ pub async fn run(
         .watches_stream(
             watcher(daemonsets, watcher::Config::default().labels(AGENT_LABEL))
                 .touched_objects()
-                .default_backoff(),
+                .backoff(crate::controller::WatchBackoff::default()),
             |ds| {
                 ds.labels()
                     .get(AGENT_LABEL)

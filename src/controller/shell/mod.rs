@@ -91,19 +91,20 @@ pub enum Error<E: std::error::Error + 'static> {
 
 /// A controller of `KindOf<R>` watching `api`, configured as every controller is.
 pub fn controller<R: Reconciler>(api: Api<KindOf<R>>, debounce: Duration) -> Controller<KindOf<R>> {
-    configure(
-        Controller::new(api, watch_config()).trigger_backoff(super::WatchBackoff::default()),
-        debounce,
-    )
+    configure(Controller::new(api, watch_config()), debounce)
 }
 
-/// `controller` configured as every controller is: its debounce and concurrency.
+/// `controller` configured as every controller is: its debounce and concurrency, and the
+/// backoff of its merged watches (kube's default, for a controller made from a stream
+/// too, grows to a minute after an API server restart).
 pub fn configure<K>(controller: Controller<K>, debounce: Duration) -> Controller<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    controller.with_config(super::runtime_config(debounce))
+    controller
+        .trigger_backoff(super::WatchBackoff::default())
+        .with_config(super::runtime_config(debounce))
 }
 
 /// How a controller watches its own kind: a consistent list (not the API server's cache at
