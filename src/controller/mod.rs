@@ -196,6 +196,17 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
+/// The object a watch event is about (added, changed, deleted or listed), if any.
+pub fn touched<K>(
+    event: &Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>,
+) -> Option<&K> {
+    use kube::runtime::watcher::Event;
+    match event {
+        Ok(Event::Apply(obj) | Event::Delete(obj) | Event::InitApply(obj)) => Some(obj),
+        _ => None,
+    }
+}
+
 /// A watch merged into a controller that keeps its errors to itself (logged): it backs off
 /// on its own ([`WatchBackoff`], applied before), while an error reaching the controller
 /// would pause every watch of it for the backoff. After an API server restart each of a

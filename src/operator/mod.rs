@@ -212,12 +212,7 @@ pub async fn run<S: std::future::Future>(
             .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
-        touch_nodes.touch_node(match event {
-            Ok(
-                watcher::Event::Apply(n) | watcher::Event::Delete(n) | watcher::Event::InitApply(n),
-            ) => Some(n.name_any()),
-            _ => None,
-        })
+        touch_nodes.touch_node(crate::controller::touched(event).map(|n| n.name_any()))
     });
     tokio::spawn(node_stream.for_each(|_| futures::future::ready(())));
     let touch_pods = ctx.clone();
@@ -238,13 +233,11 @@ pub async fn run<S: std::future::Future>(
     .inspect(move |event| {
         // Only agent pods and agent installers move NodeAgents and AgentInvocations; a
         // command fan-out's thousand pods must not wake them.
-        match event {
-            Ok(
-                watcher::Event::Apply(p) | watcher::Event::Delete(p) | watcher::Event::InitApply(p),
-            ) if concerns_agents(p) => {
+        match (crate::controller::touched(event), event) {
+            (Some(p), _) if concerns_agents(p) => {
                 touch_pods.touch_node(p.spec.as_ref().and_then(|s| s.node_name.clone()))
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => touch_pods.touch_node(None),
+            (_, Ok(watcher::Event::Init | watcher::Event::InitDone)) => touch_pods.touch_node(None),
             _ => {}
         }
     })

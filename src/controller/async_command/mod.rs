@@ -121,11 +121,7 @@ pub async fn run(
         .backoff(crate::controller::WatchBackoff::default())
         .reflect(writer)
         .inspect(move |event| {
-            if let Ok(
-                watcher::Event::Apply(batch)
-                | watcher::Event::Delete(batch)
-                | watcher::Event::InitApply(batch),
-            ) = event
+            if let Some(batch) = crate::controller::touched(event)
                 && batch.labels().contains_key(crate::keys::FLEET_UID_LABEL)
                 && let Some(fleet) = batch
                     .owner_references()
@@ -158,11 +154,7 @@ pub async fn run(
         .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
-        if let Ok(
-            watcher::Event::Apply(job)
-            | watcher::Event::Delete(job)
-            | watcher::Event::InitApply(job),
-        ) = event
+        if let Some(job) = crate::controller::touched(event)
             && let Some(owner) = job.labels().get(OWNER_UID_LABEL)
         {
             seen.job_expectations.observed(owner, &job.name_any());
