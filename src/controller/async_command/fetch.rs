@@ -334,6 +334,7 @@ async fn admission_refusal(ctx: &Context, ns: &str, job: &Job) -> Result<Option<
             .state()
             .into_iter()
             .filter(|e| e.involved_object.uid.as_deref() == Some(uid))
+            .filter(|e| e.message.as_deref().is_some_and(refused))
             .max_by_key(|e| {
                 e.last_timestamp
                     .as_ref()
@@ -352,5 +353,45 @@ async fn admission_refusal(ctx: &Context, ns: &str, job: &Job) -> Result<Option<
             job: job.name_any(),
             source,
         })?;
-    Ok(list.items.into_iter().filter_map(|e| e.message).next_back())
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|e| e.message)
+        .filter(|m| refused(m))
+        .next_back())
+}
+
+/// Whether a FailedCreate Event says the API server refused the Pod (a policy, a webhook,
+/// PodSecurity, a quota, validation), not that the Job controller could not reach it: it
+/// retries that (`Post "https://...": dial tcp ...: connection refused` while the API
+/// server restarts), and the node must not fail for it.
+fn refused(message: &str) -> bool {
+    ["is forbidden", "denied the request", "is invalid"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused;
+
+    #[test]
+    fn only_a_refusal_by_the_api_server_is_an_admission_refusal() {
+        for message in [
+            "Error creating: pods \"x-abc\" is forbidden: violates PodSecurity \"restricted:latest\": privileged",
+            "Error creating: pods \"x-abc\" is forbidden: ValidatingAdmissionPolicy 'nodeops-host' with binding 'b' denied request: no",
+            "Error creating: admission webhook \"deny.example.com\" denied the request: no",
+            "Error creating: pods \"x-abc\" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=1, limited: pods=1",
+            "Error creating: Pod \"x-abc\" is invalid: spec.containers[0].image: Required value",
+        ] {
+            assert!(refused(message), "{message}");
+        }
+        for message in [
+            "Error creating: Post \"https://127.0.0.1:17443/api/v1/namespaces/a/pods\": dial tcp 127.0.0.1:17443: connect: connection refused",
+            "Error creating: Timeout: request did not complete within requested timeout - context deadline exceeded",
+            "Error creating: Internal error occurred: resource quota evaluation timed out",
+        ] {
+            assert!(!refused(message), "{message}");
+        }
+    }
 }
