@@ -357,8 +357,7 @@ async fn admission_refusal(ctx: &Context, ns: &str, job: &Job) -> Result<Option<
         .items
         .into_iter()
         .filter_map(|e| e.message)
-        .filter(|m| refused(m))
-        .next_back())
+        .rfind(|m| refused(m)))
 }
 
 /// Whether a FailedCreate Event says the API server refused the Pod (a policy, a webhook,
