@@ -114,14 +114,11 @@ impl Context {
         })
     }
 
-    /// A stream that yields after changes recorded by [`Context::touch`]; bursts coalesce
-    /// into one item.
-    pub fn activity(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
-        let rx = self.activity.subscribe();
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.changed().await.ok()?;
-            Some(((), rx))
-        })
+    /// A stream that yields after changes recorded by [`Context::touch`], at most once
+    /// per `every`: the changes in between coalesce into the next item, which comes
+    /// however long they go on.
+    pub fn activity(&self, every: Duration) -> impl futures::Stream<Item = ()> + Send + 'static {
+        throttled(self.activity.subscribe(), every)
     }
 
     /// An Api for a namespaced kind, scoped as configured.
@@ -207,6 +204,34 @@ pub fn touched<K>(
     }
 }
 
+/// Yields after each change of `rx`, at most once per `every`: the changes made in between
+/// coalesce into the next item.
+fn throttled<T: Send + Sync + 'static>(
+    rx: tokio::sync::watch::Receiver<T>,
+    every: Duration,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold((rx, false), move |(mut rx, yielded)| async move {
+        if yielded {
+            tokio::time::sleep(every).await;
+        }
+        rx.changed().await.ok()?;
+        Some(((), (rx, true)))
+    })
+}
+
+/// Whether a cache has been filled by its watch's first list (it stays filled after).
+pub fn filled<K>(cache: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    cache
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+}
+
 /// A watch merged into a controller that keeps its errors to itself (logged): it backs off
 /// on its own ([`WatchBackoff`], applied before), while an error reaching the controller
 /// would pause every watch of it for the backoff. After an API server restart each of a
@@ -248,6 +273,29 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 mod tests {
     use super::*;
     use kube::runtime::utils::Backoff;
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_that_never_stops_still_yields_once_per_period() {
+        use futures::StreamExt;
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let every = Duration::from_millis(500);
+        let mut ticks = Box::pin(throttled(rx, every));
+        let start = tokio::time::Instant::now();
+        // A change every 100 ms for 3 s, without a pause a debounce could wait for.
+        let changes = tokio::spawn(async move {
+            for i in 1..=30u64 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tx.send_replace(i);
+            }
+        });
+        let mut at = Vec::new();
+        while let Ok(Some(())) = tokio::time::timeout(Duration::from_secs(1), ticks.next()).await {
+            at.push(start.elapsed().as_millis());
+        }
+        changes.await.expect("changes");
+        // The first change at once, then one per period until the changes stop.
+        assert_eq!(at, [100, 600, 1100, 1600, 2100, 2600, 3100]);
+    }
 
     #[test]
     fn watch_backoff_doubles_to_five_seconds_and_resets() {

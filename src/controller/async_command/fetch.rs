@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -266,7 +265,7 @@ pub async fn observe_world(
 /// yet in it ([`crate::controller::expect`]); before that, from the API (read lean:
 /// metadata and status).
 async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<Arc<Job>>, Error> {
-    if !filled(&ctx.jobs) {
+    if !crate::controller::filled(&ctx.jobs) {
         let listed: Vec<Job> =
             crate::controller::lean::list(&ctx.client, ns, &ListParams::default().labels(selector))
                 .await
@@ -288,18 +287,6 @@ async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<
         }
     }
     Ok(jobs)
-}
-
-/// Whether a cache has been filled by its watch's first list (it stays filled after).
-fn filled<K>(cache: &Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    cache
-        .wait_until_ready()
-        .now_or_never()
-        .is_some_and(|r| r.is_ok())
 }
 
 /// Whether `job` became final less than `seconds` before `now`.
@@ -330,7 +317,7 @@ async fn admission_refusal(ctx: &Context, ns: &str, job: &Job) -> Result<Option<
     let Some(uid) = job.metadata.uid.as_deref() else {
         return Ok(None);
     };
-    if filled(&ctx.refusals) {
+    if crate::controller::filled(&ctx.refusals) {
         let latest = ctx
             .refusals
             .state()

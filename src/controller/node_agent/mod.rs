@@ -14,9 +14,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use thiserror::Error;
 
@@ -26,8 +27,9 @@ use crate::api::NodeAgent;
 use crate::keys::{AGENT_LABEL, AGENT_LABELS_FINALIZER};
 use plan::World;
 
-/// Node and pod events come in bursts (a fleet relabelled): one reconcile per burst.
-const DEBOUNCE: Duration = Duration::from_millis(500);
+/// Node and pod events come in bursts (a fleet relabelled): every agent looks again at
+/// most this often while they last.
+const ACTIVITY_EVERY: Duration = Duration::from_millis(500);
 
 /// Errors of reading a NodeAgent's world or cleaning up after it, named after the step
 /// that failed; all are retried.
@@ -44,6 +46,8 @@ pub enum Error {
 /// The NodeAgent's place in the shell.
 pub struct Reconciler {
     pub ctx: Arc<Context>,
+    /// The agents' DaemonSets, metadata only.
+    pub daemonsets: Store<PartialObjectMeta<DaemonSet>>,
 }
 
 impl shell::Reconciler for Reconciler {
@@ -66,14 +70,27 @@ impl shell::Reconciler for Reconciler {
             .is_some_and(|ns| *ns != agent.spec.namespace)
     }
     async fn fetch(&self, agent: &NodeAgent, now: Timestamp) -> Result<World, Error> {
-        let dss: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), &agent.spec.namespace);
-        let existing = dss
-            .list_metadata(
-                &ListParams::default().labels(&format!("{AGENT_LABEL}={}", agent.name_any())),
-            )
-            .await
-            .map_err(Error::ListDaemonSets)?;
-        Ok(fetch::observe(agent, &self.ctx, now, existing.items))
+        let name = agent.name_any();
+        let ns = &agent.spec.namespace;
+        // From the cache once it has filled (a DaemonSet created a moment ago and not in it
+        // yet is created again and found there; one deleted is deleted again, not found).
+        let existing = if crate::controller::filled(&self.daemonsets) {
+            self.daemonsets
+                .state()
+                .iter()
+                .filter(|d| {
+                    d.labels().get(AGENT_LABEL) == Some(&name) && d.namespace().as_ref() == Some(ns)
+                })
+                .map(|d| d.as_ref().clone())
+                .collect()
+        } else {
+            let dss: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), ns);
+            dss.list_metadata(&ListParams::default().labels(&format!("{AGENT_LABEL}={name}")))
+                .await
+                .map_err(Error::ListDaemonSets)?
+                .items
+        };
+        Ok(fetch::observe(agent, &self.ctx, now, existing))
     }
     /// Removes the agent's label from every node (DaemonSet mode only).
     async fn cleanup(&self, agent: Arc<NodeAgent>) -> Result<Action, Error> {
@@ -87,21 +104,28 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let daemonsets: Api<kube::core::PartialObjectMeta<DaemonSet>> = ctx.scoped();
-    let controller = shell::controller::<Reconciler>(Api::all(ctx.client.clone()), DEBOUNCE)
+    let (daemonsets, writer) = kube::runtime::reflector::store();
+    let watch = reflector(
+        writer,
+        watcher(
+            ctx.scoped::<PartialObjectMeta<DaemonSet>>(),
+            watcher::Config::default().labels(AGENT_LABEL),
+        )
+        .backoff(crate::controller::WatchBackoff::default()),
+    )
+    .touched_objects();
+    let controller = shell::controller::<Reconciler>(Api::all(ctx.client.clone()), Duration::ZERO)
         // The owner is cluster-scoped and its DaemonSets are namespaced: map by label, as
         // the owner-reference mapper would look for the owner in the DaemonSet's namespace.
-        .watches_stream(
-            watcher(daemonsets, watcher::Config::default().labels(AGENT_LABEL))
-                .touched_objects()
-                .backoff(crate::controller::WatchBackoff::default()),
-            |ds| {
-                ds.labels()
-                    .get(AGENT_LABEL)
-                    .map(|agent| ObjectRef::<NodeAgent>::new(agent))
-            },
-        )
-        // Node labels and agent pods change what every agent reports.
-        .reconcile_all_on(ctx.activity());
-    shell::drive(controller, Arc::new(Reconciler { ctx }), shutdown).await;
+        .watches_stream(crate::controller::alone("daemonsets", watch), |ds| {
+            ds.labels()
+                .get(AGENT_LABEL)
+                .map(|agent| ObjectRef::<NodeAgent>::new(agent))
+        })
+        // Node labels and agent pods change what every agent reports: at most one look
+        // per ACTIVITY_EVERY while they keep changing (a debounce would wait for them to
+        // stop, which in a rollout of thousands of nodes is its end).
+        .reconcile_all_on(ctx.activity(ACTIVITY_EVERY));
+    let reconciler = Reconciler { ctx, daemonsets };
+    shell::drive(controller, Arc::new(reconciler), shutdown).await;
 }
