@@ -1,8 +1,10 @@
 //! What the AgentUpgradeJob controller reads: its NodeAgent, the nodes with their agent
-//! version and whether its selector selects them, and its child AgentInvocations (from the
-//! API: what exists decides what may start).
+//! version and whether its selector selects them, its plan and its child AgentInvocations
+//! (from the controller's cache, with the children it created that the cache does not
+//! show yet: what exists decides what may start).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -10,8 +12,8 @@ use kube::api::ListParams;
 use kube::core::{Selector, SelectorExt};
 use kube::{Api, ResourceExt};
 
-use super::Error;
-use super::plan::{ChildView, NodeView, World, record};
+use super::plan::{ChildView, NodeView, Part, World, record};
+use super::{Error, Reconciler};
 use crate::api::agent_upgrade_job::{AgentUpgrade, AgentUpgradeJob};
 use crate::api::{AgentInvocation, NodeAgent};
 use crate::controller::Context;
@@ -20,7 +22,8 @@ use crate::keys::{
 };
 
 /// What an AgentUpgradeJob's decisions read.
-pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Result<World, Error> {
+pub async fn world(r: &Reconciler, job: &AgentUpgradeJob, now: Timestamp) -> Result<World, Error> {
+    let ctx: &Context = &r.ctx;
     let agent_name = job.spec.agent.clone();
     let agent = Api::<NodeAgent>::all(ctx.client.clone())
         .get_opt(&agent_name)
@@ -52,10 +55,7 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
         })
         .collect();
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    // Children from the API, not a cache: what exists decides what may start.
-    let list = list_children(&ctx.client, &job.namespace().unwrap_or_default(), &uid)
-        .await
-        .map_err(Error::ListChildren)?;
+    let list = children(r, &job.namespace().unwrap_or_default(), &uid).await?;
     let mut world = World {
         now,
         agent_found: agent.is_some(),
@@ -77,15 +77,61 @@ pub async fn world(ctx: &Context, job: &AgentUpgradeJob, now: Timestamp) -> Resu
         .as_ref()
         .is_some_and(|s| s.plan.is_none() && !s.agents.is_empty());
     if !in_status {
-        world.parts = plan_parts(&ctx.client, &job.namespace().unwrap_or_default(), &uid)
+        world.parts = plan(r, &job.namespace().unwrap_or_default(), &uid)
+            .await?
+            .as_ref()
+            .clone();
+    }
+    add_children(&mut world, list);
+    Ok(world)
+}
+
+/// The job's children: from the cache once it has filled, with those created and not yet
+/// in it ([`crate::controller::expect`]); before that, from the API.
+async fn children(r: &Reconciler, ns: &str, uid: &str) -> Result<Vec<AgentInvocation>, Error> {
+    if !crate::controller::filled(&r.children) {
+        return list_children(&r.ctx.client, ns, uid)
+            .await
+            .map_err(Error::ListChildren);
+    }
+    let mut children: Vec<AgentInvocation> = r
+        .children
+        .state()
+        .iter()
+        .filter(|c| {
+            c.labels().get(UPGRADE_JOB_UID_LABEL).map(String::as_str) == Some(uid)
+                && c.namespace().as_deref() == Some(ns)
+        })
+        .map(|c| c.as_ref().clone())
+        .collect();
+    for created in r.expected.pending(uid, std::time::Instant::now()) {
+        if !children.iter().any(|c| c.name_any() == created.name_any()) {
+            children.push(created.as_ref().clone());
+        }
+    }
+    Ok(children)
+}
+
+/// The job's plan parts: kept once read whole (they never change), read from the API until
+/// then (a part created a moment ago is there).
+async fn plan(r: &Reconciler, ns: &str, uid: &str) -> Result<Arc<Vec<Part>>, Error> {
+    if let Some(parts) = r.plans.lock().ok().and_then(|p| p.get(uid).cloned()) {
+        return Ok(parts);
+    }
+    let parts: Arc<Vec<Part>> = Arc::new(
+        plan_parts(&r.ctx.client, ns, uid)
             .await
             .map_err(Error::ListPlan)?
             .iter()
             .map(record::read)
-            .collect();
+            .collect(),
+    );
+    if record::assemble(&parts).is_some()
+        && let Ok(mut plans) = r.plans.lock()
+    {
+        plans.insert(uid.to_string(), parts.clone());
     }
-    add_children(&mut world, list);
-    Ok(world)
+    Ok(parts)
 }
 
 /// The job's child AgentInvocations, from the API.

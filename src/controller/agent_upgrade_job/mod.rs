@@ -1,25 +1,31 @@
-//! The AgentUpgradeJob controller: fetch (its NodeAgent, its child AgentInvocations; Nodes
-//! from the shared cache) -> [`plan`] (who starts when) -> execute (create the children:
-//! one Update per node, a Rollback per failed node when asked) -> status (the seed's
-//! per-agent old and new versions, counts, conditions).
+//! The AgentUpgradeJob controller: fetch (its NodeAgent; its child AgentInvocations from a
+//! cache of them, with those created and not yet in it; its plan, read once; Nodes from the
+//! shared cache) -> [`plan`] (who starts when) -> execute (create the children: one Update
+//! per node, a Rollback per failed node when asked) -> status (the seed's per-agent old and
+//! new versions, counts, conditions).
 
 pub mod fetch;
 pub mod plan;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
-use kube::Api;
-use kube::runtime::watcher;
+use kube::runtime::reflector::Store;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, ResourceExt};
 use thiserror::Error;
 
 use super::Context;
+use super::expect::Expectations;
 use super::shell::{self, KindOf};
 use crate::api::AgentInvocation;
 use crate::api::agent_upgrade_job::{AgentUpgradeJob, UpgradeJobState};
 use crate::keys::UPGRADE_JOB_UID_LABEL;
-use plan::World;
+use crate::plan::Child;
+use plan::{Part, World};
 
 /// Errors of reading an AgentUpgradeJob's world, named after the read that failed; all
 /// are retried.
@@ -36,6 +42,14 @@ pub enum Error {
 /// The AgentUpgradeJob's place in the shell.
 pub struct Reconciler {
     pub ctx: Arc<Context>,
+    /// Every job's child AgentInvocations, without managed fields (the controller's watch
+    /// of its children fills it).
+    pub children: Store<AgentInvocation>,
+    /// Children this controller created that `children` does not show yet.
+    pub expected: Arc<Expectations<AgentInvocation>>,
+    /// Each unfinished job's plan kept in ConfigMaps, by job uid, once read whole: those
+    /// ConfigMaps never change, and at 5000 agents they are a megabyte to list.
+    pub plans: Mutex<HashMap<String, Arc<Vec<Part>>>>,
 }
 
 impl shell::Reconciler for Reconciler {
@@ -48,18 +62,36 @@ impl shell::Reconciler for Reconciler {
     fn api(&self, obj: &KindOf<Self>) -> Api<AgentUpgradeJob> {
         shell::namespaced_api(&self.ctx.client, obj)
     }
-    /// Finished is final: a cache never runs ahead of the API.
+    /// Finished is final: a cache never runs ahead of the API. A finished job's plan is
+    /// not kept.
     fn idle(&self, job: &AgentUpgradeJob) -> bool {
-        job.status.as_ref().is_some_and(|s| {
+        let finished = job.status.as_ref().is_some_and(|s| {
             s.completed_at.is_some()
                 && matches!(
                     s.status,
                     UpgradeJobState::Success | UpgradeJobState::Failed | UpgradeJobState::Planned
                 )
-        })
+        });
+        if finished
+            && let Some(uid) = job.uid()
+            && let Ok(mut plans) = self.plans.lock()
+        {
+            plans.remove(&uid);
+        }
+        finished
     }
     async fn fetch(&self, job: &AgentUpgradeJob, now: Timestamp) -> Result<World, Error> {
-        fetch::world(&self.ctx, job, now).await
+        fetch::world(self, job, now).await
+    }
+    /// A child counts as there until the cache shows it.
+    fn created(&self, child: &Child) {
+        if let Child::AgentInvocation(inv) = child
+            && let Some(owner) = inv.labels().get(UPGRADE_JOB_UID_LABEL)
+        {
+            let mut inv = inv.as_ref().clone();
+            inv.metadata.managed_fields = None;
+            self.expected.created(owner, inv, std::time::Instant::now());
+        }
     }
 }
 
@@ -68,10 +100,35 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let children: Api<AgentInvocation> = ctx.scoped();
-    let controller = shell::controller::<Reconciler>(ctx.scoped(), Duration::ZERO).owns(
+    // The children's watch fills the cache the jobs read them from, marks creations seen,
+    // and wakes a child's job once the cache holds the change.
+    let (children, writer) = kube::runtime::reflector::store::<AgentInvocation>();
+    let expected: Arc<Expectations<AgentInvocation>> = Arc::default();
+    let seen = expected.clone();
+    let child_stream = reflector(
+        writer,
+        watcher(
+            ctx.scoped::<AgentInvocation>(),
+            shell::watch_config().labels(UPGRADE_JOB_UID_LABEL),
+        )
+        .modify(|c| c.metadata.managed_fields = None)
+        .backoff(crate::controller::WatchBackoff::default()),
+    )
+    .inspect(move |event| {
+        if let Some(child) = crate::controller::touched(event)
+            && let Some(owner) = child.labels().get(UPGRADE_JOB_UID_LABEL)
+        {
+            seen.observed(owner, &child.name_any());
+        }
+    })
+    .touched_objects();
+    let controller = shell::controller::<Reconciler>(ctx.scoped(), Duration::ZERO)
+        .owns_stream(crate::controller::alone("agentinvocations", child_stream));
+    let reconciler = Reconciler {
+        ctx,
         children,
-        watcher::Config::default().labels(UPGRADE_JOB_UID_LABEL),
-    );
-    shell::drive(controller, Arc::new(Reconciler { ctx }), shutdown).await;
+        expected,
+        plans: Mutex::default(),
+    };
+    shell::drive(controller, Arc::new(reconciler), shutdown).await;
 }
