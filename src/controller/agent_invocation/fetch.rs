@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 
 use super::decide::{Fetched, Found};
@@ -17,6 +17,7 @@ use super::plan::{self, Installer, NodeFacts, Source, World};
 use super::{Error, OUTPUT_LIMIT, Reconciler, jobs};
 use crate::agent::pod_ready_for;
 use crate::api::agent_invocation::{InstanceAction, InvocationPhase, InvocationType};
+use crate::api::node_agent::AgentMode;
 use crate::api::{AgentInvocation, Command, NodeAgent};
 use crate::controller::Context;
 use crate::engine::outcome::{RunState, observe};
@@ -45,11 +46,13 @@ pub async fn world(
     let (installer_command, installer) = installer(base, &agent, obj).await?;
     let (remote_command, remote_installer) = remote_installer(base, &agent, obj).await?;
     let job_list = list_jobs(base, obj, &agent).await?;
+    let (ready_pods, ready_soon) = ready_pods(base, &target, now);
     let world = World {
         now,
         agent: agent.spec.clone(),
-        nodes: nodes(base, &agent),
-        ready_pods: ready_pods(base, &target, now),
+        nodes: nodes(base, &agent, obj),
+        ready_pods,
+        ready_soon,
         runs: runs(base, obj, &job_list).await?,
         sources,
         host_mode_allowed: base
@@ -224,13 +227,20 @@ async fn remote_installer(
 }
 
 /// The invocation's Jobs (installer Jobs in the agent's namespace, remote-install Jobs in
-/// its own), fresh from the API: what exists decides what is created.
+/// its own), fresh from the API: what exists decides what is created. Read only while an
+/// instance runs one: a remote install, or a node action of a HostInstaller agent (a
+/// DaemonSet agent's node actions change a label and run no Job).
 async fn list_jobs(
     base: &Context,
     obj: &AgentInvocation,
     agent: &NodeAgent,
 ) -> Result<Vec<Job>, Error> {
-    let with_jobs = |a| a != InstanceAction::SetRemoteInstallHost;
+    let host = agent.spec.mode == AgentMode::HostInstaller;
+    let with_jobs = |a| match a {
+        InstanceAction::RemoteInstall => true,
+        InstanceAction::Install | InstanceAction::Update | InstanceAction::Rollback => host,
+        InstanceAction::SetRemoteInstallHost => false,
+    };
     if !needs(obj, with_jobs, false) {
         return Ok(vec![]);
     }
@@ -332,41 +342,84 @@ fn busy(store: &Store<AgentInvocation>, obj: &AgentInvocation) -> BTreeMap<Strin
     out
 }
 
-fn nodes(base: &Context, agent: &NodeAgent) -> BTreeMap<String, NodeFacts> {
+/// The nodes the invocation's steps read: those of its instances, the remote install host
+/// and the nodes it names, looked up in the cache; every node only before its instances
+/// are known.
+fn nodes(base: &Context, agent: &NodeAgent, obj: &AgentInvocation) -> BTreeMap<String, NodeFacts> {
     let key = agent_node_label(&agent.name_any());
-    base.nodes
-        .state()
-        .iter()
-        .map(|n| {
-            let ready = crate::plan::node_ready(n);
-            (
-                n.name_any(),
-                NodeFacts {
-                    ready,
-                    version: n.labels().get(&key).cloned(),
-                },
-            )
+    let facts = |n: &k8s_openapi::api::core::v1::Node| NodeFacts {
+        ready: crate::plan::node_ready(n),
+        version: n.labels().get(&key).cloned(),
+    };
+    let instances = obj.status.iter().flat_map(|s| s.invocations.iter());
+    if instances.clone().next().is_none() {
+        return base
+            .nodes
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), facts(n)))
+            .collect();
+    }
+    instances
+        .map(|e| e.instance_id.clone())
+        .chain(agent.spec.remote_install_host.clone())
+        .chain(obj.spec.node_names.iter().flatten().cloned())
+        .filter_map(|name| {
+            let node = base.nodes.get(&ObjectRef::new(&name))?;
+            Some((name, facts(&node)))
         })
         .collect()
 }
 
 /// (node, version) of the agent's pods that have stayed Ready for
-/// [`crate::agent::AGENT_MIN_READY`]; a running instance looks again every
-/// `plan::POLL`, so one Ready for less is counted on a later reconcile.
-fn ready_pods(base: &Context, agent: &str, now: Timestamp) -> BTreeSet<(String, String)> {
-    base.pods
-        .state()
-        .iter()
-        .filter(|p| p.labels().get(AGENT_LABEL).map(String::as_str) == Some(agent))
-        .filter(|p| {
-            pod_ready_for(p, now, crate::agent::AGENT_MIN_READY)
-                && p.metadata.deletion_timestamp.is_none()
-        })
-        .filter_map(|p| {
+/// [`crate::agent::AGENT_MIN_READY`], and of those Ready for less, with when they will
+/// have been (the invocation looks again then, [`plan::next_look`]).
+#[allow(clippy::type_complexity)]
+fn ready_pods(
+    base: &Context,
+    agent: &str,
+    now: Timestamp,
+) -> (
+    BTreeSet<(String, String)>,
+    BTreeMap<(String, String), Timestamp>,
+) {
+    let mut ready = BTreeSet::new();
+    let mut soon = BTreeMap::new();
+    let min = jiff::SignedDuration::try_from(crate::agent::AGENT_MIN_READY).unwrap_or_default();
+    for p in base.pods.state().iter() {
+        if p.labels().get(AGENT_LABEL).map(String::as_str) != Some(agent)
+            || p.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let Some(key) = (|| {
             Some((
                 p.spec.as_ref()?.node_name.clone()?,
                 p.labels().get(AGENT_VERSION_LABEL)?.clone(),
             ))
-        })
-        .collect()
+        })() else {
+            continue;
+        };
+        if pod_ready_for(p, now, crate::agent::AGENT_MIN_READY) {
+            ready.insert(key);
+        } else if let Some(since) = ready_since(p)
+            && let Ok(at) = since.checked_add(min)
+        {
+            soon.insert(key, at);
+        }
+    }
+    (ready, soon)
+}
+
+/// When a Pod's Ready condition last became True, if it is True.
+fn ready_since(pod: &Pod) -> Option<Timestamp> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0)
 }

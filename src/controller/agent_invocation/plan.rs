@@ -33,10 +33,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::agent_invocation::{
-    AgentInvocation, AgentInvocationPhase, AgentInvocationStatus, InvocationPhase,
+    AgentInvocation, AgentInvocationPhase, AgentInvocationStatus, InstanceAction, InvocationPhase,
     InvocationResult, RemoteInstallHost,
 };
-use crate::api::node_agent::NodeAgentSpec;
+use crate::api::node_agent::{AgentMode, NodeAgentSpec};
 use crate::engine::outcome::Observed;
 use crate::plan::Note;
 
@@ -46,8 +46,13 @@ pub use step::{job_name, step};
 
 /// The seed's limit on an error message.
 pub const MESSAGE_LIMIT: usize = 128;
-/// How often a running invocation looks again without an event.
-pub const POLL: Duration = Duration::from_secs(2);
+/// How long a running invocation goes at most without looking again when no event comes:
+/// a safety net. What time alone moves (an agent pod Ready long enough, a ready timeout)
+/// is looked at when it is due ([`next_look`]); everything else comes as an event (node
+/// labels, agent pods, Jobs).
+pub const POLL: Duration = Duration::from_secs(10);
+/// The soonest a running invocation looks again.
+const SOONEST: Duration = Duration::from_millis(100);
 
 /// One node as seen now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +89,9 @@ pub struct World {
     pub nodes: BTreeMap<String, NodeFacts>,
     /// (node, version) pairs whose agent pod is Ready (DaemonSet mode).
     pub ready_pods: BTreeSet<(String, String)>,
+    /// (node, version) pairs whose agent pod is Ready but not for long enough yet, with
+    /// when it will have been ([`crate::agent::AGENT_MIN_READY`]).
+    pub ready_soon: BTreeMap<(String, String), Timestamp>,
     /// Installer and remote-install Jobs, by invocation id.
     pub runs: BTreeMap<String, Observed>,
     /// Earlier instances named by Rollback and Retry, by invocation id.
@@ -123,6 +131,42 @@ pub struct Plan {
     pub requeue: Option<Duration>,
 }
 
+/// When a running invocation with nothing to do now can move by time alone: the soonest
+/// of its agent pods Ready long enough and of its ready timeouts (DaemonSet mode), and at
+/// the latest [`POLL`].
+pub fn next_look(entries: &[InvocationResult], world: &World) -> Duration {
+    let node_action = |e: &InvocationResult| {
+        matches!(
+            e.action.unwrap_or(InstanceAction::Install),
+            InstanceAction::Install | InstanceAction::Update | InstanceAction::Rollback
+        )
+    };
+    let timeout = jiff::SignedDuration::from_secs(world.agent.ready_timeout_seconds.max(0));
+    let due = entries
+        .iter()
+        .filter(|e| e.phase == InvocationPhase::Running && node_action(e))
+        .filter(|_| world.agent.mode == AgentMode::DaemonSet)
+        .flat_map(|e| {
+            let ready = e.target_version.as_ref().and_then(|v| {
+                world
+                    .ready_soon
+                    .get(&(e.instance_id.clone(), v.clone()))
+                    .copied()
+            });
+            let deadline = e
+                .start_time
+                .as_ref()
+                .and_then(|t| t.0.checked_add(timeout).ok());
+            [ready, deadline]
+        })
+        .flatten()
+        .min();
+    let left = due.map_or(POLL, |at| {
+        Duration::try_from(world.now.duration_until(at)).unwrap_or(Duration::ZERO)
+    });
+    left.clamp(SOONEST, POLL)
+}
+
 /// The whole plan: new instances, one step of each, the overall status.
 pub fn plan(obj: &AgentInvocation, world: &World) -> Plan {
     let prev = obj.status.clone().unwrap_or_default();
@@ -149,7 +193,7 @@ pub fn plan(obj: &AgentInvocation, world: &World) -> Plan {
         // Effects wait for the status that records Running: come straight back.
         Some(Duration::from_millis(100))
     } else if !all_final {
-        Some(POLL)
+        Some(next_look(&status.invocations, world))
     } else {
         None
     };

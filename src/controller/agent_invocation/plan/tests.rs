@@ -50,6 +50,7 @@ fn world(mode: &str) -> World {
             ("n4".to_string(), node(true, Some("3.0.0"))),
         ]),
         ready_pods: BTreeSet::new(),
+        ready_soon: BTreeMap::new(),
         runs: BTreeMap::new(),
         sources: BTreeMap::new(),
         host_mode_allowed: true,
@@ -170,6 +171,33 @@ fn daemonset_mode_labels_then_waits_for_the_pod() {
     assert!(p4.status.completion_time.is_some());
     assert_eq!(p4.notes.last().expect("note").reason, "Succeeded");
     assert_eq!(p4.requeue, None);
+}
+
+#[test]
+fn a_running_invocation_looks_again_when_time_alone_can_move_it() {
+    let obj =
+        invocation(json!({"invocationType": "Update", "nodeNames": ["n2"], "version": "3.4.0"}));
+    let mut w = world("DaemonSet");
+    let p1 = plan(&obj, &w);
+    let p2 = again(&obj, &p1.status, &w);
+    w.nodes.get_mut("n2").expect("n2").version = Some("3.4.0".into());
+    // Nothing due: the safety net.
+    let p3 = again(&obj, &p2.status, &w);
+    assert_eq!(p3.requeue, Some(POLL));
+    // The pod turned Ready a moment ago: look again when it has been Ready long enough.
+    let at = now() + jiff::SignedDuration::from_millis(2500);
+    w.ready_soon.insert(("n2".into(), "3.4.0".into()), at);
+    let p4 = again(&obj, &p3.status, &w);
+    assert_eq!(p4.requeue, Some(Duration::from_millis(2500)));
+    // The ready timeout (60 s after the start) comes first: look again then.
+    w.ready_soon.clear();
+    w.now = now() + jiff::SignedDuration::from_secs(55);
+    let p5 = again(&obj, &p4.status, &w);
+    assert_eq!(p5.requeue, Some(Duration::from_secs(5)));
+    // Past it: the step fails the instance now (and puts the label back).
+    w.now = now() + jiff::SignedDuration::from_secs(60);
+    let p6 = again(&obj, &p5.status, &w);
+    assert_eq!(p6.status.invocations[0].phase, P::Failed);
 }
 
 #[test]
