@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use thiserror::Error;
 
@@ -85,12 +85,11 @@ pub async fn run(
     let invocations = controller.store();
     let controller = controller
         .watches_stream(
-            watcher(
+            shell::watched(
+                "jobs",
                 jobs,
                 watcher::Config::default().labels(&jobs::child_selector()),
-            )
-            .touched_objects()
-            .backoff(crate::controller::WatchBackoff::default()),
+            ),
             |job| {
                 let name = job.annotations().get(OWNER_NAME_ANNOTATION)?;
                 let ns = job.annotations().get(OWNER_NAMESPACE_ANNOTATION)?;

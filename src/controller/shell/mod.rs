@@ -89,9 +89,46 @@ pub enum Error<E: std::error::Error + 'static> {
     FinalizerMisuse(String),
 }
 
-/// A controller of `KindOf<R>` watching `api`, configured as every controller is.
+/// A controller of `KindOf<R>` watching `api`, configured as every controller is. Its own
+/// watch backs off alone ([`crate::controller::alone`]), as the other watches a kind adds
+/// with [`watched`].
 pub fn controller<R: Reconciler>(api: Api<KindOf<R>>, debounce: Duration) -> Controller<KindOf<R>> {
-    configure(Controller::new(api, watch_config()), debounce)
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let own = kube::runtime::reflector(writer, backing_off(api, watch_config())).applied_objects();
+    configure(
+        Controller::for_stream(super::alone(R::Decide::KIND, own), store),
+        debounce,
+    )
+}
+
+/// A watch of `api` with the operator's backoff ([`super::WatchBackoff`]).
+fn backing_off<K>(
+    api: Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> impl futures::Stream<Item = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>>
++ Send
++ 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    kube::runtime::watcher(api, config).backoff(super::WatchBackoff::default())
+}
+
+/// The objects `api` watched with `config` touches (changed or deleted), for a kind's
+/// `owns_stream` or `watches_stream`: with the operator's backoff, and its errors kept to
+/// itself ([`crate::controller::alone`]).
+pub fn watched<K>(
+    what: &'static str,
+    api: Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    super::alone(what, backing_off(api, config).touched_objects())
 }
 
 /// `controller` configured as every controller is: its debounce and concurrency, and the
