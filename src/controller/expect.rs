@@ -75,6 +75,39 @@ impl<K: kube::Resource> Expectations<K> {
     }
 }
 
+/// The children of `owner_uid` in `ns` as a reconcile should count them: those of
+/// `cached` labelled `label=owner_uid`, and those created and not yet cached.
+pub fn children<K>(
+    cached: Vec<Arc<K>>,
+    expected: &Expectations<K>,
+    label: &str,
+    owner_uid: &str,
+    ns: &str,
+    now: Instant,
+) -> Vec<Arc<K>>
+where
+    K: kube::Resource,
+{
+    let mut children: Vec<Arc<K>> = cached
+        .into_iter()
+        .filter(|c| {
+            c.labels().get(label).map(String::as_str) == Some(owner_uid)
+                && c.namespace().as_deref() == Some(ns)
+        })
+        .collect();
+    let pending = expected.pending(owner_uid, now);
+    if !pending.is_empty() {
+        let cached: std::collections::HashSet<String> =
+            children.iter().map(|c| c.name_any()).collect();
+        children.extend(
+            pending
+                .into_iter()
+                .filter(|c| !cached.contains(&c.name_any())),
+        );
+    }
+    children
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +122,34 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    fn child(name: &str, ns: &str, owner: &str) -> Arc<Job> {
+        let mut j = job(name);
+        j.metadata.namespace = Some(ns.into());
+        j.metadata.labels = Some([("owner".to_string(), owner.to_string())].into());
+        Arc::new(j)
+    }
+
+    #[test]
+    fn a_reconcile_counts_the_cached_children_and_those_created_not_yet_cached() {
+        let e = Expectations::<Job>::default();
+        let t0 = Instant::now();
+        // "b" was created and the cache has it; "c" was created and it has not yet.
+        e.created("u", child("b", "ns", "u").as_ref().clone(), t0);
+        e.created("u", child("c", "ns", "u").as_ref().clone(), t0);
+        let cached = vec![
+            child("a", "ns", "u"),
+            child("b", "ns", "u"),
+            child("x", "ns", "other"),
+            child("y", "elsewhere", "u"),
+        ];
+        let mut names: Vec<String> = children(cached, &e, "owner", "u", "ns", t0)
+            .iter()
+            .map(|c| c.name_any())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 
     #[test]

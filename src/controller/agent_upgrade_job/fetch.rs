@@ -94,22 +94,17 @@ async fn children(r: &Reconciler, ns: &str, uid: &str) -> Result<Vec<AgentInvoca
             .await
             .map_err(Error::ListChildren);
     }
-    let mut children: Vec<AgentInvocation> = r
-        .children
-        .state()
-        .iter()
-        .filter(|c| {
-            c.labels().get(UPGRADE_JOB_UID_LABEL).map(String::as_str) == Some(uid)
-                && c.namespace().as_deref() == Some(ns)
-        })
-        .map(|c| c.as_ref().clone())
-        .collect();
-    for created in r.expected.pending(uid, std::time::Instant::now()) {
-        if !children.iter().any(|c| c.name_any() == created.name_any()) {
-            children.push(created.as_ref().clone());
-        }
-    }
-    Ok(children)
+    Ok(crate::controller::expect::children(
+        r.children.state(),
+        &r.expected,
+        UPGRADE_JOB_UID_LABEL,
+        uid,
+        ns,
+        std::time::Instant::now(),
+    )
+    .iter()
+    .map(|c| c.as_ref().clone())
+    .collect())
 }
 
 /// The job's plan parts: kept once read whole (they never change), read from the API until

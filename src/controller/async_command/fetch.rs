@@ -272,21 +272,14 @@ async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<
                 .map_err(Error::ListJobs)?;
         return Ok(listed.into_iter().map(Arc::new).collect());
     }
-    let mut jobs: Vec<Arc<Job>> = ctx
-        .jobs
-        .state()
-        .into_iter()
-        .filter(|j| {
-            j.labels().get(OWNER_UID_LABEL).map(String::as_str) == Some(uid)
-                && j.namespace().as_deref() == Some(ns)
-        })
-        .collect();
-    for created in ctx.job_expectations.pending(uid, std::time::Instant::now()) {
-        if !jobs.iter().any(|j| j.name_any() == created.name_any()) {
-            jobs.push(created);
-        }
-    }
-    Ok(jobs)
+    Ok(crate::controller::expect::children(
+        ctx.jobs.state(),
+        &ctx.job_expectations,
+        OWNER_UID_LABEL,
+        uid,
+        ns,
+        std::time::Instant::now(),
+    ))
 }
 
 /// Whether `job` became final less than `seconds` before `now`.
