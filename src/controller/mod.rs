@@ -36,6 +36,9 @@ pub struct Context {
     pub jobs: Store<Job>,
     /// The Job controller's FailedCreate Events about Jobs (admission refused a Pod).
     pub refusals: Store<CoreEvent>,
+    /// Every Command, without managed fields (filled by the AsyncCommand controller's
+    /// watch): what an AsyncCommand's `commandRef` or an Invoker names is read here.
+    pub commands: Store<crate::api::Command>,
     /// Jobs the AsyncCommand controller created that `jobs` does not show yet.
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
@@ -65,6 +68,7 @@ impl Context {
         pods: Store<Pod>,
         jobs: Store<Job>,
         refusals: Store<CoreEvent>,
+        commands: Store<crate::api::Command>,
     ) -> Self {
         let reporter = Reporter {
             controller: "nodeops".into(),
@@ -79,6 +83,7 @@ impl Context {
             pods,
             jobs,
             refusals,
+            commands,
             job_expectations: Default::default(),
             writes: Default::default(),
             fence: Default::default(),

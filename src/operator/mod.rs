@@ -182,6 +182,7 @@ pub async fn run<S: std::future::Future>(
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (jobs, jobs_writer) = reflector::store::<Job>();
     let (refusals, refusals_writer) = reflector::store::<k8s_openapi::api::core::v1::Event>();
+    let (commands, commands_writer) = reflector::store::<crate::api::Command>();
     let leader_election = config.leader_election.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -190,6 +191,7 @@ pub async fn run<S: std::future::Future>(
         pods,
         jobs,
         refusals,
+        commands,
     ));
     let config = &ctx.config;
     let touch_nodes = ctx.clone();
@@ -278,6 +280,7 @@ pub async fn run<S: std::future::Future>(
             pod_stream,
             jobs_writer,
             refusals_writer,
+            commands_writer,
             stop.clone().cancelled_owned(),
         )),
         tokio::spawn(crate::controller::invoker::run(

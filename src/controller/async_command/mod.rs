@@ -60,8 +60,6 @@ pub struct Reconciler {
     pub ctx: Arc<Context>,
     /// Every AsyncCommand (the controller's own cache): a fleet's batches are read here.
     pub objects: Store<AsyncCommand>,
-    /// Every Command: what `spec.commandRef` names is read here (from the API if absent).
-    pub commands: Store<Command>,
 }
 
 impl shell::Reconciler for Reconciler {
@@ -77,7 +75,7 @@ impl shell::Reconciler for Reconciler {
     async fn fetch(&self, obj: &AsyncCommand, now: Timestamp) -> Result<World, Error> {
         let caches = fetch::Caches {
             objects: &self.objects,
-            commands: &self.commands,
+            commands: &self.ctx.commands,
         };
         fetch::world(&self.ctx, caches, obj, now).await
     }
@@ -111,6 +109,7 @@ pub async fn run(
     pods: impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
     jobs: Writer<Job>,
     refusals: Writer<CoreEvent>,
+    commands_writer: Writer<Command>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     // The controller's own watch, which also wakes a fleet when one of its batches changes,
@@ -135,7 +134,6 @@ pub async fn run(
             }
         })
         .applied_objects();
-    let (commands, commands_writer) = reflector::store::<Command>();
     let command_stream = watcher(ctx.scoped::<Command>(), watcher::Config::default())
         .modify(|c| c.metadata.managed_fields = None)
         .backoff(crate::controller::WatchBackoff::default())
@@ -207,10 +205,6 @@ pub async fn run(
         name.zip(ns)
             .map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
     });
-    let reconciler = Reconciler {
-        ctx,
-        objects,
-        commands,
-    };
+    let reconciler = Reconciler { ctx, objects };
     shell::drive(controller, Arc::new(reconciler), shutdown).await;
 }
