@@ -18,8 +18,11 @@ pub fn finished(obj: &AgentInvocation) -> bool {
     })
 }
 
-/// Whether a change on `node` may move `obj`: it names the node, has an instance there, or
-/// has no status yet (its instances are not known).
+/// Whether a change on `node` may move `obj`: it names the node or has an instance there.
+/// One without a status yet is not woken: its creation's own event brings its first
+/// reconcile, which reads every node as it is then. Woken by every change on any node, the
+/// hundreds an upgrade creates at once were woken far more often than they could run, and
+/// with the controller's debounce each wake put their first reconcile off again.
 fn touches(obj: &AgentInvocation, node: &str) -> bool {
     obj.spec
         .node_names
@@ -28,7 +31,7 @@ fn touches(obj: &AgentInvocation, node: &str) -> bool {
         || obj
             .status
             .as_ref()
-            .is_none_or(|s| s.invocations.iter().any(|e| e.instance_id == node))
+            .is_some_and(|s| s.invocations.iter().any(|e| e.instance_id == node))
 }
 
 /// The unfinished invocations each node change concerns (every one for a change on any
@@ -71,10 +74,10 @@ mod tests {
         );
         assert!(touches(&on_n1, "n1"));
         assert!(!touches(&on_n1, "n2"), "another node's change");
-        // No status yet: its instances are not known, any change may concern it.
+        // No status yet: its first reconcile is on its way and reads every node then.
         let mut fresh = on_n1.clone();
         fresh.status = None;
-        assert!(touches(&fresh, "n2"));
+        assert!(!touches(&fresh, "n2"));
         // Named in the spec before it has an instance there.
         let mut named = on_n1.clone();
         named.spec.node_names = Some(vec!["n3".into()]);
