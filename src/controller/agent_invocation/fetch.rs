@@ -346,8 +346,8 @@ fn busy(store: &Store<AgentInvocation>, obj: &AgentInvocation) -> BTreeMap<Strin
 }
 
 /// The nodes the invocation's steps read: those of its instances, the remote install host
-/// and the nodes it names, looked up in the cache; every node only before its instances
-/// are known.
+/// and the nodes it names, looked up in the cache; every node only before the instances of
+/// one with a selector are known.
 fn nodes(base: &Context, agent: &NodeAgent, obj: &AgentInvocation) -> BTreeMap<String, NodeFacts> {
     let key = agent_node_label(&agent.name_any());
     let facts = |n: &k8s_openapi::api::core::v1::Node| NodeFacts {
@@ -355,7 +355,7 @@ fn nodes(base: &Context, agent: &NodeAgent, obj: &AgentInvocation) -> BTreeMap<S
         version: n.labels().get(&key).cloned(),
     };
     let instances = obj.status.iter().flat_map(|s| s.invocations.iter());
-    if instances.clone().next().is_none() {
+    if instances.clone().next().is_none() && obj.spec.node_names.is_none() {
         return base
             .nodes
             .state()

@@ -20,9 +20,8 @@ pub fn finished(obj: &AgentInvocation) -> bool {
 
 /// Whether a change on `node` may move `obj`: it names the node or has an instance there.
 /// One without a status yet is not woken: its creation's own event brings its first
-/// reconcile, which reads every node as it is then. Woken by every change on any node, the
-/// hundreds an upgrade creates at once were woken far more often than they could run, and
-/// with the controller's debounce each wake put their first reconcile off again.
+/// reconcile, which reads every node as it is then (woken by every change on any node, the
+/// hundreds of children an upgrade creates at once were woken for nothing).
 fn touches(obj: &AgentInvocation, node: &str) -> bool {
     obj.spec
         .node_names
