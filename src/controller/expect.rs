@@ -75,6 +75,113 @@ impl<K: kube::Resource> Expectations<K> {
     }
 }
 
+/// One owner kind's children as its reconciles read them: a cache filled by their watch
+/// (selected by `label`, whose value is the owner's uid), and the children created that
+/// the cache does not show yet.
+pub struct Owned<K: kube::Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    cache: kube::runtime::reflector::Store<K>,
+    expected: Arc<Expectations<K>>,
+    label: &'static str,
+    trim: fn(&mut K),
+}
+
+impl<K> Owned<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    /// The children of `api` labelled `label`, kept as `trim` leaves them, and the watch
+    /// that fills the cache, marks creations seen and yields each child it touches once the
+    /// cache holds it (for the controller's `owns_stream`): consistent lists, the
+    /// operator's backoff, its errors kept to itself.
+    pub fn watch(
+        api: kube::Api<K>,
+        label: &'static str,
+        trim: fn(&mut K),
+    ) -> (
+        Self,
+        impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+    ) {
+        use futures::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        let (cache, writer) = kube::runtime::reflector::store::<K>();
+        let expected: Arc<Expectations<K>> = Arc::default();
+        let seen = expected.clone();
+        let config = crate::controller::shell::watch_config().labels(label);
+        let stream = kube::runtime::reflector(
+            writer,
+            kube::runtime::watcher(api, config)
+                .modify(trim)
+                .backoff(crate::controller::WatchBackoff::default()),
+        )
+        .inspect(move |event| {
+            if let Some(child) = crate::controller::touched(event)
+                && let Some(owner) = child.labels().get(label)
+            {
+                seen.observed(owner, &child.name_any());
+            }
+        })
+        .touched_objects();
+        let owned = Self {
+            cache,
+            expected,
+            label,
+            trim,
+        };
+        (owned, crate::controller::alone(label, stream))
+    }
+
+    /// `child` was created (as the API server returned it): it counts until the cache
+    /// shows it.
+    pub fn created(&self, child: &K) {
+        if let Some(owner) = child.labels().get(self.label) {
+            let mut kept = child.clone();
+            (self.trim)(&mut kept);
+            self.expected.created(owner, kept, Instant::now());
+        }
+    }
+
+    /// The children of `owner_uid` in `ns`: from the cache once it has filled, with those
+    /// created and not yet in it; before that, from the API.
+    pub async fn of(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        owner_uid: &str,
+    ) -> Result<Vec<K>, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        if !crate::controller::filled(&self.cache) {
+            let api: kube::Api<K> = kube::Api::namespaced(client.clone(), ns);
+            let selector = format!("{}={owner_uid}", self.label);
+            return Ok(api
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await?
+                .items);
+        }
+        Ok(children(
+            self.cache.state(),
+            &self.expected,
+            self.label,
+            owner_uid,
+            ns,
+            Instant::now(),
+        )
+        .iter()
+        .map(|c| c.as_ref().clone())
+        .collect())
+    }
+}
+
 /// The children of `owner_uid` in `ns` as a reconcile should count them: those of
 /// `cached` labelled `label=owner_uid`, and those created and not yet cached.
 pub fn children<K>(

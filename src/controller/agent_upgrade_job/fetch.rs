@@ -86,25 +86,12 @@ pub async fn world(r: &Reconciler, job: &AgentUpgradeJob, now: Timestamp) -> Res
     Ok(world)
 }
 
-/// The job's children: from the cache once it has filled, with those created and not yet
-/// in it ([`crate::controller::expect`]); before that, from the API.
+/// The job's children ([`crate::controller::expect::Owned`]).
 async fn children(r: &Reconciler, ns: &str, uid: &str) -> Result<Vec<AgentInvocation>, Error> {
-    if !crate::controller::filled(&r.children) {
-        return list_children(&r.ctx.client, ns, uid)
-            .await
-            .map_err(Error::ListChildren);
-    }
-    Ok(crate::controller::expect::children(
-        r.children.state(),
-        &r.expected,
-        UPGRADE_JOB_UID_LABEL,
-        uid,
-        ns,
-        std::time::Instant::now(),
-    )
-    .iter()
-    .map(|c| c.as_ref().clone())
-    .collect())
+    r.children
+        .of(&r.ctx.client, ns, uid)
+        .await
+        .map_err(Error::ListChildren)
 }
 
 /// The job's plan parts: kept once read whole (they never change), read from the API until

@@ -11,15 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
-use kube::runtime::reflector::Store;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use thiserror::Error;
 
 use super::Context;
-use super::expect::Expectations;
+use super::expect::Owned;
 use super::shell::{self, KindOf};
 use crate::api::AgentInvocation;
 use crate::api::agent_upgrade_job::{AgentUpgradeJob, UpgradeJobState};
@@ -42,11 +39,9 @@ pub enum Error {
 /// The AgentUpgradeJob's place in the shell.
 pub struct Reconciler {
     pub ctx: Arc<Context>,
-    /// Every job's child AgentInvocations, without managed fields (the controller's watch
-    /// of its children fills it).
-    pub children: Store<AgentInvocation>,
-    /// Children this controller created that `children` does not show yet.
-    pub expected: Arc<Expectations<AgentInvocation>>,
+    /// Every job's child AgentInvocations, without managed fields, with those created and
+    /// not yet cached.
+    pub children: Owned<AgentInvocation>,
     /// Each unfinished job's plan kept in ConfigMaps, by job uid, once read whole: those
     /// ConfigMaps never change, and at 5000 agents they are a megabyte to list.
     pub plans: Mutex<HashMap<String, Arc<Vec<Part>>>>,
@@ -85,12 +80,8 @@ impl shell::Reconciler for Reconciler {
     }
     /// A child counts as there until the cache shows it.
     fn created(&self, child: &Child) {
-        if let Child::AgentInvocation(inv) = child
-            && let Some(owner) = inv.labels().get(UPGRADE_JOB_UID_LABEL)
-        {
-            let mut inv = inv.as_ref().clone();
-            inv.metadata.managed_fields = None;
-            self.expected.created(owner, inv, std::time::Instant::now());
+        if let Child::AgentInvocation(inv) = child {
+            self.children.created(inv);
         }
     }
 }
@@ -102,32 +93,16 @@ pub async fn run(
 ) {
     // The children's watch fills the cache the jobs read them from, marks creations seen,
     // and wakes a child's job once the cache holds the change.
-    let (children, writer) = kube::runtime::reflector::store::<AgentInvocation>();
-    let expected: Arc<Expectations<AgentInvocation>> = Arc::default();
-    let seen = expected.clone();
-    let child_stream = reflector(
-        writer,
-        watcher(
-            ctx.scoped::<AgentInvocation>(),
-            shell::watch_config().labels(UPGRADE_JOB_UID_LABEL),
-        )
-        .modify(|c| c.metadata.managed_fields = None)
-        .backoff(crate::controller::WatchBackoff::default()),
-    )
-    .inspect(move |event| {
-        if let Some(child) = crate::controller::touched(event)
-            && let Some(owner) = child.labels().get(UPGRADE_JOB_UID_LABEL)
-        {
-            seen.observed(owner, &child.name_any());
-        }
-    })
-    .touched_objects();
-    let controller = shell::controller::<Reconciler>(ctx.scoped(), Duration::ZERO)
-        .owns_stream(crate::controller::alone("agentinvocations", child_stream));
+    let (children, child_stream) = Owned::watch(
+        ctx.scoped::<AgentInvocation>(),
+        UPGRADE_JOB_UID_LABEL,
+        |c| c.metadata.managed_fields = None,
+    );
+    let controller =
+        shell::controller::<Reconciler>(ctx.scoped(), Duration::ZERO).owns_stream(child_stream);
     let reconciler = Reconciler {
         ctx,
         children,
-        expected,
         plans: Mutex::default(),
     };
     shell::drive(controller, Arc::new(reconciler), shutdown).await;
