@@ -138,6 +138,25 @@ impl Context {
         }
     }
 
+    /// The Command `name` in `ns`: from the Command cache, from the API when the cache has
+    /// not shown it (one created a moment before what names it must not be taken for
+    /// missing).
+    pub async fn command(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<crate::api::Command>, kube::Error> {
+        use kube::runtime::reflector::ObjectRef;
+        match self.commands.get(&ObjectRef::new(name).within(ns)) {
+            Some(cached) => Ok(Some(cached.as_ref().clone())),
+            None => {
+                Api::<crate::api::Command>::namespaced(self.client.clone(), ns)
+                    .get_opt(name)
+                    .await
+            }
+        }
+    }
+
     /// Publishes an Event about `obj`; a failure to record is logged, never fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,

@@ -163,17 +163,13 @@ async fn read_command(
     ns: &str,
     name: &str,
 ) -> Result<(Option<Command>, Installer), Error> {
-    // From the Command cache; from the API when it has not shown the Command yet.
-    let command = match base.commands.get(&ObjectRef::new(name).within(ns)) {
-        Some(cached) => Some(cached.as_ref().clone()),
-        None => Api::<Command>::namespaced(base.client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::ReadCommand {
-                name: name.to_string(),
-                source,
-            })?,
-    };
+    let command = base
+        .command(ns, name)
+        .await
+        .map_err(|source| Error::ReadCommand {
+            name: name.to_string(),
+            source,
+        })?;
     Ok(match command {
         Some(c) => (Some(c), Installer::Usable),
         None => (

@@ -15,7 +15,6 @@ use kube::{Api, ResourceExt};
 use super::Error;
 use super::plan::{NodeInfo, OUTPUT_LIMIT, World};
 use crate::api::async_command::AsyncCommand;
-use crate::api::command::Command;
 use crate::controller::writes::Copy;
 use crate::controller::{Context, gates};
 use crate::engine::outcome::{RunState, observe};
@@ -32,8 +31,6 @@ const POD_CACHE_GRACE_SECONDS: i64 = 10;
 pub struct Caches<'a> {
     /// Every AsyncCommand.
     pub objects: &'a Store<AsyncCommand>,
-    /// Every Command.
-    pub commands: &'a Store<Command>,
 }
 
 /// What an AsyncCommand's decisions read.
@@ -45,18 +42,13 @@ pub async fn world(
 ) -> Result<World, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let command = match &obj.spec.command_ref {
-        // A Command not (yet) in the cache is read from the API: one created a moment
-        // before the AsyncCommand naming it must not be taken for missing.
-        Some(name) => match caches.commands.get(&ObjectRef::new(name).within(&ns)) {
-            Some(cached) => Some(cached.as_ref().clone()),
-            None => Api::<Command>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(name)
-                .await
-                .map_err(|source| Error::ReadCommand {
-                    name: name.clone(),
-                    source,
-                })?,
-        },
+        Some(name) => ctx
+            .command(&ns, name)
+            .await
+            .map_err(|source| Error::ReadCommand {
+                name: name.clone(),
+                source,
+            })?,
         None => None,
     };
     // A fleet's batches: listed while it may be one (its status says so, or it has a

@@ -75,7 +75,6 @@ impl shell::Reconciler for Reconciler {
     async fn fetch(&self, obj: &AsyncCommand, now: Timestamp) -> Result<World, Error> {
         let caches = fetch::Caches {
             objects: &self.objects,
-            commands: &self.ctx.commands,
         };
         fetch::world(&self.ctx, caches, obj, now).await
     }
