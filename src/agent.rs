@@ -60,15 +60,31 @@ pub fn pod_ready_for(
     now: jiff::Timestamp,
     min: std::time::Duration,
 ) -> bool {
-    pod.status
+    ready_condition(pod).is_some_and(|c| {
+        c.last_transition_time
+            .as_ref()
+            .is_none_or(|t| now.duration_since(t.0).as_secs_f64() >= min.as_secs_f64())
+    })
+}
+
+/// When a Pod's Ready condition last became True, if it is True and says when.
+pub fn ready_since(pod: &k8s_openapi::api::core::v1::Pod) -> Option<jiff::Timestamp> {
+    ready_condition(pod)?
+        .last_transition_time
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
-        .is_some_and(|c| {
-            c.last_transition_time
-                .as_ref()
-                .is_none_or(|t| now.duration_since(t.0).as_secs_f64() >= min.as_secs_f64())
-        })
+        .map(|t| t.0)
+}
+
+/// A Pod's Ready condition, if it is True.
+fn ready_condition(
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn uuid_v5(namespace: &str, name: &str) -> String {

@@ -150,13 +150,14 @@ where
     }
 
     /// The children of `owner_uid` in `ns`: from the cache once it has filled, with those
-    /// created and not yet in it; before that, from the API.
+    /// created and not yet in it; before that, from the API. Shared, not copied: a job of
+    /// 5000 agents reads 5000 children on each reconcile.
     pub async fn of(
         &self,
         client: &kube::Client,
         ns: &str,
         owner_uid: &str,
-    ) -> Result<Vec<K>, kube::Error>
+    ) -> Result<Vec<Arc<K>>, kube::Error>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
@@ -166,7 +167,10 @@ where
             return Ok(api
                 .list(&kube::api::ListParams::default().labels(&selector))
                 .await?
-                .items);
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect());
         }
         Ok(children(
             self.cache.state(),
@@ -175,10 +179,7 @@ where
             owner_uid,
             ns,
             Instant::now(),
-        )
-        .iter()
-        .map(|c| c.as_ref().clone())
-        .collect())
+        ))
     }
 }
 

@@ -401,24 +401,11 @@ fn ready_pods(
         };
         if pod_ready_for(p, now, crate::agent::AGENT_MIN_READY) {
             ready.insert(key);
-        } else if let Some(since) = ready_since(p)
+        } else if let Some(since) = crate::agent::ready_since(p)
             && let Ok(at) = since.checked_add(min)
         {
             soon.insert(key, at);
         }
     }
     (ready, soon)
-}
-
-/// When a Pod's Ready condition last became True, if it is True.
-fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?
-        .last_transition_time
-        .as_ref()
-        .map(|t| t.0)
 }

@@ -82,12 +82,12 @@ pub async fn world(r: &Reconciler, job: &AgentUpgradeJob, now: Timestamp) -> Res
             .as_ref()
             .clone();
     }
-    add_children(&mut world, list);
+    add_children(&mut world, list.iter().map(Arc::as_ref));
     Ok(world)
 }
 
 /// The job's children ([`crate::controller::expect::Owned`]).
-async fn children(r: &Reconciler, ns: &str, uid: &str) -> Result<Vec<AgentInvocation>, Error> {
+async fn children(r: &Reconciler, ns: &str, uid: &str) -> Result<Vec<Arc<AgentInvocation>>, Error> {
     r.children
         .of(&r.ctx.client, ns, uid)
         .await
@@ -131,7 +131,7 @@ async fn list_children(
 }
 
 /// The children, by node and role.
-fn add_children(world: &mut World, children: Vec<AgentInvocation>) {
+fn add_children<'a>(world: &mut World, children: impl IntoIterator<Item = &'a AgentInvocation>) {
     for child in children {
         let Some(node) = child.annotations().get(NODE_ANNOTATION).cloned() else {
             continue;
@@ -174,7 +174,7 @@ pub async fn every_agent(
         now,
         ..Default::default()
     };
-    add_children(&mut world, list_children(client, &namespace, &uid).await?);
+    add_children(&mut world, &list_children(client, &namespace, &uid).await?);
     let started = job.status.as_ref().map_or(0, |s| s.started as usize);
     Ok(super::plan::derive(&records, Some(started), &world).0)
 }

@@ -66,7 +66,7 @@ impl shell::Reconciler for Reconciler {
             .await
             .map_err(Error::ListChildren)?
             .iter()
-            .filter_map(Child::from)
+            .filter_map(|c| Child::from(c))
             .collect();
         Ok(World {
             now,
