@@ -882,3 +882,45 @@ fn a_large_simulation_keeps_the_whole_plan_in_configmaps() {
     assert_eq!(plan.len(), 250);
     assert!(plan.iter().all(|a| a.status == S::Pending));
 }
+
+#[test]
+fn one_reconcile_starts_a_bounded_number_and_the_next_follows_at_once() {
+    use super::rollout::STARTS_PER_RECONCILE;
+    let j = job(json!({"nodeSelector": {}, "maxConcurrency": 200}));
+    let w0 = fleet();
+    let p1 = plan(&j, &w0);
+    assert_eq!(started_nodes(&p1).len(), STARTS_PER_RECONCILE);
+    assert_eq!(p1.requeue, Some(Duration::ZERO), "slots are left");
+    let mut w = with_parts(w0, &p1);
+    for n in started_nodes(&p1) {
+        w.upgrades.insert(n, running());
+    }
+    let p2 = again(&j, &p1.status, &w);
+    assert_eq!(
+        started_nodes(&p2),
+        (STARTS_PER_RECONCILE..2 * STARTS_PER_RECONCILE)
+            .map(|i| format!("f{i:03}"))
+            .collect::<Vec<_>>(),
+        "the next in plan order"
+    );
+    assert_eq!(p2.status.in_flight as usize, 2 * STARTS_PER_RECONCILE);
+    // Round after round until maxConcurrency holds starts; then the next look waits.
+    let mut p = p2;
+    loop {
+        for n in started_nodes(&p) {
+            w.upgrades.insert(n, running());
+        }
+        let next = again(&j, &p.status, &w);
+        assert!(started_nodes(&next).len() <= STARTS_PER_RECONCILE);
+        if started_nodes(&next).is_empty() {
+            assert_eq!(next.status.in_flight, 200);
+            assert_ne!(next.requeue, Some(Duration::ZERO));
+            break;
+        }
+        assert_eq!(
+            next.requeue == Some(Duration::ZERO),
+            next.status.in_flight < 200
+        );
+        p = next;
+    }
+}
