@@ -15,6 +15,7 @@ pub mod node_agent;
 pub mod shell;
 pub mod writes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -39,6 +40,9 @@ pub struct Context {
     /// Every Command, without managed fields (filled by the AsyncCommand controller's
     /// watch): what an AsyncCommand's `commandRef` or an Invoker names is read here.
     pub commands: Store<crate::api::Command>,
+    /// Every NodeAgent (filled by the NodeAgent controller's watch): what an
+    /// AgentInvocation or an AgentUpgradeJob names is read here.
+    pub agents: Store<crate::api::NodeAgent>,
     /// Jobs the AsyncCommand controller created that `jobs` does not show yet.
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
@@ -60,16 +64,26 @@ pub struct Context {
 /// Node changes kept for a controller that is busy; beyond, it looks at every object.
 const NODE_CHANGES_BUFFERED: usize = 8192;
 
+/// The caches the controllers share, each filled by one watch (see [`Context`]).
+pub struct Caches {
+    pub nodes: Store<Node>,
+    pub pods: Store<Pod>,
+    pub jobs: Store<Job>,
+    pub refusals: Store<CoreEvent>,
+    pub commands: Store<crate::api::Command>,
+    pub agents: Store<crate::api::NodeAgent>,
+}
+
 impl Context {
-    pub fn new(
-        client: Client,
-        config: crate::settings::Settings,
-        nodes: Store<Node>,
-        pods: Store<Pod>,
-        jobs: Store<Job>,
-        refusals: Store<CoreEvent>,
-        commands: Store<crate::api::Command>,
-    ) -> Self {
+    pub fn new(client: Client, config: crate::settings::Settings, caches: Caches) -> Self {
+        let Caches {
+            nodes,
+            pods,
+            jobs,
+            refusals,
+            commands,
+            agents,
+        } = caches;
         let reporter = Reporter {
             controller: "nodeops".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -84,6 +98,7 @@ impl Context {
             jobs,
             refusals,
             commands,
+            agents,
             job_expectations: Default::default(),
             writes: Default::default(),
             fence: Default::default(),
@@ -155,6 +170,33 @@ impl Context {
                     .await
             }
         }
+    }
+
+    /// A NodeAgent from the cache, or from the API when the cache does not have it yet or
+    /// holds a copy older than this operator's own last write of it (an invocation sets
+    /// the agent's remote install host, then plans from it).
+    pub async fn node_agent(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<crate::api::NodeAgent>>, kube::Error> {
+        use kube::runtime::reflector::ObjectRef;
+        if let Some(cached) = self.agents.get(&ObjectRef::new(name))
+            && self.writes.check(cached.as_ref()) == writes::Copy::Current
+        {
+            return Ok(Some(cached));
+        }
+        self.node_agent_fresh(name).await
+    }
+
+    /// A NodeAgent from the API: for a decision taken once from it.
+    pub async fn node_agent_fresh(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<crate::api::NodeAgent>>, kube::Error> {
+        let fresh = Api::<crate::api::NodeAgent>::all(self.client.clone())
+            .get_opt(name)
+            .await?;
+        Ok(fresh.map(Arc::new))
     }
 
     /// Publishes an Event about `obj`; a failure to record is logged, never fatal.

@@ -183,15 +183,19 @@ pub async fn run<S: std::future::Future>(
     let (jobs, jobs_writer) = reflector::store::<Job>();
     let (refusals, refusals_writer) = reflector::store::<k8s_openapi::api::core::v1::Event>();
     let (commands, commands_writer) = reflector::store::<crate::api::Command>();
+    let (agents, agents_writer) = reflector::store::<crate::api::NodeAgent>();
     let leader_election = config.leader_election.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.controllers,
-        nodes.clone(),
-        pods,
-        jobs,
-        refusals,
-        commands,
+        crate::controller::Caches {
+            nodes: nodes.clone(),
+            pods,
+            jobs,
+            refusals,
+            commands,
+            agents,
+        },
     ));
     let config = &ctx.config;
     let touch_nodes = ctx.clone();
@@ -293,6 +297,7 @@ pub async fn run<S: std::future::Future>(
         )),
         tokio::spawn(crate::controller::node_agent::run(
             ctx.clone(),
+            agents_writer,
             stop.clone().cancelled_owned(),
         )),
         tokio::spawn(crate::controller::agent_invocation::run(

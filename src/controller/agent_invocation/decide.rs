@@ -31,7 +31,7 @@ pub struct Fetched {
 #[derive(Clone, Debug)]
 pub struct Found {
     pub world: World,
-    pub agent: NodeAgent,
+    pub agent: std::sync::Arc<NodeAgent>,
     /// The HostInstaller's Command, when this invocation may need it.
     pub installer_command: Option<Command>,
     /// The remote installer's Command, when this invocation may need it.

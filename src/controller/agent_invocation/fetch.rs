@@ -31,13 +31,18 @@ pub async fn world(
 ) -> Result<Fetched, Error> {
     let base = &r.base;
     let target = obj.spec.invocation_target.clone();
-    let agent = Api::<NodeAgent>::all(base.client.clone())
-        .get_opt(&target)
-        .await
-        .map_err(|source| Error::ReadAgent {
-            name: target.clone(),
-            source,
-        })?;
+    // The first reconcile resolves each instance's target version from the agent and
+    // keeps it in the status: read fresh, so an agent changed a moment before the
+    // invocation was applied is not taken as it was. Later ones read the cache.
+    let agent = if obj.status.is_none() {
+        base.node_agent_fresh(&target).await
+    } else {
+        base.node_agent(&target).await
+    };
+    let agent = agent.map_err(|source| Error::ReadAgent {
+        name: target.clone(),
+        source,
+    })?;
     let Some(agent) = agent else {
         return Ok(Fetched { now, found: None });
     };

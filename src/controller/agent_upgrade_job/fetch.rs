@@ -14,8 +14,8 @@ use kube::{Api, ResourceExt};
 
 use super::plan::{ChildView, NodeView, Part, World, record};
 use super::{Error, Reconciler};
+use crate::api::AgentInvocation;
 use crate::api::agent_upgrade_job::{AgentUpgrade, AgentUpgradeJob};
-use crate::api::{AgentInvocation, NodeAgent};
 use crate::controller::Context;
 use crate::keys::{
     NODE_ANNOTATION, ROLE_LABEL, ROLE_PLAN, ROLE_ROLLBACK, UPGRADE_JOB_UID_LABEL, agent_node_label,
@@ -25,8 +25,8 @@ use crate::keys::{
 pub async fn world(r: &Reconciler, job: &AgentUpgradeJob, now: Timestamp) -> Result<World, Error> {
     let ctx: &Context = &r.ctx;
     let agent_name = job.spec.agent.clone();
-    let agent = Api::<NodeAgent>::all(ctx.client.clone())
-        .get_opt(&agent_name)
+    let agent = ctx
+        .node_agent(&agent_name)
         .await
         .map_err(|source| Error::ReadAgent {
             name: agent_name.clone(),
@@ -59,7 +59,9 @@ pub async fn world(r: &Reconciler, job: &AgentUpgradeJob, now: Timestamp) -> Res
     let mut world = World {
         now,
         agent_found: agent.is_some(),
-        agent_uid: agent.and_then(|a| a.metadata.uid).unwrap_or_default(),
+        agent_uid: agent
+            .and_then(|a| a.metadata.uid.clone())
+            .unwrap_or_default(),
         nodes,
         object_gates: crate::controller::gates::read(
             ctx,

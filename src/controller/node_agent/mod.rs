@@ -102,6 +102,7 @@ impl shell::Reconciler for Reconciler {
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    agents: kube::runtime::reflector::store::Writer<NodeAgent>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (daemonsets, writer) = kube::runtime::reflector::store();
@@ -114,18 +115,20 @@ pub async fn run(
         .backoff(crate::controller::WatchBackoff::default()),
     )
     .touched_objects();
-    let controller = shell::controller::<Reconciler>(Api::all(ctx.client.clone()), Duration::ZERO)
-        // The owner is cluster-scoped and its DaemonSets are namespaced: map by label, as
-        // the owner-reference mapper would look for the owner in the DaemonSet's namespace.
-        .watches_stream(crate::controller::alone("daemonsets", watch), |ds| {
-            ds.labels()
-                .get(AGENT_LABEL)
-                .map(|agent| ObjectRef::<NodeAgent>::new(agent))
-        })
-        // Node labels and agent pods change what every agent reports: at most one look
-        // per ACTIVITY_EVERY while they keep changing (a debounce would wait for them to
-        // stop, which in a rollout of thousands of nodes is its end).
-        .reconcile_all_on(ctx.activity(ACTIVITY_EVERY));
+    // Its cache is the operator's one of NodeAgents (`Context::agents`).
+    let controller =
+        shell::controller_into::<Reconciler>(Api::all(ctx.client.clone()), Duration::ZERO, agents)
+            // The owner is cluster-scoped and its DaemonSets are namespaced: map by label, as
+            // the owner-reference mapper would look for the owner in the DaemonSet's namespace.
+            .watches_stream(crate::controller::alone("daemonsets", watch), |ds| {
+                ds.labels()
+                    .get(AGENT_LABEL)
+                    .map(|agent| ObjectRef::<NodeAgent>::new(agent))
+            })
+            // Node labels and agent pods change what every agent reports: at most one look
+            // per ACTIVITY_EVERY while they keep changing (a debounce would wait for them to
+            // stop, which in a rollout of thousands of nodes is its end).
+            .reconcile_all_on(ctx.activity(ACTIVITY_EVERY));
     let reconciler = Reconciler { ctx, daemonsets };
     shell::drive(controller, Arc::new(reconciler), shutdown).await;
 }

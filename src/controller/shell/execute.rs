@@ -214,9 +214,12 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
         } => {
             let params = PatchParams::apply(manager).force();
             let result = match kind {
+                // The invocation that set them plans from the agent's cache next: it must
+                // not take a copy from before this write for the current one.
                 ChildKind::NodeAgent => {
                     apply_fields::<NodeAgent>(&Api::all(client.clone()), name, fields, &params)
                         .await
+                        .map(|written| r.context().writes.wrote(&written))
                 }
                 other => Err(kube::Error::Service(
                     format!("applying fields of a {other:?} is not supported").into(),
@@ -366,7 +369,7 @@ async fn apply_fields<K>(
     name: &str,
     fields: &serde_json::Value,
     params: &PatchParams,
-) -> Result<(), kube::Error>
+) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
@@ -374,9 +377,7 @@ where
     if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
         body.extend(fields.clone());
     }
-    super::apply::apply(api, name, None, params, &body)
-        .await
-        .map(|_| ())
+    super::apply::apply(api, name, None, params, &body).await
 }
 
 /// Deletes in the background: `Ok` when deleted or already gone (404).

@@ -93,8 +93,18 @@ pub enum Error<E: std::error::Error + 'static> {
 /// watch backs off alone ([`crate::controller::alone`]), as the other watches a kind adds
 /// with [`watched`].
 pub fn controller<R: Reconciler>(api: Api<KindOf<R>>, debounce: Duration) -> Controller<KindOf<R>> {
+    let (_, writer) = kube::runtime::reflector::store();
+    controller_into::<R>(api, debounce, writer)
+}
+
+/// [`controller`], its cache filled through `writer`, whose store other controllers read.
+pub fn controller_into<R: Reconciler>(
+    api: Api<KindOf<R>>,
+    debounce: Duration,
+    writer: kube::runtime::reflector::store::Writer<KindOf<R>>,
+) -> Controller<KindOf<R>> {
     use kube::runtime::WatchStreamExt;
-    let (store, writer) = kube::runtime::reflector::store();
+    let store = writer.as_reader();
     let own = kube::runtime::reflector(writer, backing_off(api, watch_config())).applied_objects();
     configure(
         Controller::for_stream(super::alone(R::Decide::KIND, own), store),
