@@ -51,11 +51,12 @@ pub async fn world(
     let (installer_command, installer) = installer(base, &agent, obj).await?;
     let (remote_command, remote_installer) = remote_installer(base, &agent, obj).await?;
     let job_list = list_jobs(base, obj, &agent).await?;
-    let (ready_pods, ready_soon) = ready_pods(base, &target, now);
+    let nodes = nodes(base, &agent, obj);
+    let (ready_pods, ready_soon) = ready_pods(base, &target, &nodes, now);
     let world = World {
         now,
         agent: agent.spec.clone(),
-        nodes: nodes(base, &agent, obj),
+        nodes,
         ready_pods,
         ready_soon,
         runs: runs(base, obj, &job_list).await?,
@@ -375,13 +376,16 @@ fn nodes(base: &Context, agent: &NodeAgent, obj: &AgentInvocation) -> BTreeMap<S
         .collect()
 }
 
-/// (node, version) of the agent's pods that have stayed Ready for
+/// (node, version) of the agent's pods on `nodes` that have stayed Ready for
 /// [`crate::agent::AGENT_MIN_READY`], and of those Ready for less, with when they will
-/// have been (the invocation looks again then, [`plan::next_look`]).
+/// have been (the invocation looks again then, [`plan::next_look`]). Only the nodes the
+/// invocation reads: in a rollout over 5000 nodes, every reconcile of every invocation
+/// collected all 5000 agent pods.
 #[allow(clippy::type_complexity)]
 fn ready_pods(
     base: &Context,
     agent: &str,
+    nodes: &BTreeMap<String, NodeFacts>,
     now: Timestamp,
 ) -> (
     BTreeSet<(String, String)>,
@@ -391,19 +395,19 @@ fn ready_pods(
     let mut soon = BTreeMap::new();
     let min = jiff::SignedDuration::try_from(crate::agent::AGENT_MIN_READY).unwrap_or_default();
     for p in base.pods.state().iter() {
-        if p.labels().get(AGENT_LABEL).map(String::as_str) != Some(agent)
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_ref()) else {
+            continue;
+        };
+        if !nodes.contains_key(node)
+            || p.labels().get(AGENT_LABEL).map(String::as_str) != Some(agent)
             || p.metadata.deletion_timestamp.is_some()
         {
             continue;
         }
-        let Some(key) = (|| {
-            Some((
-                p.spec.as_ref()?.node_name.clone()?,
-                p.labels().get(AGENT_VERSION_LABEL)?.clone(),
-            ))
-        })() else {
+        let Some(version) = p.labels().get(AGENT_VERSION_LABEL) else {
             continue;
         };
+        let key = (node.clone(), version.clone());
         if pod_ready_for(p, now, crate::agent::AGENT_MIN_READY) {
             ready.insert(key);
         } else if let Some(since) = crate::agent::ready_since(p)
