@@ -50,6 +50,10 @@ pub struct Reconciler {
 impl shell::Reconciler for Reconciler {
     type Decide = plan::Decisions;
     type Error = Error;
+    /// A reconcile's starts go out together. Sent 16 at a time, each behind the requests
+    /// of hundreds of invocations in flight, 64 starts took a reconcile 5 to 10 s at 5000
+    /// agents, and the rollout kept about 300 in flight of the 500 allowed.
+    const CREATIONS_AT_ONCE: usize = plan::STARTS_PER_RECONCILE;
 
     fn context(&self) -> &Context {
         &self.ctx

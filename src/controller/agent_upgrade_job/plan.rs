@@ -45,7 +45,7 @@ use crate::plan::{Change, Child, ChildKind, Decide, Invalid, Note, Plan as Chang
 pub use agents::agents;
 pub use children::child;
 pub use record::{Part, PlanLimits};
-pub use rollout::{derive, plan};
+pub use rollout::{STARTS_PER_RECONCILE, derive, plan};
 pub use step::step;
 
 pub use crate::rollout::PAUSED;

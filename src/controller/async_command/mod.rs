@@ -116,6 +116,7 @@ pub async fn run(
     let (objects, writer) = reflector::store::<AsyncCommand>();
     let (wake_fleet, fleets) = futures::channel::mpsc::unbounded();
     let own = watcher(ctx.scoped::<AsyncCommand>(), shell::watch_config())
+        .modify(shell::lean)
         .backoff(crate::controller::WatchBackoff::default())
         .reflect(writer)
         .inspect(move |event| {

@@ -20,8 +20,9 @@ use crate::api::{AsyncCommand, NodeAgent};
 use crate::keys::FIELD_MANAGER;
 use crate::plan::{Change, Child, ChildKind, Decide, Plan};
 
-/// Creations in flight at once within one reconcile (a fan-out's Jobs).
-const CREATE_PARALLELISM: usize = 16;
+/// Creations in flight at once within one reconcile (a fan-out's Jobs), unless the kind
+/// says otherwise ([`Reconciler::CREATIONS_AT_ONCE`]).
+pub const CREATE_PARALLELISM: usize = 16;
 
 /// The step of [`execute`] that failed; the reconcile is retried.
 #[derive(Debug, Error)]
@@ -89,7 +90,7 @@ pub async fn execute<R: Reconciler>(
                 .map(|change| make(r, obj, change))
                 .collect();
             futures::stream::iter(creations)
-                .buffer_unordered(CREATE_PARALLELISM)
+                .buffer_unordered(R::CREATIONS_AT_ONCE.max(1))
                 .collect::<Vec<_>>()
                 .await
                 .into_iter()

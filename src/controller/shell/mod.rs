@@ -47,6 +47,8 @@ pub trait Reconciler: Sized + Send + Sync + 'static {
     /// A finalizer to hold while the object exists; [`Reconciler::cleanup`] runs before it
     /// is removed.
     const FINALIZER: Option<&'static str> = None;
+    /// Creations of one kind a reconcile has in flight at once.
+    const CREATIONS_AT_ONCE: usize = execute::CREATE_PARALLELISM;
 
     /// The shared context.
     fn context(&self) -> &Context;
@@ -105,11 +107,19 @@ pub fn controller_into<R: Reconciler>(
 ) -> Controller<KindOf<R>> {
     use kube::runtime::WatchStreamExt;
     let store = writer.as_reader();
-    let own = kube::runtime::reflector(writer, backing_off(api, watch_config())).applied_objects();
+    let own = kube::runtime::reflector(writer, backing_off(api, watch_config()).modify(lean))
+        .applied_objects();
     configure(
         Controller::for_stream(super::alone(R::Decide::KIND, own), store),
         debounce,
     )
+}
+
+/// What a controller's cache keeps of its objects: all but their managed fields, which no
+/// reconcile reads and which grow with each writer of an object (the user's apply, the
+/// operator's status writes), held for every object the operator watches.
+pub fn lean<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// A watch of `api` with the operator's backoff ([`super::WatchBackoff`]).
