@@ -10,6 +10,7 @@
 #   hack/bench.sh fanout            # one part: footprint, fanout, fleet or schedules
 #                                   # (upgrade: not in the default set)
 #   BENCH_RUNS=5 make bench         # runs of every measurement (default 3)
+#   BENCH_NODES=5000 BENCH_OBJECTS=10000 hack/bench.sh footprint   # issue 19's footprint
 #   NODEOPS_BENCH_OPERATOR=target/release/nodeops hack/bench.sh fanout   # another binary
 #   NODEOPS_BENCH_WRAPPER=heaptrack hack/bench.sh fanout  # under a profiler (its figures)
 set -euo pipefail
@@ -99,5 +100,5 @@ start=$(date +%s)
 # The operator's pid goes where hack/cluster-down.sh looks for one, so it is ended on exit
 # even if the benchmark is killed before it could stop it.
 NODEOPS_TEST_KUBECONFIG="$CLUSTER_DIR/kubeconfig" NODEOPS_BENCH_PID_FILE="$CLUSTER_DIR/run/nodeops.pid" \
-	NODEOPS_BENCH_RUNS="${BENCH_RUNS:-3}" cargo bench --bench nodeops -- "$@" 9>&-
+	NODEOPS_BENCH_RUNS="${BENCH_RUNS:-3}" NODEOPS_BENCH_OBJECTS="${BENCH_OBJECTS:-1000}" cargo bench --bench nodeops -- "$@" 9>&-
 echo "benchmark took $(($(date +%s) - start))s"
