@@ -166,7 +166,8 @@ pub async fn observe_world(
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let selector = owner_selector(&uid);
-    let job_list = jobs(ctx, &ns, &uid, &selector).await?;
+    let mut job_list = jobs(ctx, &ns, &uid, &selector).await?;
+    job_list.extend(uncached(obj, ctx, &ns, &job_list).await?);
     let mut pods_by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in ctx.pods.state() {
         if pod.labels().get(crate::keys::OWNER_UID_LABEL) == Some(&uid)
@@ -272,6 +273,42 @@ async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<
         ns,
         std::time::Instant::now(),
     ))
+}
+
+/// The Jobs of running nodes that neither the cache nor the creation expectations show,
+/// read from the API: a node fails with `JobLost` only when its Job is really gone. (With
+/// 10,000 objects at 5000 nodes the Job cache lagged past the expectations' 5 minutes, and
+/// nodes whose Job existed were failed.)
+async fn uncached(
+    obj: &AsyncCommand,
+    ctx: &Context,
+    ns: &str,
+    seen: &[Arc<Job>],
+) -> Result<Vec<Arc<Job>>, Error> {
+    let running = obj
+        .status
+        .iter()
+        .flat_map(|s| s.cmd_jobs.iter())
+        .filter(|e| e.phase == crate::api::async_command::NodePhase::Running);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let mut found = Vec::new();
+    for entry in running {
+        let Some(name) = entry.job_name.as_deref() else {
+            continue;
+        };
+        if seen
+            .iter()
+            .any(|j| j.metadata.name.as_deref() == Some(name))
+        {
+            continue;
+        }
+        let job = api.get_opt(name).await.map_err(|source| Error::ReadJob {
+            job: name.to_string(),
+            source,
+        })?;
+        found.extend(job.map(Arc::new));
+    }
+    Ok(found)
 }
 
 /// Whether `job` became final less than `seconds` before `now`.
