@@ -705,8 +705,8 @@ async fn schedules_once(bench: &Bench, run: usize) -> ScheduleRun {
         bench.runs,
         created.as_second() % 60
     );
-    // Three minutes after the slot: the CronJob controller's client (20 requests a second
-    // by default) takes about a minute to create 1000 Jobs.
+    // Three minutes after the slot: the CronJob controller syncs 5 CronJobs at a time
+    // (`--concurrent-cron-job-syncs`), and takes minutes to create 1000 Jobs.
     let until_slot = (slot_minutes * 60 - created.as_second()).max(0) as u64;
     let deadline = Instant::now() + Duration::from_secs(until_slot + 180);
     loop {
@@ -1017,7 +1017,7 @@ async fn fan_out_once(bench: &Bench, budget: &Budget, run: usize) -> FanOutRun {
     }
 }
 
-async fn fan_out(bench: &Bench) {
+async fn fan_out(bench: &Bench, nodes: usize) {
     let total = FAN_OUT_COMMANDS * NODES_PER_COMMAND;
     let budget = Budget::of_the_operator();
     println!();
@@ -1094,7 +1094,7 @@ async fn fan_out(bench: &Bench) {
     );
     let resources: Vec<Resources> = runs.into_iter().map(|r| r.resources).collect();
     table(
-        &format!("operator footprint, 1000 nodes cached, {total} node runs"),
+        &format!("operator footprint, {nodes} nodes cached, {total} node runs"),
         bench.runs,
     );
     resource_rows(&resources, total, bench);
@@ -1400,7 +1400,7 @@ async fn main() {
     }
     if part("fanout") {
         let start = Instant::now();
-        fan_out(&bench).await;
+        fan_out(&bench, nodes).await;
         took.push(format!("fan-out {:.0} s", start.elapsed().as_secs_f64()));
     }
     if part("fleet") {
