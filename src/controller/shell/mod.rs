@@ -95,8 +95,7 @@ pub enum Error<E: std::error::Error + 'static> {
 /// watch backs off alone ([`crate::controller::alone`]), as the other watches a kind adds
 /// with [`watched`].
 pub fn controller<R: Reconciler>(api: Api<KindOf<R>>, debounce: Duration) -> Controller<KindOf<R>> {
-    let (_, writer) = kube::runtime::reflector::store();
-    controller_into::<R>(api, debounce, writer)
+    controller_into::<R>(api, debounce, Default::default())
 }
 
 /// [`controller`], its cache filled through `writer`, whose store other controllers read.

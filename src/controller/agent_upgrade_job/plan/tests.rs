@@ -885,7 +885,6 @@ fn a_large_simulation_keeps_the_whole_plan_in_configmaps() {
 
 #[test]
 fn one_reconcile_starts_a_bounded_number_and_the_next_follows_at_once() {
-    use super::rollout::STARTS_PER_RECONCILE;
     let j = job(json!({"nodeSelector": {}, "maxConcurrency": 200}));
     let w0 = fleet();
     let p1 = plan(&j, &w0);
