@@ -5,8 +5,11 @@
 //! there yet; counted as absent, it would be created again (harmless: names are
 //! deterministic) but also not counted as in flight (a concurrency bound exceeded) or,
 //! once the status records it, taken for a child deleted before it finished. So what was
-//! created counts as there until the watch shows it (or, should the watch never show it,
-//! until [`EXPECTATION_TIMEOUT`], kube-controller-manager's bound).
+//! created counts as there until the watch shows it. Should the watch not show it within
+//! [`EXPECTATION_TIMEOUT`] (kube-controller-manager's bound), the child is read from the
+//! API ([`confirm`]): one that exists counts again for another timeout, one that is gone is
+//! forgotten. A cache can lag that long: at 5000 nodes a Job watch listing 6000 Jobs again
+//! did, and nodes whose Jobs existed were taken for nodes whose Jobs were deleted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,22 +60,80 @@ impl<K: kube::Resource> Expectations<K> {
         }
     }
 
-    /// The children of `owner_uid` created and not yet seen at `now`; forgets those past
-    /// [`EXPECTATION_TIMEOUT`].
-    pub fn pending(&self, owner_uid: &str, now: Instant) -> Vec<Arc<K>> {
+    /// The children of `owner_uid` created and not yet seen at `now`, and those past
+    /// [`EXPECTATION_TIMEOUT`] (forgotten here; the caller reads them from the API).
+    pub fn pending(&self, owner_uid: &str, now: Instant) -> Pending<K> {
+        let mut pending = Pending {
+            waiting: Vec::new(),
+            expired: Vec::new(),
+        };
         let Ok(mut created) = self.created.lock() else {
-            return Vec::new();
+            return pending;
         };
         let Some(children) = created.get_mut(owner_uid) else {
-            return Vec::new();
+            return pending;
         };
-        children.retain(|_, (_, at)| now.duration_since(*at) < EXPECTATION_TIMEOUT);
-        let pending = children.values().map(|(c, _)| c.clone()).collect();
+        children.retain(|name, (child, at)| {
+            let waiting = now.duration_since(*at) < EXPECTATION_TIMEOUT;
+            if waiting {
+                pending.waiting.push(child.clone());
+            } else {
+                pending.expired.push(name.clone());
+            }
+            waiting
+        });
         if children.is_empty() {
             created.remove(owner_uid);
         }
         pending
     }
+}
+
+/// One owner's creations the watch has not shown.
+#[derive(Debug)]
+pub struct Pending<K> {
+    /// Created less than [`EXPECTATION_TIMEOUT`] ago: they count as there.
+    pub waiting: Vec<Arc<K>>,
+    /// Created longer ago, by name: to be read from the API.
+    pub expired: Vec<String>,
+}
+
+/// An owner's children as a reconcile counts them, and the creations whose expectation
+/// expired that the cache does not show (for [`confirm`]).
+#[derive(Debug)]
+pub struct Counted<K> {
+    pub children: Vec<Arc<K>>,
+    pub unconfirmed: Vec<String>,
+}
+
+/// The children named `unconfirmed` of `owner_uid`, read from `api`: those that exist are
+/// returned (kept as `trim` leaves them) and count as created at `now` again; those gone
+/// stay forgotten.
+pub async fn confirm<K>(
+    api: &kube::Api<K>,
+    expected: &Expectations<K>,
+    owner_uid: &str,
+    unconfirmed: Vec<String>,
+    trim: fn(&mut K),
+    now: Instant,
+) -> Result<Vec<Arc<K>>, kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut found = Vec::new();
+    for name in unconfirmed {
+        if let Some(mut child) = api.get_opt(&name).await? {
+            trim(&mut child);
+            tracing::debug!(
+                owner = owner_uid,
+                child = name,
+                "a creation the watch has not shown within its expectation exists"
+            );
+            expected.created(owner_uid, child.clone(), now);
+            found.push(Arc::new(child));
+        }
+    }
+    Ok(found)
 }
 
 /// One owner kind's children as its reconciles read them: a cache filled by their watch
@@ -172,19 +233,31 @@ where
                 .map(Arc::new)
                 .collect());
         }
-        Ok(children(
+        let now = Instant::now();
+        let Counted {
+            mut children,
+            unconfirmed,
+        } = children(
             self.cache.state(),
             &self.expected,
             self.label,
             owner_uid,
             ns,
-            Instant::now(),
-        ))
+            now,
+        );
+        if !unconfirmed.is_empty() {
+            let api: kube::Api<K> = kube::Api::namespaced(client.clone(), ns);
+            children.extend(
+                confirm(&api, &self.expected, owner_uid, unconfirmed, self.trim, now).await?,
+            );
+        }
+        Ok(children)
     }
 }
 
 /// The children of `owner_uid` in `ns` as a reconcile should count them: those of
-/// `cached` labelled `label=owner_uid`, and those created and not yet cached.
+/// `cached` labelled `label=owner_uid`, and those created and not yet cached; and the
+/// names of those created whose expectation expired without the cache showing them.
 pub fn children<K>(
     cached: Vec<Arc<K>>,
     expected: &Expectations<K>,
@@ -192,7 +265,7 @@ pub fn children<K>(
     owner_uid: &str,
     ns: &str,
     now: Instant,
-) -> Vec<Arc<K>>
+) -> Counted<K>
 where
     K: kube::Resource,
 {
@@ -203,17 +276,25 @@ where
                 && c.namespace().as_deref() == Some(ns)
         })
         .collect();
-    let pending = expected.pending(owner_uid, now);
-    if !pending.is_empty() {
+    let Pending { waiting, expired } = expected.pending(owner_uid, now);
+    let mut unconfirmed = Vec::new();
+    if !waiting.is_empty() || !expired.is_empty() {
         let cached: std::collections::HashSet<String> =
             children.iter().map(|c| c.name_any()).collect();
         children.extend(
-            pending
+            waiting
                 .into_iter()
                 .filter(|c| !cached.contains(&c.name_any())),
         );
+        unconfirmed = expired
+            .into_iter()
+            .filter(|name| !cached.contains(name))
+            .collect();
     }
-    children
+    Counted {
+        children,
+        unconfirmed,
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +334,7 @@ mod tests {
             child("y", "elsewhere", "u"),
         ];
         let mut names: Vec<String> = children(cached, &e, "owner", "u", "ns", t0)
+            .children
             .iter()
             .map(|c| c.name_any())
             .collect();
@@ -267,8 +349,8 @@ mod tests {
         e.created("owner", job("a"), t0);
         e.created("owner", job("b"), t0);
         e.created("other", job("c"), t0);
-        let names = |v: Vec<Arc<Job>>| {
-            let mut n: Vec<String> = v.iter().map(|j| j.name_any()).collect();
+        let names = |p: Pending<Job>| {
+            let mut n: Vec<String> = p.waiting.iter().map(|j| j.name_any()).collect();
             n.sort();
             n
         };
@@ -278,8 +360,33 @@ mod tests {
         // Another owner's child is not this one's.
         e.observed("owner", "c");
         assert_eq!(names(e.pending("other", t0)), ["c"]);
-        // Never shown: forgotten after the timeout.
-        assert!(e.pending("owner", t0 + EXPECTATION_TIMEOUT).is_empty());
-        assert!(e.pending("nobody", t0).is_empty());
+        // Never shown: past the timeout it is named once, to be read from the API, and
+        // forgotten.
+        let late = e.pending("owner", t0 + EXPECTATION_TIMEOUT);
+        assert!(late.waiting.is_empty());
+        assert_eq!(late.expired, ["b"]);
+        let again = e.pending("owner", t0 + EXPECTATION_TIMEOUT);
+        assert!(again.waiting.is_empty() && again.expired.is_empty());
+        assert!(e.pending("nobody", t0).waiting.is_empty());
+    }
+
+    #[test]
+    fn an_expired_creation_the_cache_does_not_show_is_to_be_read_from_the_api() {
+        let e = Expectations::<Job>::default();
+        let t0 = Instant::now();
+        // "a" the cache shows, "b" it does not: only "b" needs the API's word.
+        e.created("u", child("a", "ns", "u").as_ref().clone(), t0);
+        e.created("u", child("b", "ns", "u").as_ref().clone(), t0);
+        let counted = children(
+            vec![child("a", "ns", "u")],
+            &e,
+            "owner",
+            "u",
+            "ns",
+            t0 + EXPECTATION_TIMEOUT,
+        );
+        let names: Vec<String> = counted.children.iter().map(|c| c.name_any()).collect();
+        assert_eq!(names, ["a"]);
+        assert_eq!(counted.unconfirmed, ["b"]);
     }
 }

@@ -16,7 +16,7 @@ use super::Error;
 use super::plan::{NodeInfo, OUTPUT_LIMIT, World};
 use crate::api::async_command::AsyncCommand;
 use crate::controller::writes::Copy;
-use crate::controller::{Context, gates};
+use crate::controller::{Context, expect, gates};
 use crate::engine::outcome::{RunState, observe};
 use crate::keys::{FLEET_UID_LABEL, NODE_ANNOTATION, OWNER_UID_LABEL, owner_selector};
 
@@ -265,20 +265,40 @@ async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<
                 .map_err(Error::ListJobs)?;
         return Ok(listed.into_iter().map(Arc::new).collect());
     }
-    Ok(crate::controller::expect::children(
+    let now = std::time::Instant::now();
+    let expect::Counted {
+        mut children,
+        unconfirmed,
+    } = expect::children(
         ctx.jobs.state(),
         &ctx.job_expectations,
         OWNER_UID_LABEL,
         uid,
         ns,
-        std::time::Instant::now(),
-    ))
+        now,
+    );
+    if !unconfirmed.is_empty() {
+        let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+        let confirmed = expect::confirm(
+            &api,
+            &ctx.job_expectations,
+            uid,
+            unconfirmed,
+            super::trim_job,
+            now,
+        )
+        .await
+        .map_err(Error::ConfirmJobs)?;
+        children.extend(confirmed);
+    }
+    Ok(children)
 }
 
 /// The Jobs of running nodes that neither the cache nor the creation expectations show,
-/// read from the API: a node fails with `JobLost` only when its Job is really gone. (With
-/// 10,000 objects at 5000 nodes the Job cache lagged past the expectations' 5 minutes, and
-/// nodes whose Job existed were failed.)
+/// read from the API: a node fails with `JobLost` only when its Job is really gone. A Job
+/// whose expectation expired is read by [`jobs`]; this covers those with none, created by
+/// the operator's previous process while this one's cache lags (a standby's watch, or a
+/// watch listing again).
 async fn uncached(
     obj: &AsyncCommand,
     ctx: &Context,
