@@ -76,7 +76,13 @@ pub async fn world(
             ..observe_world(obj, ctx, now).await?
         }
     };
-    world.fleet = ctx.nodes.state();
+    // Every node, for a selector not yet resolved into recorded nodes (`plan::targets`):
+    // a copy of 5000 pointers, not made for the objects that name their nodes or have
+    // started.
+    let resolved = status.is_some_and(|s| !s.cmd_jobs.is_empty());
+    if obj.spec.node_names.is_none() && obj.spec.node_selector.is_some() && !resolved {
+        world.fleet = ctx.nodes.state();
+    }
     world.command = command;
     world.settings = ctx.config.clone();
     // Gates decide only what starts: a finished run reads none.

@@ -58,7 +58,8 @@ pub struct World {
     pub settings: Settings,
     /// The Command `spec.commandRef` names; none: not named, or it does not exist.
     pub command: Option<Command>,
-    /// Every node of the cluster (for `nodeSelector`).
+    /// Every node of the cluster, for a `nodeSelector` not yet resolved into the nodes of
+    /// its status (empty otherwise).
     pub fleet: Vec<Arc<Node>>,
     /// Every node of the cluster, by name.
     pub nodes: BTreeMap<String, NodeInfo>,
