@@ -206,6 +206,70 @@ async fn deleting_mid_way_removes_jobs_and_pods() {
     support::wait_until_none(&pods, &selector, gc).await;
 }
 
+/// A running node whose Job is deleted fails `JobLost`; the nodes whose Jobs are there
+/// keep running (a Job missing from the cache is read from the API before that verdict).
+#[tokio::test]
+async fn a_running_node_whose_job_is_deleted_fails_job_lost() {
+    let (ns, _op) = TestNamespace::with_operator("acmd-joblost").await;
+    let api: Api<AsyncCommand> = ns.api();
+    apply(
+        &api,
+        manifest::<AsyncCommand>(
+            "lost",
+            json!({"command": "uptime", "nodeNames": node_names(1..=3),
+                   "podAnnotations": {sim::OUTCOME: "running"}}),
+        ),
+    )
+    .await;
+    let running = wait_for(
+        &api,
+        "lost",
+        FINISH,
+        "3 nodes running",
+        |c: &AsyncCommand| c.status.as_ref().is_some_and(|s| s.running == 3),
+    )
+    .await;
+    let uid = running.metadata.uid.expect("uid");
+    let entry = running
+        .status
+        .as_ref()
+        .and_then(|s| s.cmd_jobs.iter().find(|e| e.node_name == "node-0002"))
+        .cloned()
+        .expect("node-0002's entry");
+    let job = entry.job_name.expect("node-0002's Job");
+    let jobs: Api<Job> = ns.api();
+    jobs.delete(&job, &DeleteParams::background())
+        .await
+        .expect("delete the Job");
+    let lost = wait_for(
+        &api,
+        "lost",
+        FINISH,
+        "node-0002 failed",
+        |c: &AsyncCommand| {
+            c.status.as_ref().is_some_and(|s| {
+                s.cmd_jobs
+                    .iter()
+                    .any(|e| e.node_name == "node-0002" && e.phase == NodePhase::Failed)
+            })
+        },
+    )
+    .await;
+    let status = lost.status.expect("status");
+    for e in &status.cmd_jobs {
+        if e.node_name == "node-0002" {
+            assert_eq!(e.reason.as_deref(), Some("JobLost"), "{e:?}");
+        } else {
+            assert_eq!(e.phase, NodePhase::Running, "{e:?}");
+        }
+    }
+    assert_eq!(
+        owned_jobs(&ns, &uid).await.len(),
+        2,
+        "the other Jobs remain"
+    );
+}
+
 #[tokio::test]
 async fn max_errors_stops_starting_nodes_and_cancels_the_rest() {
     let (ns, _op) = TestNamespace::with_operator("acmd-maxerr").await;
