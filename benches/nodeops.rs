@@ -1421,7 +1421,8 @@ async fn main() {
     );
     println!();
     bench.operator.print();
-    let part = |name: &str| which == "all" || which == name;
+    // One part, several separated by commas, or "all".
+    let part = |name: &str| which == "all" || which.split(',').any(|w| w == name);
     let mut took = Vec::new();
     // The short parts first; the footprint of many objects last.
     if part("schedules") {
@@ -1440,7 +1441,7 @@ async fn main() {
         took.push(format!("fleet {:.0} s", start.elapsed().as_secs_f64()));
     }
     // Not part of "all": minutes at 1000 nodes, far more at 5000.
-    if which == "upgrade" {
+    if which.split(',').any(|w| w == "upgrade") {
         let start = Instant::now();
         upgrade(&bench, nodes).await;
         took.push(format!("upgrade {:.0} s", start.elapsed().as_secs_f64()));

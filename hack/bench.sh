@@ -7,7 +7,8 @@
 # installs the CRDs, runs the benchmark binary, which prints its tables, and stops the
 # control plane on exit.
 #
-#   hack/bench.sh fanout            # one part: footprint, fanout, fleet or schedules
+#   hack/bench.sh fanout            # one part: footprint, fanout, fleet or schedules;
+#   hack/bench.sh fanout,fleet      # several, on one control plane
 #                                   # (upgrade: not in the default set)
 #   BENCH_RUNS=5 make bench         # runs of every measurement (default 3)
 #   BENCH_NODES=5000 BENCH_OBJECTS=10000 hack/bench.sh footprint   # issue 19's footprint
