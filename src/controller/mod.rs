@@ -1,12 +1,13 @@
 //! The controllers and what they share: the reconcile shell ([`shell`]), the context every
 //! reconcile gets (the client, the settings, reflector stores of Nodes and nodeops Pods, the
-//! Event recorder), watch backoff and runtime configuration. Each kind's module holds its
+//! Event publisher), watch backoff and runtime configuration. Each kind's module holds its
 //! reconciler (what it reads) and its pure decisions (`plan`).
 
 pub mod agent_invocation;
 pub mod agent_upgrade_job;
 pub mod async_command;
 pub mod command;
+pub mod events;
 pub mod expect;
 pub mod gates;
 pub mod invoker;
@@ -20,7 +21,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 
@@ -28,7 +28,7 @@ use kube::{Api, Client, Resource};
 pub struct Context {
     pub client: Client,
     pub config: crate::settings::Settings,
-    pub recorder: Recorder,
+    pub events: events::Publisher,
     /// Every Node of the cluster.
     pub nodes: Store<Node>,
     /// Pods nodeops created: node runs and agent pods.
@@ -84,15 +84,15 @@ impl Context {
             commands,
             agents,
         } = caches;
-        let reporter = Reporter {
+        let reporter = events::Reporter {
             controller: "nodeops".into(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance: std::env::var("POD_NAME").unwrap_or_else(|_| "nodeops".into()),
         };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = events::Publisher::new(client.clone(), reporter);
         Self {
             client,
             config,
-            recorder,
+            events,
             nodes,
             pods,
             jobs,
@@ -207,18 +207,12 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        if let Err(e) = self
+            .events
+            .publish(obj.object_ref(&()), warning, reason, note, now)
+            .await
+        {
             tracing::warn!(error = %e, reason, "cannot publish Event");
         }
     }
