@@ -144,6 +144,8 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     cache: kube::runtime::reflector::Store<K>,
+    /// The cache by owner.
+    index: Arc<crate::controller::index::ByLabel>,
     expected: Arc<Expectations<K>>,
     label: &'static str,
     trim: fn(&mut K),
@@ -176,6 +178,8 @@ where
         let (cache, writer) = kube::runtime::reflector::store::<K>();
         let expected: Arc<Expectations<K>> = Arc::default();
         let seen = expected.clone();
+        let index = Arc::new(crate::controller::index::ByLabel::new(label));
+        let following = index.clone();
         let config = crate::controller::shell::watch_config().labels(label);
         let stream = kube::runtime::reflector(
             writer,
@@ -184,6 +188,7 @@ where
                 .backoff(crate::controller::WatchBackoff::default()),
         )
         .inspect(move |event| {
+            following.follow(event);
             if let Some(child) = crate::controller::touched(event)
                 && let Some(owner) = child.labels().get(label)
             {
@@ -193,6 +198,7 @@ where
         .touched_objects();
         let owned = Self {
             cache,
+            index,
             expected,
             label,
             trim,
@@ -238,7 +244,7 @@ where
             mut children,
             unconfirmed,
         } = children(
-            self.cache.state(),
+            self.index.get(&self.cache, owner_uid),
             &self.expected,
             self.label,
             owner_uid,

@@ -10,6 +10,7 @@ pub mod command;
 pub mod events;
 pub mod expect;
 pub mod gates;
+pub mod index;
 pub mod invoker;
 pub mod lean;
 pub mod node_agent;
@@ -43,6 +44,10 @@ pub struct Context {
     /// Every NodeAgent (filled by the NodeAgent controller's watch): what an
     /// AgentInvocation or an AgentUpgradeJob names is read here.
     pub agents: Store<crate::api::NodeAgent>,
+    /// `jobs` by their owner's uid (followed by the same watch).
+    pub jobs_by_owner: index::ByLabel,
+    /// `pods` by their owner's uid (followed by the same watch).
+    pub pods_by_owner: index::ByLabel,
     /// Jobs the AsyncCommand controller created that `jobs` does not show yet.
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
@@ -99,6 +104,8 @@ impl Context {
             refusals,
             commands,
             agents,
+            jobs_by_owner: index::ByLabel::new(crate::keys::OWNER_UID_LABEL),
+            pods_by_owner: index::ByLabel::new(crate::keys::OWNER_UID_LABEL),
             job_expectations: Default::default(),
             writes: Default::default(),
             fence: Default::default(),

@@ -237,6 +237,7 @@ pub async fn run<S: std::future::Future>(
         .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
+        touch_pods.pods_by_owner.follow(event);
         // Only agent pods and agent installers move NodeAgents and AgentInvocations; a
         // command fan-out's thousand pods must not wake them.
         match (crate::controller::touched(event), event) {

@@ -175,10 +175,8 @@ pub async fn observe_world(
     let mut job_list = jobs(ctx, &ns, &uid, &selector).await?;
     job_list.extend(uncached(obj, ctx, &ns, &job_list).await?);
     let mut pods_by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
-    for pod in ctx.pods.state() {
-        if pod.labels().get(crate::keys::OWNER_UID_LABEL) == Some(&uid)
-            && let Some(node) = pod.annotations().get(NODE_ANNOTATION)
-        {
+    for pod in ctx.pods_by_owner.get(&ctx.pods, &uid) {
+        if let Some(node) = pod.annotations().get(NODE_ANNOTATION) {
             pods_by_node.entry(node.clone()).or_default().push(pod);
         }
     }
@@ -276,7 +274,7 @@ async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<
         mut children,
         unconfirmed,
     } = expect::children(
-        ctx.jobs.state(),
+        ctx.jobs_by_owner.get(&ctx.jobs, uid),
         &ctx.job_expectations,
         OWNER_UID_LABEL,
         uid,

@@ -164,6 +164,7 @@ pub async fn run(
         .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
+        seen.jobs_by_owner.follow(event);
         if let Some(job) = crate::controller::touched(event)
             && let Some(owner) = job.labels().get(OWNER_UID_LABEL)
         {

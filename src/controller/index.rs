@@ -1,0 +1,167 @@
+//! An index of a reflector's store by one label's value (an owner's uid): a reconcile
+//! finds its own Jobs, Pods or children among 10,000 without copying and walking every
+//! cached object. Walking them was most of the operator's CPU with 10,000 one-node
+//! AsyncCommands at 5000 nodes, and each of 512 reconciles at once held a copy of the
+//! store's 20,000 pointers.
+//!
+//! The index follows the watch events that fill the store, in the same order: an object
+//! added or changed is indexed, one deleted is not; a watch that lists again builds a new
+//! index, which replaces the old one when the store's new contents do (kube-runtime swaps
+//! them at the list's end). An object is read from the store itself, so the index never
+//! shows one the store does not hold.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::{Error, Event};
+use kube::{Resource, ResourceExt};
+
+/// Namespace and name.
+type Key = (Option<String>, String);
+type Entries = HashMap<String, HashSet<Key>>;
+
+/// The objects of one store by the value of `label`.
+#[derive(Debug)]
+pub struct ByLabel {
+    label: &'static str,
+    /// What the store holds.
+    live: Mutex<Entries>,
+    /// What a list in progress has delivered.
+    listing: Mutex<Entries>,
+}
+
+impl ByLabel {
+    pub fn new(label: &'static str) -> Self {
+        Self {
+            label,
+            live: Mutex::default(),
+            listing: Mutex::default(),
+        }
+    }
+
+    /// Follows one event of the watch that fills the store (after the store applied it).
+    pub fn follow<K: Resource>(&self, event: &Result<Event<K>, Error>) {
+        let key = |obj: &K| -> Option<(String, Key)> {
+            let value = obj.labels().get(self.label)?.clone();
+            Some((value, (obj.namespace(), obj.name_any())))
+        };
+        match event {
+            Ok(Event::Apply(obj)) => {
+                if let (Some((value, k)), Ok(mut live)) = (key(obj), self.live.lock()) {
+                    live.entry(value).or_default().insert(k);
+                }
+            }
+            Ok(Event::Delete(obj)) => {
+                if let (Some((value, k)), Ok(mut live)) = (key(obj), self.live.lock())
+                    && let Some(set) = live.get_mut(&value)
+                {
+                    set.remove(&k);
+                    if set.is_empty() {
+                        live.remove(&value);
+                    }
+                }
+            }
+            Ok(Event::Init) => {
+                if let Ok(mut listing) = self.listing.lock() {
+                    listing.clear();
+                }
+            }
+            Ok(Event::InitApply(obj)) => {
+                if let (Some((value, k)), Ok(mut listing)) = (key(obj), self.listing.lock()) {
+                    listing.entry(value).or_default().insert(k);
+                }
+            }
+            Ok(Event::InitDone) => {
+                if let (Ok(mut listing), Ok(mut live)) = (self.listing.lock(), self.live.lock()) {
+                    *live = std::mem::take(&mut *listing);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The objects of `store` whose label is `value`.
+    pub fn get<K>(&self, store: &Store<K>, value: &str) -> Vec<Arc<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone,
+    {
+        let keys: Vec<Key> = match self.live.lock() {
+            Ok(live) => live
+                .get(value)
+                .map(|set| set.iter().cloned().collect())
+                .unwrap_or_default(),
+            Err(_) => return Vec::new(),
+        };
+        keys.into_iter()
+            .filter_map(|(ns, name)| {
+                let mut r = ObjectRef::<K>::new(&name);
+                if let Some(ns) = ns {
+                    r = r.within(&ns);
+                }
+                store.get(&r)
+            })
+            .filter(|obj| obj.labels().get(self.label).map(String::as_str) == Some(value))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::ObjectMeta;
+    use kube::runtime::reflector::store;
+
+    fn job(name: &str, owner: &str) -> Job {
+        Job {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                labels: Some([("owner".to_string(), owner.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn names(jobs: Vec<Arc<Job>>) -> Vec<String> {
+        let mut n: Vec<String> = jobs.iter().map(|j| j.name_any()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn the_index_follows_the_store_through_changes_deletions_and_a_new_list() {
+        let (reader, mut writer) = store::<Job>();
+        let index = ByLabel::new("owner");
+        let mut feed = |event: Event<Job>| {
+            writer.apply_watcher_event(&event);
+            index.follow(&Ok(event));
+        };
+        feed(Event::Init);
+        feed(Event::InitApply(job("a", "u")));
+        feed(Event::InitApply(job("x", "other")));
+        // The store shows nothing until the list ends, nor does the index.
+        assert!(index.get(&reader, "u").is_empty());
+        feed(Event::InitDone);
+        assert_eq!(names(index.get(&reader, "u")), ["a"]);
+        feed(Event::Apply(job("b", "u")));
+        assert_eq!(names(index.get(&reader, "u")), ["a", "b"]);
+        assert_eq!(names(index.get(&reader, "other")), ["x"]);
+        feed(Event::Delete(job("a", "u")));
+        assert_eq!(names(index.get(&reader, "u")), ["b"]);
+        // A new list: "b" was deleted while the watch was down, "c" created.
+        feed(Event::Init);
+        feed(Event::InitApply(job("c", "u")));
+        assert_eq!(
+            names(index.get(&reader, "u")),
+            ["b"],
+            "the old state until the list ends"
+        );
+        feed(Event::InitDone);
+        assert_eq!(names(index.get(&reader, "u")), ["c"]);
+        assert!(index.get(&reader, "other").is_empty());
+        assert!(index.get(&reader, "nobody").is_empty());
+    }
+}
