@@ -48,6 +48,8 @@ pub struct Context {
     pub jobs_by_owner: index::ByLabel,
     /// `pods` by their owner's uid (followed by the same watch).
     pub pods_by_owner: index::ByLabel,
+    /// `pods` by the agent they run (agent pods).
+    pub pods_by_agent: index::ByLabel,
     /// Jobs the AsyncCommand controller created that `jobs` does not show yet.
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
@@ -106,6 +108,7 @@ impl Context {
             agents,
             jobs_by_owner: index::ByLabel::new(crate::keys::OWNER_UID_LABEL),
             pods_by_owner: index::ByLabel::new(crate::keys::OWNER_UID_LABEL),
+            pods_by_agent: index::ByLabel::new(crate::keys::AGENT_LABEL),
             job_expectations: Default::default(),
             writes: Default::default(),
             fence: Default::default(),
