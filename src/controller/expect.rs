@@ -7,7 +7,7 @@
 //! once the status records it, taken for a child deleted before it finished. So what was
 //! created counts as there until the watch shows it. Should the watch not show it within
 //! [`EXPECTATION_TIMEOUT`] (kube-controller-manager's bound), the child is read from the
-//! API ([`confirm`]): one that exists counts again for another timeout, one that is gone is
+//! API ([`Counted::confirmed`]): one that exists counts again for another timeout, one that is gone is
 //! forgotten. A cache can lag that long: at 5000 nodes a Job watch listing 6000 Jobs again
 //! did, and nodes whose Jobs existed were taken for nodes whose Jobs were deleted.
 
@@ -98,42 +98,62 @@ pub struct Pending<K> {
     pub expired: Vec<String>,
 }
 
-/// An owner's children as a reconcile counts them, and the creations whose expectation
-/// expired that the cache does not show (for [`confirm`]).
+/// An owner's children as a reconcile counts them, and the names of those it should have
+/// that the cache does not show: creations whose expectation expired, and children the
+/// owner's status records ([`Counted::recorded`]). [`Counted::confirmed`] reads those.
 #[derive(Debug)]
 pub struct Counted<K> {
     pub children: Vec<Arc<K>>,
     pub unconfirmed: Vec<String>,
 }
 
-/// The children named `unconfirmed` of `owner_uid`, read from `api`: those that exist are
-/// returned (kept as `trim` leaves them) and count as created at `now` again; those gone
-/// stay forgotten.
-pub async fn confirm<K>(
-    api: &kube::Api<K>,
-    expected: &Expectations<K>,
-    owner_uid: &str,
-    unconfirmed: Vec<String>,
-    trim: fn(&mut K),
-    now: Instant,
-) -> Result<Vec<Arc<K>>, kube::Error>
+impl<K> Counted<K>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    let mut found = Vec::new();
-    for name in unconfirmed {
-        if let Some(mut child) = api.get_opt(&name).await? {
-            trim(&mut child);
-            tracing::debug!(
-                owner = owner_uid,
-                child = name,
-                "a creation the watch has not shown within its expectation exists"
-            );
-            expected.created(owner_uid, child.clone(), now);
-            found.push(Arc::new(child));
+    /// `names`, children the owner's status records as there, are to be read from the API
+    /// unless counted already: a child with no expectation left (created by the operator's
+    /// previous process while this one's cache lags) is taken for gone only when it is.
+    pub fn recorded<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        for name in names {
+            let counted = self
+                .children
+                .iter()
+                .any(|c| c.meta().name.as_deref() == Some(name))
+                || self.unconfirmed.iter().any(|n| n == name);
+            if !counted {
+                self.unconfirmed.push(name.to_string());
+            }
         }
+        self
     }
-    Ok(found)
+
+    /// The children, with the unconfirmed ones of `owner_uid` read from `api`: those that
+    /// exist are added (kept as `trim` leaves them) and count as created at `now` again;
+    /// those gone stay forgotten.
+    pub async fn confirmed(
+        self,
+        api: &kube::Api<K>,
+        expected: &Expectations<K>,
+        owner_uid: &str,
+        trim: fn(&mut K),
+        now: Instant,
+    ) -> Result<Vec<Arc<K>>, kube::Error> {
+        let mut children = self.children;
+        for name in self.unconfirmed {
+            if let Some(mut child) = api.get_opt(&name).await? {
+                trim(&mut child);
+                tracing::debug!(
+                    owner = owner_uid,
+                    child = name,
+                    "a child the cache does not show exists"
+                );
+                expected.created(owner_uid, child.clone(), now);
+                children.push(Arc::new(child));
+            }
+        }
+        Ok(children)
+    }
 }
 
 /// One owner kind's children as its reconciles read them: a cache filled by their watch
@@ -240,24 +260,17 @@ where
                 .collect());
         }
         let now = Instant::now();
-        let Counted {
-            mut children,
-            unconfirmed,
-        } = children(
+        let api: kube::Api<K> = kube::Api::namespaced(client.clone(), ns);
+        children(
             self.index.get(&self.cache, owner_uid),
             &self.expected,
             self.label,
             owner_uid,
             ns,
             now,
-        );
-        if !unconfirmed.is_empty() {
-            let api: kube::Api<K> = kube::Api::namespaced(client.clone(), ns);
-            children.extend(
-                confirm(&api, &self.expected, owner_uid, unconfirmed, self.trim, now).await?,
-            );
-        }
-        Ok(children)
+        )
+        .confirmed(&api, &self.expected, owner_uid, self.trim, now)
+        .await
     }
 }
 
@@ -394,5 +407,8 @@ mod tests {
         let names: Vec<String> = counted.children.iter().map(|c| c.name_any()).collect();
         assert_eq!(names, ["a"]);
         assert_eq!(counted.unconfirmed, ["b"]);
+        // A child the status records and nothing counts is read too; one counted is not.
+        let counted = counted.recorded(["a", "b", "r"]);
+        assert_eq!(counted.unconfirmed, ["b", "r"]);
     }
 }

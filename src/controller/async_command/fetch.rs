@@ -172,8 +172,7 @@ pub async fn observe_world(
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let selector = owner_selector(&uid);
-    let mut job_list = jobs(ctx, &ns, &uid, &selector).await?;
-    job_list.extend(uncached(obj, ctx, &ns, &job_list).await?);
+    let job_list = jobs(ctx, obj, &ns, &uid, &selector).await?;
     let mut pods_by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in ctx.pods_by_owner.get(&ctx.pods, &uid) {
         if let Some(node) = pod.annotations().get(NODE_ANNOTATION) {
@@ -259,9 +258,17 @@ pub async fn observe_world(
 }
 
 /// The object's Jobs: from the Job cache once it has filled, with those created and not
-/// yet in it ([`crate::controller::expect`]); before that, from the API (read lean:
-/// metadata and status).
-async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<Arc<Job>>, Error> {
+/// yet in it ([`crate::controller::expect`]), and those the cache does not show that a
+/// creation expired or the status records for a running node read from the API (a node
+/// fails with `JobLost` only when its Job is really gone); before that, from the API (read
+/// lean: metadata and status).
+async fn jobs(
+    ctx: &Context,
+    obj: &AsyncCommand,
+    ns: &str,
+    uid: &str,
+    selector: &str,
+) -> Result<Vec<Arc<Job>>, Error> {
     if !crate::controller::filled(&ctx.jobs) {
         let listed: Vec<Job> =
             crate::controller::lean::list(&ctx.client, ns, &ListParams::default().labels(selector))
@@ -269,70 +276,26 @@ async fn jobs(ctx: &Context, ns: &str, uid: &str, selector: &str) -> Result<Vec<
                 .map_err(Error::ListJobs)?;
         return Ok(listed.into_iter().map(Arc::new).collect());
     }
+    let running = obj
+        .status
+        .iter()
+        .flat_map(|s| s.cmd_jobs.iter())
+        .filter(|e| e.phase == crate::api::async_command::NodePhase::Running)
+        .filter_map(|e| e.job_name.as_deref());
     let now = std::time::Instant::now();
-    let expect::Counted {
-        mut children,
-        unconfirmed,
-    } = expect::children(
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    expect::children(
         ctx.jobs_by_owner.get(&ctx.jobs, uid),
         &ctx.job_expectations,
         OWNER_UID_LABEL,
         uid,
         ns,
         now,
-    );
-    if !unconfirmed.is_empty() {
-        let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-        let confirmed = expect::confirm(
-            &api,
-            &ctx.job_expectations,
-            uid,
-            unconfirmed,
-            super::trim_job,
-            now,
-        )
-        .await
-        .map_err(Error::ConfirmJobs)?;
-        children.extend(confirmed);
-    }
-    Ok(children)
-}
-
-/// The Jobs of running nodes that neither the cache nor the creation expectations show,
-/// read from the API: a node fails with `JobLost` only when its Job is really gone. A Job
-/// whose expectation expired is read by [`jobs`]; this covers those with none, created by
-/// the operator's previous process while this one's cache lags (a standby's watch, or a
-/// watch listing again).
-async fn uncached(
-    obj: &AsyncCommand,
-    ctx: &Context,
-    ns: &str,
-    seen: &[Arc<Job>],
-) -> Result<Vec<Arc<Job>>, Error> {
-    let running = obj
-        .status
-        .iter()
-        .flat_map(|s| s.cmd_jobs.iter())
-        .filter(|e| e.phase == crate::api::async_command::NodePhase::Running);
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let mut found = Vec::new();
-    for entry in running {
-        let Some(name) = entry.job_name.as_deref() else {
-            continue;
-        };
-        if seen
-            .iter()
-            .any(|j| j.metadata.name.as_deref() == Some(name))
-        {
-            continue;
-        }
-        let job = api.get_opt(name).await.map_err(|source| Error::ReadJob {
-            job: name.to_string(),
-            source,
-        })?;
-        found.extend(job.map(Arc::new));
-    }
-    Ok(found)
+    )
+    .recorded(running)
+    .confirmed(&api, &ctx.job_expectations, uid, super::trim_job, now)
+    .await
+    .map_err(Error::ConfirmJobs)
 }
 
 /// Whether `job` became final less than `seconds` before `now`.

@@ -59,10 +59,8 @@ pub enum Error {
     ListBatches(#[source] kube::Error),
     #[error("listing the Pods: {0}")]
     ListPods(#[source] kube::Error),
-    #[error("reading the Jobs created that the watch has not shown: {0}")]
+    #[error("reading the Jobs the cache does not show: {0}")]
     ConfirmJobs(#[source] kube::Error),
-    #[error("reading Job {job}, missing from the cache: {source}")]
-    ReadJob { job: String, source: kube::Error },
     #[error("reading the Events of Job {job}: {source}")]
     ReadEvents { job: String, source: kube::Error },
 }
