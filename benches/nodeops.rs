@@ -873,9 +873,9 @@ fn operator_job(namespace: &str, i: usize, node: &str) -> Job {
     .expect("object");
     let world = World {
         settings: nodeops::settings::Settings {
-            // The operator's defaults (src/main.rs), as the bench runs it.
-            runner_image: concat!("nodeops.local/nodeops-exec:v", env!("CARGO_PKG_VERSION")).into(),
-            default_image: "busybox:1.36".into(),
+            // The operator's defaults, as the bench runs it.
+            runner_image: nodeops::engine::job::DEFAULT_RUNNER_IMAGE.into(),
+            default_image: nodeops::engine::job::DEFAULT_IMAGE.into(),
             ..Default::default()
         },
         ..Default::default()

@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, env = "NODEOPS_HOST_MODE_NAMESPACES", value_delimiter = ',')]
     host_mode_namespaces: Vec<String>,
     /// Image that carries nodeops-exec.
-    #[arg(long, env = "NODEOPS_RUNNER_IMAGE", default_value = concat!("nodeops.local/nodeops-exec:v", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "NODEOPS_RUNNER_IMAGE", default_value = nodeops::engine::job::DEFAULT_RUNNER_IMAGE)]
     runner_image: String,
     /// Host mode: the process whose namespaces the runner joins, a PID or a name as in
     /// /proc/PID/comm (e.g. kubelet where PID 1's namespaces cannot be opened).
@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, env = "NODEOPS_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
     image_pull_policy: Option<String>,
     /// Image of Container-mode commands that name none.
-    #[arg(long, env = "NODEOPS_DEFAULT_IMAGE", default_value = "busybox:1.36")]
+    #[arg(long, env = "NODEOPS_DEFAULT_IMAGE", default_value = nodeops::engine::job::DEFAULT_IMAGE)]
     default_image: String,
     /// Agents an AgentUpgradeJob's status lists: all of a job with at most this many; a
     /// larger job keeps its plan in ConfigMaps and lists only those in flight and the

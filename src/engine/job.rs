@@ -31,6 +31,12 @@ const STAGING_VOLUME: &str = "nodeops-staging";
 pub const STAGING_DIR: &str = "/var/lib/nodeops/staging";
 /// The host process Host-mode runners enter by default (the runner's own default too).
 pub const DEFAULT_HOST_PROCESS: &str = "1";
+/// The image carrying the runner, unless the operator is started with another.
+pub const DEFAULT_RUNNER_IMAGE: &str =
+    concat!("nodeops.local/nodeops-exec:v", env!("CARGO_PKG_VERSION"));
+/// The image of Container-mode commands that name none, unless the operator is started
+/// with another.
+pub const DEFAULT_IMAGE: &str = "busybox:1.36";
 /// Seconds a node run may spend before its command starts (scheduling, image pull) and
 /// after it ends, on top of its timeout, before the Job's deadline fails it.
 const DEADLINE_SLACK_SECONDS: i64 = 120;
