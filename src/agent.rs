@@ -41,7 +41,7 @@ pub fn resolve_version(
 }
 
 /// Whether a pod's Ready condition is True.
-pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+pub fn pod_ready(pod: &crate::engine::seen::Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -56,7 +56,7 @@ pub const AGENT_MIN_READY: std::time::Duration = std::time::Duration::from_secs(
 /// Whether a Pod has been Ready for at least `min` at `now` (a Ready condition without a
 /// transition time counts as Ready since ever).
 pub fn pod_ready_for(
-    pod: &k8s_openapi::api::core::v1::Pod,
+    pod: &crate::engine::seen::Pod,
     now: jiff::Timestamp,
     min: std::time::Duration,
 ) -> bool {
@@ -68,7 +68,7 @@ pub fn pod_ready_for(
 }
 
 /// When a Pod's Ready condition last became True, if it is True and says when.
-pub fn ready_since(pod: &k8s_openapi::api::core::v1::Pod) -> Option<jiff::Timestamp> {
+pub fn ready_since(pod: &crate::engine::seen::Pod) -> Option<jiff::Timestamp> {
     ready_condition(pod)?
         .last_transition_time
         .as_ref()
@@ -77,7 +77,7 @@ pub fn ready_since(pod: &k8s_openapi::api::core::v1::Pod) -> Option<jiff::Timest
 
 /// A Pod's Ready condition, if it is True.
 fn ready_condition(
-    pod: &k8s_openapi::api::core::v1::Pod,
+    pod: &crate::engine::seen::Pod,
 ) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
     pod.status
         .as_ref()?
@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn an_agent_pod_counts_once_it_stayed_ready() {
-        let pod = |status: &str, since: &str| -> k8s_openapi::api::core::v1::Pod {
+        let pod = |status: &str, since: &str| -> crate::engine::seen::Pod {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "p"},
                 "status": {"conditions": [{"type": "Ready", "status": status, "lastTransitionTime": since}]}

@@ -12,7 +12,6 @@ pub mod expect;
 pub mod gates;
 pub mod index;
 pub mod invoker;
-pub mod lean;
 pub mod node_agent;
 pub mod shell;
 pub mod writes;
@@ -20,10 +19,11 @@ pub mod writes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
+
+use crate::engine::seen::{Job, Pod};
 
 /// What every reconcile gets.
 pub struct Context {
@@ -32,9 +32,11 @@ pub struct Context {
     pub events: events::Publisher,
     /// Every Node of the cluster.
     pub nodes: Store<Node>,
-    /// Pods nodeops created: node runs and agent pods.
+    /// Pods nodeops created (node runs and agent pods), as [`crate::engine::seen`] keeps
+    /// them.
     pub pods: Store<Pod>,
-    /// The AsyncCommands' Jobs, metadata and status (filled by that controller's watch).
+    /// The AsyncCommands' Jobs, metadata and status ([`crate::engine::seen`]; filled by
+    /// that controller's watch).
     pub jobs: Store<Job>,
     /// The Job controller's FailedCreate Events about Jobs (admission refused a Pod).
     pub refusals: Store<CoreEvent>,

@@ -3,11 +3,11 @@
 //! message, and what the kubelet says about the Pod and its containers (an image it
 //! cannot get, a Pod it rejected, a container it could not start, an OOM kill).
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::ContainerStateTerminated;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::MAIN_CONTAINER;
+use super::seen::{ContainerStatus, Job, Pod, PodStatus};
 use crate::exec::RunReport;
 
 /// Machine reasons of node outcomes.

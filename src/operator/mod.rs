@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{Context, async_command};
+use crate::engine::seen::{Job, Pod};
 use crate::metrics::Readiness;
 use crate::settings::Settings;
 use leader::Leader;
@@ -232,8 +232,8 @@ pub async fn run<S: std::future::Future>(
             pods_api,
             watcher::Config::default().labels(crate::keys::MANAGED_SELECTOR),
         )
-        // Keep what the controllers read: a thousand Pods are most of the cache.
-        .modify(trim_pod)
+        // A Pod's owner is found by its labels.
+        .modify(|p| p.metadata.owner_references = None)
         .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
@@ -363,49 +363,6 @@ fn concerns_agents(p: &Pod) -> bool {
             == Some("agentinvocation")
 }
 
-/// What the controllers read of a Pod: labels, annotations, creation and deletion times,
-/// node, phase, conditions and container states (the runner's report is a terminated
-/// state's message).
-fn trim_pod(p: &mut Pod) {
-    use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus};
-    let meta = &mut p.metadata;
-    meta.managed_fields = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    meta.generate_name = None;
-    p.spec = p.spec.take().map(|s| PodSpec {
-        node_name: s.node_name,
-        ..Default::default()
-    });
-    let trim = |statuses: Option<Vec<ContainerStatus>>| {
-        statuses.map(|cs| {
-            cs.into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    // Named in the message of an image the kubelet cannot get.
-                    image: c.image,
-                    ready: c.ready,
-                    restart_count: c.restart_count,
-                    state: c.state,
-                    last_state: c.last_state,
-                    ..Default::default()
-                })
-                .collect()
-        })
-    };
-    // Reason, message and the init containers' states are what the kubelet says about a
-    // Pod it rejected or an image it cannot get (`engine::outcome`).
-    p.status = p.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        reason: s.reason,
-        message: s.message,
-        conditions: s.conditions,
-        init_container_statuses: trim(s.init_container_statuses),
-        container_statuses: trim(s.container_statuses),
-        ..Default::default()
-    });
-}
-
 /// Keeps `nodeops_node_runs_in_flight` current from the Pod cache.
 async fn count_runs_in_flight(ctx: Arc<Context>, stop: CancellationToken) {
     loop {
@@ -454,9 +411,6 @@ async fn report_missing_crds(client: &Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::outcome::{RunState, observe, reason};
-    use k8s_openapi::api::batch::v1::Job;
-    use serde_json::json;
 
     #[test]
     fn a_request_is_named_by_its_verb_and_resource() {
@@ -487,52 +441,5 @@ mod tests {
         );
         assert_eq!(k("GET", "/api/v1/nodes/n", None), "GET nodes");
         assert_eq!(k("GET", "/version", None), "LIST ?");
-    }
-
-    fn active_job() -> Job {
-        serde_json::from_value(json!({
-            "metadata": {"name": "j", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "status": {"active": 1}
-        }))
-        .expect("job")
-    }
-
-    fn trimmed(pod: serde_json::Value) -> Pod {
-        let mut pod: Pod = serde_json::from_value(pod).expect("pod");
-        trim_pod(&mut pod);
-        pod
-    }
-
-    /// The Pod cache keeps what `observe` reads the kubelet's verdicts from.
-    #[test]
-    fn the_trimmed_pod_still_shows_what_the_kubelet_said() {
-        let pulling = trimmed(json!({
-            "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:01Z",
-                "managedFields": [{"manager": "kubelet"}]},
-            "spec": {"nodeName": "n1", "containers": [{"name": "run", "image": "busybox"}]},
-            "status": {"phase": "Pending",
-                "initContainerStatuses": [{"name": "install-runner", "image": "exec:nope",
-                    "imageID": "", "ready": false, "restartCount": 0,
-                    "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}],
-                "containerStatuses": [{"name": "run", "image": "busybox", "imageID": "",
-                    "ready": false, "restartCount": 0,
-                    "state": {"waiting": {"reason": "PodInitializing"}}}]}
-        }));
-        assert!(pulling.metadata.managed_fields.is_none());
-        let o = observe(&active_job(), &[&pulling], 100);
-        assert_eq!(
-            (o.state, o.reason.as_deref()),
-            (RunState::Failed, Some(reason::IMAGE_NOT_AVAILABLE))
-        );
-        assert!(o.message.expect("message").contains("exec:nope"));
-
-        let rejected = trimmed(json!({
-            "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:01Z"},
-            "status": {"phase": "Failed", "reason": "OutOfpods",
-                "message": "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 16, capacity: 16"}
-        }));
-        let o = observe(&active_job(), &[&rejected], 100);
-        assert_eq!(o.reason.as_deref(), Some(reason::NODE_REJECTED));
-        assert!(o.message.expect("message").contains("capacity: 16"));
     }
 }

@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
@@ -21,6 +19,7 @@ use crate::api::node_agent::AgentMode;
 use crate::api::{AgentInvocation, Command, NodeAgent};
 use crate::controller::Context;
 use crate::engine::outcome::{RunState, observe};
+use crate::engine::seen::{Job, Pod};
 use crate::keys::{AGENT_LABEL, AGENT_VERSION_LABEL, INVOCATION_ID_ANNOTATION, agent_node_label};
 
 /// What an invocation's decisions read.
@@ -257,13 +256,11 @@ async fn list_jobs(
     let mut out = Vec::new();
     for ns in namespaces {
         out.extend(
-            crate::controller::lean::list::<Job>(
-                &base.client,
-                &ns,
-                &ListParams::default().labels(&selector),
-            )
-            .await
-            .map_err(Error::ListJobs)?,
+            Api::<Job>::namespaced(base.client.clone(), &ns)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::ListJobs)?
+                .items,
         );
     }
     Ok(out)
@@ -306,13 +303,11 @@ async fn runs(
             // The Pod cache lags the Job: read its Pods for the runner's report.
             let ns = job.namespace().unwrap_or_default();
             let selector = format!("job-name={}", job.name_any());
-            let pods: Vec<Pod> = crate::controller::lean::list(
-                &base.client,
-                &ns,
-                &ListParams::default().labels(&selector),
-            )
-            .await
-            .map_err(Error::ListPods)?;
+            let pods: Vec<Pod> = Api::<Pod>::namespaced(base.client.clone(), &ns)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::ListPods)?
+                .items;
             observed = observe(job, &pods.iter().collect::<Vec<_>>(), OUTPUT_LIMIT);
         }
         out.insert(id, observed);

@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -18,6 +17,7 @@ use crate::api::async_command::AsyncCommand;
 use crate::controller::writes::Copy;
 use crate::controller::{Context, expect, gates};
 use crate::engine::outcome::{RunState, observe};
+use crate::engine::seen::{Job, Pod};
 use crate::keys::{FLEET_UID_LABEL, NODE_ANNOTATION, OWNER_UID_LABEL, owner_selector};
 
 /// A Job without a Pod for this long is checked for an admission refusal.
@@ -206,13 +206,11 @@ pub async fn observe_world(
     } else {
         // Long enough: read the Pods from the API (once, for every such Job).
         pods_by_node.clear();
-        let pods: Vec<Pod> = crate::controller::lean::list(
-            &ctx.client,
-            &ns,
-            &ListParams::default().labels(&selector),
-        )
-        .await
-        .map_err(Error::ListPods)?;
+        let pods: Vec<Pod> = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::ListPods)?
+            .items;
         for pod in pods {
             if let Some(node) = pod.annotations().get(NODE_ANNOTATION).cloned() {
                 pods_by_node.entry(node).or_default().push(Arc::new(pod));
@@ -270,10 +268,11 @@ async fn jobs(
     selector: &str,
 ) -> Result<Vec<Arc<Job>>, Error> {
     if !crate::controller::filled(&ctx.jobs) {
-        let listed: Vec<Job> =
-            crate::controller::lean::list(&ctx.client, ns, &ListParams::default().labels(selector))
-                .await
-                .map_err(Error::ListJobs)?;
+        let listed: Vec<Job> = Api::<Job>::namespaced(ctx.client.clone(), ns)
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(Error::ListJobs)?
+            .items;
         return Ok(listed.into_iter().map(Arc::new).collect());
     }
     let running = obj
@@ -293,7 +292,7 @@ async fn jobs(
         now,
     )
     .recorded(running)
-    .confirmed(&api, &ctx.job_expectations, uid, super::trim_job, now)
+    .confirmed(&api, &ctx.job_expectations, uid, |_| {}, now)
     .await
     .map_err(Error::ConfirmJobs)
 }

@@ -9,8 +9,7 @@ pub mod plan;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
@@ -24,6 +23,7 @@ use super::Context;
 use super::shell::{self, KindOf};
 use crate::api::async_command::AsyncCommand;
 use crate::api::command::Command;
+use crate::engine::seen::{Job, Pod};
 use crate::keys::{OWNER_KIND_LABEL, OWNER_NAME_ANNOTATION, OWNER_UID_LABEL};
 use crate::plan::Child;
 use plan::World;
@@ -94,20 +94,13 @@ impl shell::Reconciler for Reconciler {
             && let Some(owner) = job.labels().get(OWNER_UID_LABEL)
         {
             let owner = owner.clone();
-            let mut job = job.as_ref().clone();
-            trim_job(&mut job);
-            self.ctx
-                .job_expectations
-                .created(&owner, job, std::time::Instant::now());
+            self.ctx.job_expectations.created(
+                &owner,
+                crate::engine::seen::Job::from(job.as_ref()),
+                std::time::Instant::now(),
+            );
         }
     }
-}
-
-/// Keeps what a run's observation reads of a Job (its metadata and status): a thousand
-/// Jobs' pod templates and managed fields are most of their bytes.
-fn trim_job(job: &mut Job) {
-    job.metadata.managed_fields = None;
-    job.spec = None;
 }
 
 /// Runs the controller until `shutdown` resolves. `pods` is the stream that feeds the
@@ -158,7 +151,6 @@ pub async fn run(
                 .labels(&child_selector())
                 .list_semantic(watcher::ListSemantic::MostRecent),
         )
-        .modify(trim_job)
         .backoff(crate::controller::WatchBackoff::default()),
     )
     .inspect(move |event| {
