@@ -7,6 +7,10 @@
 //! own last write: the cache is compared with that write's resource version, which
 //! Kubernetes 1.35 makes comparable between objects of one kind (KEP-5504, stable), and a
 //! lagging copy is not acted on: the write's own watch event wakes the object again.
+//!
+//! A reader of another kind's spec (an AgentInvocation reading its NodeAgent) needs less: a
+//! copy older than a status write has the same spec, so only a write that moved the
+//! object's `generation` (its spec) holds it back ([`OwnWrites::check_spec`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,11 +28,17 @@ pub enum Copy {
     Unknown,
 }
 
-/// The resource version of each object's last write by this operator, by uid, until a
-/// cached copy has caught up with it.
+/// The resource version (and generation) of each object's last write by this operator, by
+/// uid, until a cached copy has caught up with it.
 #[derive(Debug, Default)]
 pub struct OwnWrites {
-    written: Mutex<HashMap<String, u64>>,
+    written: Mutex<HashMap<String, Written>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    version: u64,
+    generation: Option<i64>,
 }
 
 impl OwnWrites {
@@ -39,9 +49,14 @@ impl OwnWrites {
         else {
             return;
         };
+        let generation = meta.generation;
         if let Ok(mut written) = self.written.lock() {
-            let at = written.entry(uid).or_insert(rv);
-            *at = (*at).max(rv);
+            let at = written.entry(uid).or_insert(Written {
+                version: rv,
+                generation,
+            });
+            at.version = at.version.max(rv);
+            at.generation = at.generation.max(generation);
         }
     }
 
@@ -58,12 +73,30 @@ impl OwnWrites {
             return Copy::Unknown;
         };
         match written.get(uid) {
-            Some(&last) if rv < last => Copy::Lags,
+            Some(last) if rv < last.version => Copy::Lags,
             Some(_) => {
                 written.remove(uid);
                 Copy::Current
             }
             None => Copy::Current,
+        }
+    }
+
+    /// How `cached`'s spec stands against the last write: it lags only behind a write that
+    /// moved the generation (a status write leaves the spec as it was). Forgets nothing:
+    /// [`OwnWrites::check`] of the object's own controller still waits for the write.
+    pub fn check_spec<K: Resource>(&self, cached: &K) -> Copy {
+        let meta = cached.meta();
+        let (Some(uid), Some(generation)) = (meta.uid.as_deref(), meta.generation) else {
+            return Copy::Unknown;
+        };
+        let Ok(written) = self.written.lock() else {
+            return Copy::Unknown;
+        };
+        match written.get(uid).map(|w| w.generation) {
+            Some(Some(last)) if generation < last => Copy::Lags,
+            Some(None) => Copy::Unknown,
+            _ => Copy::Current,
         }
     }
 
@@ -94,6 +127,38 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    fn at_generation(uid: &str, rv: &str, generation: i64) -> ConfigMap {
+        let mut obj = at(uid, rv);
+        obj.metadata.generation = Some(generation);
+        obj
+    }
+
+    #[test]
+    fn a_spec_lags_only_behind_a_write_that_moved_the_generation() {
+        let writes = OwnWrites::default();
+        // A status write: the generation stays 3.
+        writes.wrote(&at_generation("a", "12", 3));
+        assert_eq!(
+            writes.check_spec(&at_generation("a", "10", 3)),
+            Copy::Current
+        );
+        // The object's own controller still waits for its status.
+        assert_eq!(writes.check(&at_generation("a", "10", 3)), Copy::Lags);
+        // A write of the spec: generation 4.
+        writes.wrote(&at_generation("a", "15", 4));
+        assert_eq!(writes.check_spec(&at_generation("a", "12", 3)), Copy::Lags);
+        assert_eq!(
+            writes.check_spec(&at_generation("a", "15", 4)),
+            Copy::Current
+        );
+        // Nothing written: current; no generation: read fresh.
+        assert_eq!(
+            writes.check_spec(&at_generation("b", "1", 1)),
+            Copy::Current
+        );
+        assert_eq!(writes.check_spec(&at("a", "15")), Copy::Unknown);
     }
 
     #[test]

@@ -30,10 +30,11 @@ pub async fn world(
 ) -> Result<Fetched, Error> {
     let base = &r.base;
     let target = obj.spec.invocation_target.clone();
-    // The first reconcile resolves each instance's target version from the agent and
-    // keeps it in the status: read fresh, so an agent changed a moment before the
-    // invocation was applied is not taken as it was. Later ones read the cache.
-    let agent = if obj.status.is_none() {
+    // The first reconcile resolves each instance's target version from the agent (unless
+    // the invocation names one, as an AgentUpgradeJob's children do) and keeps it in the
+    // status: read fresh, so an agent changed a moment before the invocation was applied
+    // is not taken as it was. Later ones read the cache.
+    let agent = if obj.status.is_none() && obj.spec.version.is_none() {
         base.node_agent_fresh(&target).await
     } else {
         base.node_agent(&target).await
