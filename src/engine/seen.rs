@@ -59,7 +59,8 @@ pub struct PodStatus {
     pub reason: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
-    #[serde(default)]
+    /// The Ready condition alone (an agent's readiness), without its reason and message.
+    #[serde(default, deserialize_with = "ready_only")]
     pub conditions: Option<Vec<PodCondition>>,
     #[serde(default)]
     pub init_container_statuses: Option<Vec<ContainerStatus>>,
@@ -98,6 +99,26 @@ impl From<&k8s_openapi::api::batch::v1::Job> for Job {
             status: job.status.clone(),
         }
     }
+}
+
+/// A Pod's conditions as kept: Ready's type, status and transition time. The other four a
+/// kubelet writes, each in a list with room for eight, were about 1 KiB of every Pod.
+fn ready_only<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PodCondition>>, D::Error> {
+    let all: Option<Vec<PodCondition>> = Option::deserialize(d)?;
+    Ok(all.map(|conditions| {
+        let mut ready: Vec<PodCondition> = conditions
+            .into_iter()
+            .filter(|c| c.type_ == "Ready")
+            .map(|c| PodCondition {
+                type_: c.type_,
+                status: c.status,
+                last_transition_time: c.last_transition_time,
+                ..Default::default()
+            })
+            .collect();
+        ready.shrink_to_fit();
+        ready
+    }))
 }
 
 /// The metadata nodeops reads; managed fields and the rest are skipped unparsed.
@@ -230,7 +251,11 @@ mod tests {
             "metadata": {"name": "p", "annotations": {"k": "v"}, "deletionTimestamp": "2026-11-26T00:00:00Z"},
             "spec": {"nodeName": "n1", "containers": [{"name": "run", "image": "i"}]},
             "status": {"phase": "Failed", "reason": "OutOfpods", "message": "rejected",
-                "conditions": [{"type": "Ready", "status": "False"}],
+                "conditions": [{"type": "Initialized", "status": "True"},
+                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                     "message": "containers with unready status: [run]",
+                     "lastTransitionTime": "2026-11-26T00:00:01Z"},
+                    {"type": "PodScheduled", "status": "True"}],
                 "initContainerStatuses": [{"name": "stage", "image": "s", "imageID": "",
                     "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull"}}}],
                 "containerStatuses": [{"name": "run", "image": "i", "imageID": "x",
@@ -249,6 +274,13 @@ mod tests {
         assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
         assert_eq!(status.message.as_deref(), Some("rejected"));
         assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
+        let ready = &status.conditions.as_ref().expect("conditions")[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "False")
+        );
+        assert!(ready.last_transition_time.is_some());
+        assert!(ready.message.is_none(), "only what readiness reads is kept");
         let init = &status.init_container_statuses.as_ref().expect("init")[0];
         assert_eq!(init.name, "stage");
         assert_eq!(
