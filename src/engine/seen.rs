@@ -336,14 +336,14 @@ mod tests {
         .expect("job")
     }
 
-    fn trimmed(pod: serde_json::Value) -> Pod {
+    fn kept(pod: serde_json::Value) -> Pod {
         serde_json::from_value(pod).expect("pod")
     }
 
     /// A Pod as the cache keeps it shows what `observe` reads the kubelet's verdicts from.
     #[test]
-    fn the_trimmed_pod_still_shows_what_the_kubelet_said() {
-        let pulling = trimmed(json!({
+    fn a_pod_as_kept_still_shows_what_the_kubelet_said() {
+        let pulling = kept(json!({
             "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:01Z",
                 "managedFields": [{"manager": "kubelet"}]},
             "spec": {"nodeName": "n1", "containers": [{"name": "run", "image": "busybox"}]},
@@ -363,7 +363,7 @@ mod tests {
         );
         assert!(o.message.expect("message").contains("exec:nope"));
 
-        let rejected = trimmed(json!({
+        let rejected = kept(json!({
             "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:01Z"},
             "status": {"phase": "Failed", "reason": "OutOfpods",
                 "message": "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 16, capacity: 16"}
