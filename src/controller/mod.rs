@@ -56,6 +56,8 @@ pub struct Context {
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
     pub writes: writes::OwnWrites,
+    /// The node labels this operator set, until the Node cache shows them.
+    pub node_labels: writes::OwnLabels,
     /// Whether this replica may change anything now (its leader Lease is fresh).
     pub fence: crate::operator::leader::Fence,
     /// Ticks on every Node and nodeops Pod change: wakes the agent controllers, whose
@@ -113,6 +115,7 @@ impl Context {
             pods_by_agent: index::ByLabel::new(crate::keys::AGENT_LABEL),
             job_expectations: Default::default(),
             writes: Default::default(),
+            node_labels: Default::default(),
             fence: Default::default(),
             activity: tokio::sync::watch::Sender::new(0),
             node_changes: tokio::sync::broadcast::Sender::new(NODE_CHANGES_BUFFERED),

@@ -108,6 +108,70 @@ impl OwnWrites {
     }
 }
 
+/// The node labels this operator set, by node and key, until the Node cache shows a copy
+/// at or past the write. An invocation plans from its node's label (the agent version
+/// there); read from a lagging copy, it would set the label again on every reconcile until
+/// the Node watch, busy with every node's heartbeat, caught up.
+#[derive(Debug, Default)]
+pub struct OwnLabels {
+    written: Mutex<HashMap<(String, String), WrittenLabel>>,
+}
+
+#[derive(Debug, Clone)]
+struct WrittenLabel {
+    value: Option<String>,
+    version: u64,
+}
+
+impl OwnLabels {
+    /// Records that `node` (as the API server returned it from the write) has `key` set
+    /// to `value` (`None`: removed).
+    pub fn wrote(&self, node: &kube::api::ObjectMeta, key: &str, value: Option<&str>) {
+        let (Some(name), Some(rv)) = (node.name.clone(), version(node.resource_version.as_deref()))
+        else {
+            return;
+        };
+        if let Ok(mut written) = self.written.lock() {
+            let at = written
+                .entry((name, key.to_string()))
+                .or_insert(WrittenLabel {
+                    value: None,
+                    version: 0,
+                });
+            if rv >= at.version {
+                *at = WrittenLabel {
+                    value: value.map(str::to_string),
+                    version: rv,
+                };
+            }
+        }
+    }
+
+    /// The label `key` of the cached `node`, or the value this operator last wrote when
+    /// the copy is older than that write. Forgets the write once a copy caught up.
+    pub fn label(&self, node: &kube::api::ObjectMeta, key: &str) -> Option<String> {
+        let cached = node.labels.as_ref().and_then(|l| l.get(key)).cloned();
+        let (Some(name), Some(rv)) = (
+            node.name.as_deref(),
+            version(node.resource_version.as_deref()),
+        ) else {
+            return cached;
+        };
+        let Ok(mut written) = self.written.lock() else {
+            return cached;
+        };
+        let at = (name.to_string(), key.to_string());
+        match written.get(&at) {
+            Some(w) if rv < w.version => w.value.clone(),
+            Some(_) => {
+                written.remove(&at);
+                cached
+            }
+            None => cached,
+        }
+    }
+}
+
 fn version(rv: Option<&str>) -> Option<u64> {
     rv?.parse().ok()
 }
@@ -188,5 +252,43 @@ mod tests {
     fn a_version_that_is_not_a_number_is_read_fresh() {
         let writes = OwnWrites::default();
         assert_eq!(writes.check(&at("a", "abc")), Copy::Unknown);
+    }
+
+    fn node(rv: &str, label: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("n1".into()),
+            resource_version: Some(rv.into()),
+            labels: label.map(|v| [("agent".to_string(), v.to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_node_label_reads_as_written_until_the_cache_catches_up() {
+        let labels = OwnLabels::default();
+        assert_eq!(
+            labels.label(&node("5", Some("1.0")), "agent"),
+            Some("1.0".into())
+        );
+        labels.wrote(&node("9", Some("2.0")), "agent", Some("2.0"));
+        // A copy older than the write: the write's value, not the cached one.
+        assert_eq!(
+            labels.label(&node("7", Some("1.0")), "agent"),
+            Some("2.0".into())
+        );
+        // Another key of the same node is read as cached.
+        assert_eq!(labels.label(&node("7", Some("1.0")), "other"), None);
+        // Caught up: the cache again, and the write is forgotten.
+        assert_eq!(
+            labels.label(&node("9", Some("2.0")), "agent"),
+            Some("2.0".into())
+        );
+        assert_eq!(
+            labels.label(&node("7", Some("1.0")), "agent"),
+            Some("1.0".into())
+        );
+        // A removal reads as removed while the cache lags.
+        labels.wrote(&node("12", None), "agent", None);
+        assert_eq!(labels.label(&node("10", Some("1.0")), "agent"), None);
     }
 }

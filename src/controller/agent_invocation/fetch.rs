@@ -354,7 +354,8 @@ fn nodes(base: &Context, agent: &NodeAgent, obj: &AgentInvocation) -> BTreeMap<S
     let key = agent_node_label(&agent.name_any());
     let facts = |n: &k8s_openapi::api::core::v1::Node| NodeFacts {
         ready: crate::plan::node_ready(n),
-        version: n.labels().get(&key).cloned(),
+        // As this operator last set it, when the cached Node is older than that write.
+        version: base.node_labels.label(&n.metadata, &key),
     };
     let instances = obj.status.iter().flat_map(|s| s.invocations.iter());
     if instances.clone().next().is_none() && obj.spec.node_names.is_none() {

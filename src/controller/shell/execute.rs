@@ -300,7 +300,11 @@ async fn make<R: Reconciler>(r: &R, obj: &KindOf<R>, change: &Change) -> Result<
                 .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => {}
+                Ok(labelled) => {
+                    r.context()
+                        .node_labels
+                        .wrote(&labelled.metadata, key, value.as_deref())
+                }
                 // Removing a label from a node that is gone: nothing left to remove.
                 Err(kube::Error::Api(e)) if e.code == 404 && value.is_none() => {}
                 Err(source) => {
