@@ -1,5 +1,5 @@
 //! Read-your-own-writes over a cache: the resource version of each status this operator
-//! wrote, until its watch delivers it.
+//! wrote, until its watch delivers it; and of each node label it set ([`OwnLabels`]).
 //!
 //! A reconcile reads its object from the controller's cache, not the API (one request
 //! fewer per reconcile, and most reconciles then make none). The status is the memory of
@@ -111,7 +111,8 @@ impl OwnWrites {
 /// The node labels this operator set, by node and key, until the Node cache shows a copy
 /// at or past the write. An invocation plans from its node's label (the agent version
 /// there); read from a lagging copy, it would set the label again on every reconcile until
-/// the Node watch, busy with every node's heartbeat, caught up.
+/// the Node watch, busy with every node's heartbeat, caught up. An entry lives until a
+/// read finds the cache caught up: at most one per node and agent.
 #[derive(Debug, Default)]
 pub struct OwnLabels {
     written: Mutex<HashMap<(String, String), WrittenLabel>>,
