@@ -115,7 +115,9 @@ impl OwnWrites {
 /// read finds the cache caught up: at most one per node and agent.
 #[derive(Debug, Default)]
 pub struct OwnLabels {
-    written: Mutex<HashMap<(String, String), WrittenLabel>>,
+    /// By node name, then label key: looked up by `&str`, without allocating, for every
+    /// node an invocation reads.
+    written: Mutex<HashMap<String, HashMap<String, WrittenLabel>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,17 +135,10 @@ impl OwnLabels {
             return;
         };
         if let Ok(mut written) = self.written.lock() {
-            let at = written
-                .entry((name, key.to_string()))
-                .or_insert(WrittenLabel {
-                    value: None,
-                    version: 0,
-                });
-            if rv >= at.version {
-                *at = WrittenLabel {
-                    value: value.map(str::to_string),
-                    version: rv,
-                };
+            let keys = written.entry(name).or_default();
+            if keys.get(key).is_none_or(|w| rv >= w.version) {
+                let value = value.map(str::to_string);
+                keys.insert(key.to_string(), WrittenLabel { value, version: rv });
             }
         }
     }
@@ -151,25 +146,30 @@ impl OwnLabels {
     /// The label `key` of the cached `node`, or the value this operator last wrote when
     /// the copy is older than that write. Forgets the write once a copy caught up.
     pub fn label(&self, node: &kube::api::ObjectMeta, key: &str) -> Option<String> {
-        let cached = node.labels.as_ref().and_then(|l| l.get(key)).cloned();
+        let cached = || node.labels.as_ref().and_then(|l| l.get(key)).cloned();
         let (Some(name), Some(rv)) = (
             node.name.as_deref(),
             version(node.resource_version.as_deref()),
         ) else {
-            return cached;
+            return cached();
         };
         let Ok(mut written) = self.written.lock() else {
-            return cached;
+            return cached();
         };
-        let at = (name.to_string(), key.to_string());
-        match written.get(&at) {
-            Some(w) if rv < w.version => w.value.clone(),
+        let Some(keys) = written.get_mut(name) else {
+            return cached();
+        };
+        match keys.get(key) {
+            Some(w) if rv < w.version => return w.value.clone(),
             Some(_) => {
-                written.remove(&at);
-                cached
+                keys.remove(key);
+                if keys.is_empty() {
+                    written.remove(name);
+                }
             }
-            None => cached,
+            None => {}
         }
+        cached()
     }
 }
 
