@@ -844,16 +844,6 @@ fn kustomize_renders_the_chart_defaults_and_applies() {
         only(&docs, "ServiceAccount")["metadata"]["name"]
     );
 
-    // A server-side dry run against the local control plane; it needs nodeops-system to
-    // exist (a dry-run Namespace is not created), as tests/rbac.rs leaves it.
-    kubectl(&[
-        "apply",
-        "--server-side",
-        "--field-manager",
-        "nodeops-tests",
-        "-f",
-        "config/rbac/namespace.yaml",
-    ]);
     let applied = server_dry_run("config/default");
     assert!(
         applied.contains("deployment.apps/nodeops serverside-applied (server dry run)"),
@@ -863,7 +853,19 @@ fn kustomize_renders_the_chart_defaults_and_applies() {
 
 /// `kubectl apply --server-side --dry-run=server -k dir`: the API server validates every
 /// object and changes nothing.
+///
+/// A dry-run Namespace is not created, so the namespaced objects need nodeops-system to
+/// exist first: applied here, not left to whichever test of this binary runs first (CI
+/// failed once on that order).
 fn server_dry_run(dir: &str) -> String {
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "nodeops-tests",
+        "-f",
+        "config/rbac/namespace.yaml",
+    ]);
     kubectl(&[
         "apply",
         "--server-side",
