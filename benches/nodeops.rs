@@ -616,6 +616,8 @@ fn lags(seen: &BTreeMap<String, jiff::Timestamp>, slot_minutes: i64) -> Vec<f64>
 struct ScheduleRun {
     /// The raw loop's time to create as many AsyncCommands, ms.
     raw_ms: f64,
+    /// When the bench's watch saw each of them, ms after the raw loop's clock started.
+    raw_seen: Vec<f64>,
     invoker: Vec<f64>,
     cronjob: Vec<f64>,
     resources: Resources,
@@ -627,8 +629,31 @@ async fn schedules_once(bench: &Bench, run: usize) -> ScheduleRun {
     // with the operator's in-flight budget, where no operator watches.
     let raw_ns = format!("bench-sched-raw-{}-{run}", std::process::id());
     namespace(client, &raw_ns).await;
-    let raw = raw_create(
-        Api::<AsyncCommand>::namespaced(client.clone(), &raw_ns),
+    // The Invoker's lag ends when the bench's watch sees the child, so the raw loop's
+    // objects are timed by such a watch too: the same delivery through the API server's
+    // watch cache. The watch has seen an object before the clock starts.
+    let raw_api = Api::<AsyncCommand>::namespaced(client.clone(), &raw_ns);
+    let raw_seen = FirstSeen::watch(raw_api.clone());
+    let ready: AsyncCommand = serde_json::from_value(json!({
+        "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+        "metadata": {"name": "ready"},
+        "spec": {"commandRef": "noop", "nodeNames": ["node-0001"]}
+    }))
+    .expect("asynccommand");
+    raw_api
+        .create(&PostParams::default(), &ready)
+        .await
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !raw_seen.seen().contains_key("ready") {
+        assert!(
+            Instant::now() < deadline,
+            "the raw loop's watch saw nothing in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (raw_start, raw) = raw_create(
+        raw_api,
         source_const(CLIENT_SRC, "REQUESTS_IN_FLIGHT"),
         INVOKERS,
         |i| {
@@ -641,6 +666,27 @@ async fn schedules_once(bench: &Bench, run: usize) -> ScheduleRun {
         },
     )
     .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while raw_seen.seen().len() < INVOKERS + 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let raw_watch_failures = raw_seen.stop();
+    let mut raw_seen_ms: Vec<f64> = raw_seen
+        .seen()
+        .iter()
+        .filter(|(name, _)| name.starts_with("raw-"))
+        .map(|(_, at)| at.duration_since(raw_start).as_secs_f64() * 1000.0)
+        .collect();
+    raw_seen_ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "schedules run {run}/{}: raw loop {:.0} ms to the last response; seen by a watch: {} of {INVOKERS}, p50 {:.0} ms, p99 {:.0} ms, last {:.0} ms; watch failures {raw_watch_failures}",
+        bench.runs,
+        raw.as_secs_f64() * 1000.0,
+        raw_seen_ms.len(),
+        percentile(&raw_seen_ms, 50.0),
+        percentile(&raw_seen_ms, 99.0),
+        raw_seen_ms.last().copied().unwrap_or(f64::NAN),
+    );
     drop_namespace_and_wait(client, &raw_ns).await;
     let ns = format!("bench-sched-{}-{run}", std::process::id());
     namespace(client, &ns).await;
@@ -734,6 +780,7 @@ async fn schedules_once(bench: &Bench, run: usize) -> ScheduleRun {
     drop_namespace_and_wait(client, &ns).await;
     ScheduleRun {
         raw_ms: raw.as_secs_f64() * 1000.0,
+        raw_seen: raw_seen_ms,
         invoker,
         cronjob,
         resources,
@@ -762,6 +809,16 @@ async fn schedules(bench: &Bench) {
             source_const(CLIENT_SRC, "REQUESTS_IN_FLIGHT")
         ),
         &each(&|r| r.raw_ms),
+        0,
+    );
+    row(
+        "raw client loop: AsyncCommands seen by a watch",
+        &each(&|r| r.raw_seen.len() as f64),
+        0,
+    );
+    row(
+        "raw client loop: start -> AsyncCommand seen by a watch, p99 ms",
+        &each(&|r| percentile(&r.raw_seen, 99.0)),
         0,
     );
     row(
@@ -820,6 +877,11 @@ async fn schedules(bench: &Bench) {
         2,
     );
     row(
+        "ratio Invoker p99/raw loop p99, both seen by a watch (per run)",
+        &each(&|r| percentile(&r.invoker, 99.0) / percentile(&r.raw_seen, 99.0)),
+        2,
+    );
+    row(
         "operator RSS during the run, MiB",
         &each(&|r| r.resources.rss_mib),
         1,
@@ -854,7 +916,8 @@ async fn raw_loop_over(
         total,
         |i| operator_job(name, i, &format!("node-{:04}", i % nodes + 1)),
     )
-    .await;
+    .await
+    .1;
     drop_namespace_and_wait(client, name).await;
     created
 }
@@ -893,20 +956,21 @@ fn operator_job(namespace: &str, i: usize, node: &str) -> Job {
 }
 
 /// The time a minimal client loop takes to create `total` objects made by `make`, with
-/// `in_flight` requests at once (kube-rs' default client, no QPS limit).
+/// `in_flight` requests at once (kube-rs' default client, no QPS limit), and when its clock
+/// started.
 async fn raw_create<K>(
     api: Api<K>,
     in_flight: usize,
     total: usize,
     make: impl Fn(usize) -> K,
-) -> Duration
+) -> (jiff::Timestamp, Duration)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     // Built before the clock starts: the limit is the client's and the API server's time,
     // not the rendering of the bodies.
     let objects: Vec<K> = (0..total).map(make).collect();
-    let start = Instant::now();
+    let (started, start) = (jiff::Timestamp::now(), Instant::now());
     futures::stream::iter(objects)
         .for_each_concurrent(in_flight, |object| {
             let api = api.clone();
@@ -917,7 +981,7 @@ where
             }
         })
         .await;
-    start.elapsed()
+    (started, start.elapsed())
 }
 
 /// A fresh namespace `ns` with the operator watching it, a watch of its Jobs, and its
