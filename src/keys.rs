@@ -115,6 +115,19 @@ pub fn owner_kind_selector(kind: &str) -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY},{OWNER_KIND_LABEL}={kind}")
 }
 
+// --- Kubernetes' own --------------------------------------------------------------------
+
+/// Labels the Job and DaemonSet controllers put on the Pods they create, which nodeops
+/// never reads (it finds a Pod by its own labels and its owner): its Pod cache drops them.
+pub const CONTROLLER_POD_LABELS: [&str; 6] = [
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+    "controller-uid",
+    "job-name",
+    "controller-revision-hash",
+    "pod-template-generation",
+];
+
 // --- the local cluster's simulation (kwok stages in hack/kwok-stages.yaml) -------------
 
 /// Annotations the simulated nodes' stages read (docs/local-cluster.md): they set what a

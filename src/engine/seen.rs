@@ -31,7 +31,7 @@ pub struct Job {
 /// A Pod's metadata, node and status.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Pod {
-    #[serde(default, deserialize_with = "lean_meta")]
+    #[serde(default, deserialize_with = "lean_pod_meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: Option<PodSpec>,
@@ -154,6 +154,17 @@ fn lean_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
     })
 }
 
+/// A Pod's metadata without the labels its Job or DaemonSet controller added
+/// ([`crate::keys::CONTROLLER_POD_LABELS`]): four on every run's Pod (the Job's uid and
+/// name, each twice), kept in the Pod cache for every node run and read by nothing.
+fn lean_pod_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let mut meta = lean_meta(d)?;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| !crate::keys::CONTROLLER_POD_LABELS.contains(&key.as_str()));
+    }
+    Ok(meta)
+}
+
 /// `batch/v1` Jobs and `v1` Pods, as the API serves them.
 macro_rules! served_as {
     ($type:ty, $group:literal, $version:literal, $kind:literal, $plural:literal) => {
@@ -248,7 +259,10 @@ mod tests {
     #[test]
     fn a_pod_keeps_its_node_and_container_states() {
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "p", "annotations": {"k": "v"}, "deletionTimestamp": "2026-11-26T00:00:00Z"},
+            "metadata": {"name": "p", "annotations": {"k": "v"}, "deletionTimestamp": "2026-11-26T00:00:00Z",
+                "labels": {"nodeops.io/owner-uid": "o1", "app.kubernetes.io/managed-by": "nodeops",
+                    "batch.kubernetes.io/controller-uid": "j1", "batch.kubernetes.io/job-name": "run-1",
+                    "controller-uid": "j1", "job-name": "run-1"}},
             "spec": {"nodeName": "n1", "containers": [{"name": "run", "image": "i"}]},
             "status": {"phase": "Failed", "reason": "OutOfpods", "message": "rejected",
                 "conditions": [{"type": "Initialized", "status": "True"},
@@ -269,6 +283,12 @@ mod tests {
             Some("n1")
         );
         assert!(pod.metadata.deletion_timestamp.is_some());
+        // nodeops' own labels stay; the Job controller's are dropped.
+        let labels: Vec<&str> = pod.labels().keys().map(String::as_str).collect();
+        assert_eq!(
+            labels,
+            ["app.kubernetes.io/managed-by", "nodeops.io/owner-uid"]
+        );
         let status = pod.status.as_ref().expect("status");
         assert_eq!(status.phase.as_deref(), Some("Failed"));
         assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
