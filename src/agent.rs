@@ -40,6 +40,23 @@ pub fn resolve_version(
     }
 }
 
+/// The index key of `agent`'s pod on `node` ([`crate::controller::Context::agent_pods_by_node`]).
+/// Agent and node names are DNS names, which hold no `/`.
+pub fn pod_key(agent: &str, node: &str) -> String {
+    format!("{agent}/{node}")
+}
+
+/// [`pod_key`] of an agent pod bound to a node; none for any other pod.
+pub fn pod_key_of(pod: &crate::engine::seen::Pod) -> Option<String> {
+    let agent = pod
+        .metadata
+        .labels
+        .as_ref()?
+        .get(crate::keys::AGENT_LABEL)?;
+    let node = pod.spec.as_ref()?.node_name.as_ref()?;
+    Some(pod_key(agent, node))
+}
+
 /// Whether a pod's Ready condition is True.
 pub fn pod_ready(pod: &crate::engine::seen::Pod) -> bool {
     pod.status

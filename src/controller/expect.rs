@@ -165,7 +165,7 @@ where
 {
     cache: kube::runtime::reflector::Store<K>,
     /// The cache by owner.
-    index: Arc<crate::controller::index::ByLabel>,
+    index: Arc<crate::controller::index::Index<K>>,
     expected: Arc<Expectations<K>>,
     label: &'static str,
     trim: fn(&mut K),
@@ -198,7 +198,7 @@ where
         let (cache, writer) = kube::runtime::reflector::store::<K>();
         let expected: Arc<Expectations<K>> = Arc::default();
         let seen = expected.clone();
-        let index = Arc::new(crate::controller::index::ByLabel::new(label));
+        let index = Arc::new(crate::controller::index::Index::by_label(label));
         let following = index.clone();
         let config = crate::controller::shell::watch_config().labels(label);
         let stream = kube::runtime::reflector(

@@ -47,11 +47,12 @@ pub struct Context {
     /// AgentInvocation or an AgentUpgradeJob names is read here.
     pub agents: Store<crate::api::NodeAgent>,
     /// `jobs` by their owner's uid (followed by the same watch).
-    pub jobs_by_owner: index::ByLabel,
+    pub jobs_by_owner: index::Index<Job>,
     /// `pods` by their owner's uid (followed by the same watch).
-    pub pods_by_owner: index::ByLabel,
-    /// `pods` by the agent they run (agent pods).
-    pub pods_by_agent: index::ByLabel,
+    pub pods_by_owner: index::Index<Pod>,
+    /// Agent pods bound to a node by [`crate::agent::pod_key`] (agent and node): an
+    /// invocation reads its own nodes' pods, not every pod of its agent.
+    pub agent_pods_by_node: index::Index<Pod>,
     /// Jobs the AsyncCommand controller created that `jobs` does not show yet.
     pub job_expectations: expect::Expectations<Job>,
     /// The last status each object was written with, until its cache catches up.
@@ -110,9 +111,9 @@ impl Context {
             refusals,
             commands,
             agents,
-            jobs_by_owner: index::ByLabel::new(crate::keys::OWNER_UID_LABEL),
-            pods_by_owner: index::ByLabel::new(crate::keys::OWNER_UID_LABEL),
-            pods_by_agent: index::ByLabel::new(crate::keys::AGENT_LABEL),
+            jobs_by_owner: index::Index::by_label(crate::keys::OWNER_UID_LABEL),
+            pods_by_owner: index::Index::by_label(crate::keys::OWNER_UID_LABEL),
+            agent_pods_by_node: index::Index::by(crate::agent::pod_key_of),
             job_expectations: Default::default(),
             writes: Default::default(),
             node_labels: Default::default(),

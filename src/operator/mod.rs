@@ -238,7 +238,7 @@ pub async fn run<S: std::future::Future>(
     )
     .inspect(move |event| {
         touch_pods.pods_by_owner.follow(event);
-        touch_pods.pods_by_agent.follow(event);
+        touch_pods.agent_pods_by_node.follow(event);
         // Only agent pods and agent installers move NodeAgents and AgentInvocations; a
         // command fan-out's thousand pods must not wake them.
         match (crate::controller::touched(event), event) {

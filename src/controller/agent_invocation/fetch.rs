@@ -20,7 +20,7 @@ use crate::api::{AgentInvocation, Command, NodeAgent};
 use crate::controller::Context;
 use crate::engine::outcome::{RunState, observe};
 use crate::engine::seen::{Job, Pod};
-use crate::keys::{AGENT_LABEL, AGENT_VERSION_LABEL, INVOCATION_ID_ANNOTATION, agent_node_label};
+use crate::keys::{AGENT_VERSION_LABEL, INVOCATION_ID_ANNOTATION, agent_node_label};
 
 /// What an invocation's decisions read.
 pub async fn world(
@@ -380,8 +380,10 @@ fn nodes(base: &Context, agent: &NodeAgent, obj: &AgentInvocation) -> BTreeMap<S
 /// (node, version) of the agent's pods on `nodes` that have stayed Ready for
 /// [`crate::agent::AGENT_MIN_READY`], and of those Ready for less, with when they will
 /// have been (the invocation looks again then, [`plan::next_look`]). Only the nodes the
-/// invocation reads: in a rollout over 5000 nodes, every reconcile of every invocation
-/// collected all 5000 agent pods.
+/// invocation reads, each looked up in the index by agent and node: in a rollout over
+/// 5000 nodes, every reconcile of every invocation collected all 5000 agent pods, and
+/// then walked them (`perf` of a 1000-agent upgrade under `make bench`: 12% of the
+/// operator's CPU time, more than any other function of its own, growing with the fleet).
 #[allow(clippy::type_complexity)]
 fn ready_pods(
     base: &Context,
@@ -395,23 +397,23 @@ fn ready_pods(
     let mut ready = BTreeSet::new();
     let mut soon = BTreeMap::new();
     let min = jiff::SignedDuration::try_from(crate::agent::AGENT_MIN_READY).unwrap_or_default();
-    for p in base.pods_by_agent.get(&base.pods, agent).iter() {
-        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_ref()) else {
-            continue;
-        };
-        if !nodes.contains_key(node)
-            || p.labels().get(AGENT_LABEL).map(String::as_str) != Some(agent)
-            || p.metadata.deletion_timestamp.is_some()
-        {
+    let pods = nodes.keys().flat_map(|node| {
+        base.agent_pods_by_node
+            .get(&base.pods, &crate::agent::pod_key(agent, node))
+            .into_iter()
+            .map(move |p| (node, p))
+    });
+    for (node, p) in pods {
+        if p.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let Some(version) = p.labels().get(AGENT_VERSION_LABEL) else {
             continue;
         };
         let key = (node.clone(), version.clone());
-        if pod_ready_for(p, now, crate::agent::AGENT_MIN_READY) {
+        if pod_ready_for(&p, now, crate::agent::AGENT_MIN_READY) {
             ready.insert(key);
-        } else if let Some(since) = crate::agent::ready_since(p)
+        } else if let Some(since) = crate::agent::ready_since(&p)
             && let Ok(at) = since.checked_add(min)
         {
             soon.insert(key, at);
