@@ -10,6 +10,7 @@
 //! them at the list's end). An object is read from the store itself, so the index never
 //! shows one the store does not hold.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -73,8 +74,9 @@ fn add(entries: &mut Entries, value: String, key: Key) {
     }
 }
 
-/// Reads an object's index key; an object without one is not indexed.
-type KeyOf<K> = Box<dyn Fn(&K) -> Option<String> + Send + Sync>;
+/// Reads an object's index key; an object without one is not indexed. Borrowed where it
+/// can be (a label's value): [`Index::get`] reads the key of every object it returns.
+type KeyOf<K> = Box<dyn for<'a> Fn(&'a K) -> Option<Cow<'a, str>> + Send + Sync>;
 
 /// The objects of one store by a key read from each.
 pub struct Index<K> {
@@ -91,17 +93,23 @@ impl<K> std::fmt::Debug for Index<K> {
     }
 }
 
-impl<K: Resource> Index<K> {
+impl<K: Resource + 'static> Index<K> {
     /// By the value of `label`.
     pub fn by_label(label: &'static str) -> Self {
-        Self::by(move |obj: &K| obj.labels().get(label).cloned())
+        Self {
+            key: Box::new(move |obj: &K| {
+                obj.labels().get(label).map(|v| Cow::Borrowed(v.as_str()))
+            }),
+            live: Mutex::default(),
+            listing: Mutex::default(),
+        }
     }
 
     /// By what `key` reads. An object's key must not change while the store holds it
     /// (a label value, a pod's node once bound): a stale entry would stay until deleted.
-    pub fn by(key: impl Fn(&K) -> Option<String> + Send + Sync + 'static) -> Self {
+    pub fn by(key: fn(&K) -> Option<String>) -> Self {
         Self {
-            key: Box::new(key),
+            key: Box::new(move |obj: &K| key(obj).map(Cow::Owned)),
             live: Mutex::default(),
             listing: Mutex::default(),
         }
@@ -110,7 +118,7 @@ impl<K: Resource> Index<K> {
     /// Follows one event of the watch that fills the store (after the store applied it).
     pub fn follow(&self, event: &Result<Event<K>, Error>) {
         let key = |obj: &K| -> Option<(String, Key)> {
-            let value = (self.key)(obj)?;
+            let value = (self.key)(obj)?.into_owned();
             Some((value, (obj.namespace(), obj.name_any())))
         };
         match event {
