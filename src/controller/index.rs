@@ -1,8 +1,8 @@
 //! An index of a reflector's store by a key read from each object (an owner's uid label;
 //! an agent pod's agent and node): a reconcile finds its own Jobs, Pods or children among
-//! 10,000 without copying and walking every cached object. Walking them was most of the operator's CPU with 10,000 one-node
-//! AsyncCommands at 5000 nodes, and each of 512 reconciles at once held a copy of the
-//! store's 20,000 pointers.
+//! 10,000 without copying and walking every cached object. Walking them was most of the
+//! operator's CPU with 10,000 one-node AsyncCommands at 5000 nodes, and each of 512
+//! reconciles at once held a copy of the store's 20,000 pointers.
 //!
 //! The index follows the watch events that fill the store, in the same order: an object
 //! added or changed is indexed, one deleted is not; a watch that lists again builds a new
@@ -96,20 +96,20 @@ impl<K> std::fmt::Debug for Index<K> {
 impl<K: Resource + 'static> Index<K> {
     /// By the value of `label`.
     pub fn by_label(label: &'static str) -> Self {
-        Self {
-            key: Box::new(move |obj: &K| {
-                obj.labels().get(label).map(|v| Cow::Borrowed(v.as_str()))
-            }),
-            live: Mutex::default(),
-            listing: Mutex::default(),
-        }
+        Self::keyed(Box::new(move |obj: &K| {
+            obj.labels().get(label).map(|v| Cow::Borrowed(v.as_str()))
+        }))
     }
 
     /// By what `key` reads. An object's key must not change while the store holds it
     /// (a label value, a pod's node once bound): a stale entry would stay until deleted.
     pub fn by(key: fn(&K) -> Option<String>) -> Self {
+        Self::keyed(Box::new(move |obj: &K| key(obj).map(Cow::Owned)))
+    }
+
+    fn keyed(key: KeyOf<K>) -> Self {
         Self {
-            key: Box::new(move |obj: &K| key(obj).map(Cow::Owned)),
+            key,
             live: Mutex::default(),
             listing: Mutex::default(),
         }
