@@ -2,6 +2,7 @@
 //! controllers (start, run until a shutdown signal, stop cleanly).
 
 pub mod heap;
+mod inflight;
 pub mod leader;
 pub mod shutdown;
 
@@ -56,7 +57,8 @@ const IDLE_CONNECTIONS: usize = 8;
 
 /// API requests waiting for their response headers at once. A watch holds its slot only
 /// until its response starts, so this bounds the short requests (and the connections they
-/// open, each with its TLS state and buffers), not the watches.
+/// open, each with its TLS state and buffers), not the watches. The Lease and the creations of
+/// AsyncCommands take a freed slot before the other requests waiting ([`inflight`]).
 const REQUESTS_IN_FLIGHT: usize = 96;
 
 /// API requests this process has made (every verb, every resource).
@@ -145,7 +147,7 @@ pub async fn connect() -> Result<Client, Error> {
         .option_layer(config.auth_layer().map_err(Error::Connect)?)
         .layer(config.extra_headers_layer().map_err(Error::Connect)?)
         .layer(count)
-        .concurrency_limit(REQUESTS_IN_FLIGHT)
+        .layer(inflight::InFlightLayer::new(REQUESTS_IN_FLIGHT))
         .map_err(tower::BoxError::from)
         .service(http);
     let client = kube::Client::new(service, config.default_namespace.clone());

@@ -1,0 +1,339 @@
+//! The bound on API requests awaiting their response, with two queues: requests that
+//! keep the operator leading or start work a user waits on go before the rest.
+//!
+//! Under a burst (an Invoker's slot creating 1000 children while the first of them already
+//! run, each with a Job, a status write and an Event) a first-come queue puts the slot's
+//! later creations behind its earlier children's runs, and a Lease renewal behind all of
+//! them: a renewal that waits past its deadline stops every controller. So the Lease and
+//! the creations of AsyncCommands (a slot's children, a fleet's batches) take the next
+//! free slot; the rest wait their turn in order, as before. tower's `ConcurrencyLimit`
+//! has one queue; this is it with two.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+/// Which queue a request waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    First,
+    Rest,
+}
+
+impl Queue {
+    /// The queue of a request by its `VERB resource` ([`super::request_kind`]).
+    pub fn of(kind: &str) -> Self {
+        match kind {
+            "POST asynccommands" => Queue::First,
+            k if k.ends_with(" leases") => Queue::First,
+            _ => Queue::Rest,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    free: usize,
+    first: VecDeque<oneshot::Sender<()>>,
+    rest: VecDeque<oneshot::Sender<()>>,
+}
+
+/// At most `n` permits out at once; a freed permit goes to the oldest waiter of
+/// [`Queue::First`], else of [`Queue::Rest`].
+#[derive(Clone, Debug)]
+pub struct Limit {
+    state: Arc<Mutex<State>>,
+}
+
+impl Limit {
+    pub fn new(n: usize) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                free: n,
+                first: VecDeque::new(),
+                rest: VecDeque::new(),
+            })),
+        }
+    }
+
+    /// A permit, once one is free and every earlier waiter of the same queue (and, for
+    /// [`Queue::Rest`], every waiter of [`Queue::First`]) has one.
+    pub fn acquire(&self, queue: Queue) -> Acquire {
+        let mut state = lock(&self.state);
+        // A freed permit goes to a waiter before it is counted free: while one is free
+        // nobody waits, so taking it passes nobody over.
+        if state.free > 0 {
+            state.free -= 1;
+            return Acquire {
+                state: self.state.clone(),
+                reserved: Some(Permit {
+                    state: self.state.clone(),
+                }),
+                waiting: None,
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        match queue {
+            Queue::First => state.first.push_back(tx),
+            Queue::Rest => state.rest.push_back(tx),
+        }
+        Acquire {
+            state: self.state.clone(),
+            reserved: None,
+            waiting: Some(rx),
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // Nothing panics while holding it; a poisoned lock still holds a consistent count.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Hands a freed permit to the next live waiter, or counts it free.
+fn release(state: &Mutex<State>) {
+    let mut state = lock(state);
+    loop {
+        let next = match state.first.pop_front() {
+            Some(tx) => Some(tx),
+            None => state.rest.pop_front(),
+        };
+        match next {
+            // A waiter that was dropped refuses it; the next one gets it.
+            Some(tx) => {
+                if tx.send(()).is_ok() {
+                    return;
+                }
+            }
+            None => {
+                state.free += 1;
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for a permit. Dropped before it gave one, it gives back whatever it was given.
+#[derive(Debug)]
+pub struct Acquire {
+    state: Arc<Mutex<State>>,
+    /// Taken at once, not handed out yet.
+    reserved: Option<Permit>,
+    /// In a queue.
+    waiting: Option<oneshot::Receiver<()>>,
+}
+
+impl Future for Acquire {
+    type Output = Permit;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Permit> {
+        if let Some(permit) = self.reserved.take() {
+            return Poll::Ready(permit);
+        }
+        let Some(rx) = self.waiting.as_mut() else {
+            // Already gave its permit: never another.
+            return Poll::Pending;
+        };
+        // A sender is dropped unsent only by a state that is gone, and every waiter holds it.
+        if Pin::new(rx).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.waiting = None;
+        Poll::Ready(Permit {
+            state: self.state.clone(),
+        })
+    }
+}
+
+impl Drop for Acquire {
+    fn drop(&mut self) {
+        // Given a permit after its caller gave up: pass it on.
+        if let Some(mut rx) = self.waiting.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                release(&self.state);
+            }
+        }
+    }
+}
+
+/// One request's slot, freed when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    state: Arc<Mutex<State>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        release(&self.state);
+    }
+}
+
+/// The tower layer: each request holds a permit until its response starts.
+#[derive(Clone, Debug)]
+pub struct InFlightLayer {
+    limit: Limit,
+}
+
+impl InFlightLayer {
+    pub fn new(n: usize) -> Self {
+        Self {
+            limit: Limit::new(n),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for InFlightLayer {
+    type Service = InFlight<S>;
+
+    fn layer(&self, inner: S) -> InFlight<S> {
+        InFlight {
+            inner,
+            limit: self.limit.clone(),
+        }
+    }
+}
+
+/// See [`InFlightLayer`].
+#[derive(Clone, Debug)]
+pub struct InFlight<S> {
+    inner: S,
+    limit: Limit,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for InFlight<S>
+where
+    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    S::Response: Send,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    /// Always ready: a request waits for its permit in its own future, so a request of
+    /// the first queue is never held behind one of the rest in a caller's buffer.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let queue = Queue::of(&super::request_kind(
+            req.method().as_str(),
+            req.uri().path(),
+            req.uri().query(),
+        ));
+        let permit = self.limit.acquire(queue);
+        // The clone that was readied is the one called (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let _permit = permit.await;
+            use tower::ServiceExt;
+            inner.ready().await?.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[test]
+    fn requests_are_queued_by_kind() {
+        assert_eq!(Queue::of("POST asynccommands"), Queue::First);
+        assert_eq!(Queue::of("PUT leases"), Queue::First);
+        assert_eq!(Queue::of("GET leases"), Queue::First);
+        assert_eq!(Queue::of("PATCH asynccommands/status"), Queue::Rest);
+        assert_eq!(Queue::of("POST jobs"), Queue::Rest);
+        assert_eq!(Queue::of("POST events"), Queue::Rest);
+    }
+
+    #[test]
+    fn a_freed_permit_goes_to_the_first_queue_then_in_order() {
+        let limit = Limit::new(1);
+        let held = limit
+            .acquire(Queue::Rest)
+            .now_or_never()
+            .expect("one is free");
+        let mut rest_a = limit.acquire(Queue::Rest);
+        let mut rest_b = limit.acquire(Queue::Rest);
+        let mut first = limit.acquire(Queue::First);
+        assert!((&mut rest_a).now_or_never().is_none());
+        drop(held);
+        // The later request of the first queue goes before the earlier ones of the rest.
+        assert!((&mut rest_a).now_or_never().is_none());
+        let p = (&mut first)
+            .now_or_never()
+            .expect("first queue served first");
+        drop(p);
+        let p = (&mut rest_a)
+            .now_or_never()
+            .expect("then the oldest of the rest");
+        assert!((&mut rest_b).now_or_never().is_none());
+        drop(p);
+        let p = (&mut rest_b).now_or_never().expect("then the next");
+        drop(p);
+        // Every permit came back: one is free again, and only one.
+        let unpolled = limit.acquire(Queue::First);
+        drop(unpolled);
+        let p = limit
+            .acquire(Queue::Rest)
+            .now_or_never()
+            .expect("free again");
+        assert!(limit.acquire(Queue::First).now_or_never().is_none());
+        drop(p);
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_passes_its_permit_on() {
+        let limit = Limit::new(1);
+        let held = limit
+            .acquire(Queue::Rest)
+            .now_or_never()
+            .expect("one is free");
+        let gone = limit.acquire(Queue::First);
+        let mut next = limit.acquire(Queue::Rest);
+        drop(gone);
+        drop(held);
+        assert!((&mut next).now_or_never().is_some());
+        // Given the permit and then dropped without taking it: it is released.
+        let limit = Limit::new(1);
+        let held = limit
+            .acquire(Queue::Rest)
+            .now_or_never()
+            .expect("one is free");
+        let given = limit.acquire(Queue::Rest);
+        drop(held);
+        drop(given);
+        assert!(limit.acquire(Queue::Rest).now_or_never().is_some());
+    }
+
+    #[test]
+    fn no_more_than_the_limit_are_out() {
+        let limit = Limit::new(3);
+        let permits: Vec<Permit> = (0..3)
+            .map(|i| {
+                let q = if i % 2 == 0 {
+                    Queue::First
+                } else {
+                    Queue::Rest
+                };
+                limit.acquire(q).now_or_never().expect("free")
+            })
+            .collect();
+        assert!(limit.acquire(Queue::First).now_or_never().is_none());
+        assert!(limit.acquire(Queue::Rest).now_or_never().is_none());
+        drop(permits);
+        assert!(limit.acquire(Queue::Rest).now_or_never().is_some());
+    }
+}
