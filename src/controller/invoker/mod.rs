@@ -113,10 +113,9 @@ pub async fn run(
     // Every Invoker on a schedule is due at the same instant, and its reconcile is a few
     // small requests: more at once than other controllers, or the last of a hundred fires
     // seconds late (`make bench`: p99 3.6 s at 32, against the CronJob controller's 5.2 s).
-    // The client still bounds the requests in flight, and serves them in order: with a
-    // slot for each of a thousand Invokers due together, every child's creation is asked
-    // for before the first status write, which a smaller bound would put ahead of the
-    // creations still waiting for a slot.
+    // The client still bounds the requests in flight, and serves creations of AsyncCommands
+    // before the requests waiting (`operator/inflight.rs`): the slot's later children are
+    // not held behind the Invokers' status writes or the runs of its first children.
     let controller = shell::controller::<Reconciler>(ctx.scoped(), Duration::ZERO)
         .with_config(super::runtime_config(Duration::ZERO).concurrency(SLOT_RECONCILES))
         .owns_stream(child_stream);
