@@ -248,6 +248,14 @@ mod tests {
     use super::*;
     use futures::FutureExt;
 
+    /// A place that must be free now.
+    fn free(limit: &Limit, queue: Queue) -> Permit {
+        limit
+            .acquire(queue)
+            .now_or_never()
+            .expect("a place is free")
+    }
+
     #[test]
     fn requests_are_queued_by_kind() {
         assert_eq!(Queue::of("POST asynccommands"), Queue::First);
@@ -261,10 +269,7 @@ mod tests {
     #[test]
     fn a_freed_permit_goes_to_the_first_queue_then_in_order() {
         let limit = Limit::new(1);
-        let held = limit
-            .acquire(Queue::Rest)
-            .now_or_never()
-            .expect("one is free");
+        let held = free(&limit, Queue::Rest);
         let mut rest_a = limit.acquire(Queue::Rest);
         let mut rest_b = limit.acquire(Queue::Rest);
         let mut first = limit.acquire(Queue::First);
@@ -286,10 +291,7 @@ mod tests {
         // Every permit came back: one is free again, and only one.
         let unpolled = limit.acquire(Queue::First);
         drop(unpolled);
-        let p = limit
-            .acquire(Queue::Rest)
-            .now_or_never()
-            .expect("free again");
+        let p = free(&limit, Queue::Rest);
         assert!(limit.acquire(Queue::First).now_or_never().is_none());
         drop(p);
     }
@@ -297,10 +299,7 @@ mod tests {
     #[test]
     fn a_waiter_that_gives_up_passes_its_permit_on() {
         let limit = Limit::new(1);
-        let held = limit
-            .acquire(Queue::Rest)
-            .now_or_never()
-            .expect("one is free");
+        let held = free(&limit, Queue::Rest);
         let gone = limit.acquire(Queue::First);
         let mut next = limit.acquire(Queue::Rest);
         drop(gone);
@@ -308,10 +307,7 @@ mod tests {
         assert!((&mut next).now_or_never().is_some());
         // Given the permit and then dropped without taking it: it is released.
         let limit = Limit::new(1);
-        let held = limit
-            .acquire(Queue::Rest)
-            .now_or_never()
-            .expect("one is free");
+        let held = free(&limit, Queue::Rest);
         let given = limit.acquire(Queue::Rest);
         drop(held);
         drop(given);
@@ -328,7 +324,7 @@ mod tests {
                 } else {
                     Queue::Rest
                 };
-                limit.acquire(q).now_or_never().expect("free")
+                free(&limit, q)
             })
             .collect();
         assert!(limit.acquire(Queue::First).now_or_never().is_none());
