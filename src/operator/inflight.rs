@@ -17,6 +17,11 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+/// A request's `VERB resource` ([`super::request_kind`]), put in its extensions by the
+/// layer that counts it, so it is worked out once per request.
+#[derive(Clone, Debug)]
+pub struct Kind(pub String);
+
 /// Which queue a request waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Queue {
@@ -226,11 +231,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let queue = Queue::of(&super::request_kind(
-            req.method().as_str(),
-            req.uri().path(),
-            req.uri().query(),
-        ));
+        let queue = match req.extensions().get::<Kind>() {
+            Some(kind) => Queue::of(&kind.0),
+            // Not below the counting layer: the kind is worked out here.
+            None => Queue::of(&super::request_kind(
+                req.method().as_str(),
+                req.uri().path(),
+                req.uri().query(),
+            )),
+        };
         let permit = self.limit.acquire(queue);
         // The clone that was readied is the one called (tower's usual swap).
         let clone = self.inner.clone();
@@ -312,6 +321,42 @@ mod tests {
         drop(held);
         drop(given);
         assert!(limit.acquire(Queue::Rest).now_or_never().is_some());
+    }
+
+    #[test]
+    fn the_service_queues_a_request_by_the_kind_it_carries() {
+        use tower::{Layer, Service};
+        let layer = InFlightLayer::new(1);
+        let held = free(&layer.limit, Queue::Rest);
+        let echo = tower::service_fn(|req: http::Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(req.uri().path().to_string())
+        });
+        let mut service = layer.layer(echo);
+        let request = |path: &str| http::Request::get(path).body(()).expect("request");
+        // The kind carried wins over the path: a pod's path, a Lease's kind.
+        let mut rest = service.call(request("/api/v1/namespaces/a/pods"));
+        let mut carried = request("/api/v1/namespaces/a/pods/p");
+        carried.extensions_mut().insert(Kind("PUT leases".into()));
+        let mut first = service.call(carried);
+        assert!((&mut rest).now_or_never().is_none());
+        drop(held);
+        let served = (&mut first)
+            .now_or_never()
+            .expect("the Lease's queue first");
+        assert_eq!(served.expect("served"), "/api/v1/namespaces/a/pods/p");
+        assert!((&mut rest).now_or_never().is_some());
+        // Without a kind carried, the path's: an AsyncCommand's creation goes first.
+        let held = free(&layer.limit, Queue::Rest);
+        let mut rest = service.call(request("/api/v1/namespaces/a/pods"));
+        let mut first = service.call(
+            http::Request::post("/apis/nodeops.io/v1alpha1/namespaces/a/asynccommands")
+                .body(())
+                .expect("request"),
+        );
+        assert!((&mut rest).now_or_never().is_none());
+        drop(held);
+        assert!((&mut first).now_or_never().is_some());
+        assert!((&mut rest).now_or_never().is_some());
     }
 
     #[test]

@@ -69,11 +69,13 @@ pub static API_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static REQUESTS_BY: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-fn count_request(method: &str, path: &str, query: Option<&str>) {
+/// Counts a request by its kind, and returns the kind.
+fn count_request(method: &str, path: &str, query: Option<&str>) -> inflight::Kind {
     let key = request_kind(method, path, query);
     if let Ok(mut by) = REQUESTS_BY.lock() {
-        *by.entry(key).or_default() += 1;
+        *by.entry(key.clone()).or_default() += 1;
     }
+    inflight::Kind(key)
 }
 
 /// `VERB resource[/subresource]` of a request path: `/apis/batch/v1/namespaces/a/jobs/j`
@@ -124,9 +126,11 @@ pub async fn connect() -> Result<Client, Error> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| Error::Connect(kube::Error::InferConfig(e)))?;
-    let count = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+    // The kind travels in the request's extensions to the bound below, which queues by it.
+    let count = tower::util::MapRequestLayer::new(|mut req: http::Request<kube::client::Body>| {
         API_REQUESTS.fetch_add(1, Ordering::Relaxed);
-        count_request(req.method().as_str(), req.uri().path(), req.uri().query());
+        let kind = count_request(req.method().as_str(), req.uri().path(), req.uri().query());
+        req.extensions_mut().insert(kind);
         crate::metrics::METRICS.api_requests.inc();
         req
     });
