@@ -592,6 +592,15 @@ impl FirstSeen {
         ))
     }
 
+    /// How long after `start` the first object was seen: with [`Self::all_seen_after`],
+    /// the delay before the first creation apart from the rate of the rest.
+    fn first_seen_after(&self, start: jiff::Timestamp) -> Option<Duration> {
+        let first = *self.seen().values().min()?;
+        Some(Duration::from_secs_f64(
+            first.duration_since(start).as_secs_f64().max(0.0),
+        ))
+    }
+
     /// Stops the watch; how often it failed.
     fn stop(&self) -> usize {
         self.task.abort();
@@ -1059,6 +1068,7 @@ async fn fan_out_once(bench: &Bench, budget: &Budget, run: usize) -> FanOutRun {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let first = job_seen.first_seen_after(start_at);
     let watch_failures = job_seen.stop();
     let resources = Resources::of(op, bench);
     let secs = |d: Option<Duration>| {
@@ -1066,11 +1076,12 @@ async fn fan_out_once(bench: &Bench, budget: &Budget, run: usize) -> FanOutRun {
             .unwrap_or_else(|| "timeout".into())
     };
     println!(
-        "fan-out run {run}/{}: raw loop {} in flight {:.1} s, {EARLIER_RAW_IN_FLIGHT} in flight {:.1} s; nodeops every Job created {}, every status entry final {}; watch failures {watch_failures}",
+        "fan-out run {run}/{}: raw loop {} in flight {:.1} s, {EARLIER_RAW_IN_FLIGHT} in flight {:.1} s; nodeops first Job {}, every Job created {}, every status entry final {}; watch failures {watch_failures}",
         bench.runs,
         budget.job_creations,
         raw_same.as_secs_f64(),
         raw_earlier.as_secs_f64(),
+        secs(first),
         secs(created),
         secs(all_final),
     );
@@ -1220,6 +1231,7 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let first = job_seen.first_seen_after(start_at);
     let watch_failures = job_seen.stop();
     let resources = Resources::of(op, bench);
     let objects = api.list(&ListParams::default()).await.expect("list").items;
@@ -1241,9 +1253,10 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
             .unwrap_or_else(|| "timeout".into())
     };
     println!(
-        "fleet run {run}/{}: raw loop {in_flight} in flight {:.1} s; nodeops every Job created {}, the fleet final {} ({summary}, {} objects, largest {largest} bytes); watch failures {watch_failures}",
+        "fleet run {run}/{}: raw loop {in_flight} in flight {:.1} s; nodeops first Job {}, every Job created {}, the fleet final {} ({summary}, {} objects, largest {largest} bytes); watch failures {watch_failures}",
         bench.runs,
         raw.as_secs_f64(),
+        secs(first),
         secs(created),
         secs(all_final),
         objects.len(),
