@@ -175,6 +175,11 @@ impl Policy {
             .collect()
     }
 
+    /// Whether the policy reads its nodes (a node gate): its starts depend on them.
+    pub fn reads_nodes(&self) -> bool {
+        !self.node_gates.is_empty()
+    }
+
     pub fn window_at(&self, now: Timestamp) -> WindowState {
         if self.windows.is_empty() {
             return WindowState::Always;

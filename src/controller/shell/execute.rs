@@ -67,40 +67,7 @@ pub async fn execute<R: Reconciler>(
     plan: Plan<StatusOf<R>>,
 ) -> Result<Action, ExecuteError> {
     let ctx = r.context();
-    let mut i = 0;
-    while i < plan.before.len() {
-        // A run of creations of one kind (or of patches) goes out together: the API server,
-        // not this loop, sets the pace. Kinds go one after the other: a plan's parts exist before any
-        // child the plan starts.
-        let run = match &plan.before[i] {
-            Change::Create(first) => plan.before[i..]
-                .iter()
-                .take_while(|c| matches!(c, Change::Create(c) if c.kind() == first.kind()))
-                .count(),
-            // A fleet's grants, one per batch: independent of each other.
-            Change::PatchJson { .. } => plan.before[i..]
-                .iter()
-                .take_while(|c| matches!(c, Change::PatchJson { .. }))
-                .count(),
-            _ => 1,
-        };
-        if run > 1 {
-            let creations: Vec<_> = plan.before[i..i + run]
-                .iter()
-                .map(|change| make(r, obj, change))
-                .collect();
-            futures::stream::iter(creations)
-                .buffer_unordered(R::CREATIONS_AT_ONCE.max(1))
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?;
-            i += run;
-        } else {
-            make(r, obj, &plan.before[i]).await?;
-            i += 1;
-        }
-    }
+    make_all(r, obj, &plan.before).await?;
     let before = R::Decide::status(obj);
     if before != Some(&plan.status) {
         let written = write_status(api, &obj.name_any(), &plan.status).await?;
@@ -108,13 +75,7 @@ pub async fn execute<R: Reconciler>(
         count_outcomes::<R>(before, &plan.status);
     }
     // Events go out even if a later change fails: the status that caused them is written.
-    let mut after = Ok(());
-    for change in &plan.after {
-        if let Err(e) = make(r, obj, change).await {
-            after = Err(e);
-            break;
-        }
-    }
+    let after = make_all(r, obj, &plan.after).await;
     for note in &plan.notes {
         ctx.event(obj, note.warning, note.reason, note.message.clone())
             .await;
@@ -135,6 +96,48 @@ pub async fn execute<R: Reconciler>(
         .requeue
         .map(Action::requeue)
         .unwrap_or_else(Action::await_change))
+}
+
+/// Makes `changes` in order, stopping at the first that fails. A run of creations of one
+/// kind (or of patches) goes out together: the API server, not this loop, sets the pace.
+/// Kinds go one after the other: a plan's parts exist before any child the plan starts.
+async fn make_all<R: Reconciler>(
+    r: &R,
+    obj: &KindOf<R>,
+    changes: &[Change],
+) -> Result<(), ExecuteError> {
+    let mut i = 0;
+    while i < changes.len() {
+        let run = match &changes[i] {
+            Change::Create(first) => changes[i..]
+                .iter()
+                .take_while(|c| matches!(c, Change::Create(c) if c.kind() == first.kind()))
+                .count(),
+            // A fleet's grants or cancellations, one per batch: independent of each other.
+            Change::PatchJson { .. } => changes[i..]
+                .iter()
+                .take_while(|c| matches!(c, Change::PatchJson { .. }))
+                .count(),
+            _ => 1,
+        };
+        if run > 1 {
+            let made: Vec<_> = changes[i..i + run]
+                .iter()
+                .map(|change| make(r, obj, change))
+                .collect();
+            futures::stream::iter(made)
+                .buffer_unordered(R::CREATIONS_AT_ONCE.max(1))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            i += run;
+        } else {
+            make(r, obj, &changes[i]).await?;
+            i += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Counts each outcome that became final with this status write.

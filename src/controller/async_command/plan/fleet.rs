@@ -15,98 +15,30 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
+
+mod split;
+
+pub use split::{batch_name, batch_object, part};
+use split::{grant, split};
 
 use super::run::{expiry, held};
 use super::status::{Counts, finished_note, summary};
 use super::{Note, World, starts_now, time};
 use crate::api::async_command::{
-    AsyncCommand, AsyncCommandSpec, AsyncCommandStatus, CmdJob, FLEET_FAILURES_SHOWN, FleetBatch,
-    FleetFailure, FleetStatus, NodePhase,
+    AsyncCommand, AsyncCommandStatus, CmdJob, FLEET_FAILURES_SHOWN, FleetFailure, FleetStatus,
+    NodePhase,
 };
 use crate::api::common::scaled_limit;
-use crate::engine::job::job_id;
-use crate::keys::{FLEET_PART_ANNOTATION, FLEET_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
-use crate::plan::{Change, Child, ChildKind, Invalid, Plan, clip};
+use crate::keys::FLEET_PART_ANNOTATION;
+use crate::plan::{Change, ChildKind, Invalid, Plan, clip};
 use crate::rollout::{Policy, Progress};
 
 /// How often a fleet looks at its batches without an event (a safety net: their changes
 /// wake it).
 const RECHECK: Duration = Duration::from_secs(20);
-
-/// The name of batch `index` of the fleet `name` (uid `uid`): the fleet's name, a hash of
-/// its uid (a fleet recreated under the same name never adopts the old one's batches) and
-/// the index.
-pub fn batch_name(name: &str, uid: &str, index: usize) -> String {
-    let suffix = format!("-{}-{index}", &job_id(uid, "fleet")[..6]);
-    let mut prefix: String = name.chars().take(253 - suffix.len()).collect();
-    while prefix.ends_with(['-', '.']) {
-        prefix.pop();
-    }
-    format!("{prefix}{suffix}")
-}
-
-/// A batch's place in its fleet, `(index, count)`, from its annotation.
-pub fn part(batch: &AsyncCommand) -> Option<(usize, usize)> {
-    let (i, n) = batch
-        .annotations()
-        .get(FLEET_PART_ANNOTATION)?
-        .split_once('/')?;
-    let (i, n) = (i.parse().ok()?, n.parse().ok()?);
-    (i < n).then_some((i, n))
-}
-
-/// Batch `index` of `count`: the fleet's spec on `nodes`, with nothing allowed to start.
-pub fn batch_object(
-    fleet: &AsyncCommand,
-    index: usize,
-    count: usize,
-    nodes: &[String],
-) -> AsyncCommand {
-    let uid = fleet.metadata.uid.clone().unwrap_or_default();
-    let name = fleet.name_any();
-    let labels = [
-        (FLEET_UID_LABEL.to_string(), uid.clone()),
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-    ];
-    let mut owner = fleet.controller_owner_ref(&()).unwrap_or_default();
-    owner.block_owner_deletion = Some(true);
-    AsyncCommand {
-        metadata: ObjectMeta {
-            name: Some(batch_name(&name, &uid, index)),
-            namespace: fleet.metadata.namespace.clone(),
-            labels: Some(labels.into_iter().collect()),
-            annotations: Some(
-                [(
-                    FLEET_PART_ANNOTATION.to_string(),
-                    format!("{index}/{count}"),
-                )]
-                .into(),
-            ),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        spec: AsyncCommandSpec {
-            node_names: Some(nodes.to_vec()),
-            node_selector: None,
-            // The fleet holds these across its batches.
-            max_concurrency: None,
-            max_errors: None,
-            rollout: None,
-            // The fleet's TTL deletes it, and the batches with it.
-            ttl_seconds_after_finished: None,
-            batch: Some(FleetBatch {
-                starts: 0,
-                cancel: None,
-            }),
-            ..fleet.spec.clone()
-        },
-        status: None,
-    }
-}
 
 /// The batches read, in order, when they are all there: `Err` names what is missing.
 fn ordered(batches: &[AsyncCommand]) -> Result<Vec<&AsyncCommand>, String> {
@@ -244,7 +176,7 @@ pub fn plan(
             plan.requeue = Some(Duration::from_secs(2));
             return plan;
         }
-        Err(_) => return split(obj, &prev, names, world),
+        Err(_) => return split(obj, &prev, names, world, policy),
     };
 
     let reads: Vec<Read> = batches.iter().map(|b| Read::of(b)).collect();
@@ -338,15 +270,7 @@ pub fn plan(
                 continue;
             }
             slots -= give;
-            before.push(Change::PatchJson {
-                kind: ChildKind::AsyncCommand,
-                namespace: ns.clone(),
-                name: r.obj.name_any(),
-                patch: json!([
-                    {"op": "test", "path": "/spec/batch/starts", "value": r.starts},
-                    {"op": "replace", "path": "/spec/batch/starts", "value": r.starts + give},
-                ]),
-            });
+            before.push(grant(&ns, r.obj.name_any(), r.starts, give));
         }
     }
 
@@ -403,53 +327,6 @@ pub fn plan(
     }
 }
 
-/// The fleet's start: its nodes split into batches of the configured size, created with
-/// nothing allowed to start, and the status that records them.
-fn split(
-    obj: &AsyncCommand,
-    prev: &AsyncCommandStatus,
-    names: &[String],
-    world: &World,
-) -> Plan<AsyncCommandStatus> {
-    let chunks: Vec<&[String]> = names.chunks(world.settings.batch_nodes()).collect();
-    let before = chunks
-        .iter()
-        .enumerate()
-        .map(|(i, nodes)| {
-            Change::Create(Child::AsyncCommand(Box::new(batch_object(
-                obj,
-                i,
-                chunks.len(),
-                nodes,
-            ))))
-        })
-        .collect();
-    let counts = Counts {
-        pending: names.len() as i32,
-        ..Counts::default()
-    };
-    let mut status = summary(obj, prev, counts, Vec::new(), world.now);
-    status.fleet = Some(FleetStatus {
-        batches: chunks.len() as i32,
-        started: 0,
-        failures: Vec::new(),
-    });
-    let mut plan = Plan::status(status);
-    plan.before = before;
-    plan.notes.push(Note {
-        warning: false,
-        reason: "FleetSplit",
-        message: format!(
-            "{} nodes split into {} batches of at most {}",
-            names.len(),
-            chunks.len(),
-            world.settings.batch_nodes()
-        ),
-    });
-    plan.requeue = Some(RECHECK);
-    plan
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -460,8 +337,11 @@ mod tests {
 
     use super::*;
     use crate::api::async_command::CommandPhase;
+    use crate::api::async_command::FleetBatch;
     use crate::controller::async_command::plan::{Decisions, NodeInfo, Targets};
     use crate::engine::outcome::{Observed, RunState};
+    use crate::keys::FLEET_UID_LABEL;
+    use crate::plan::Child;
     use crate::plan::Decide;
 
     fn at(s: i64) -> Timestamp {
@@ -531,7 +411,7 @@ mod tests {
     const SELECTOR: &str = r#"{"matchLabels": {"pool": "web"}}"#;
 
     #[test]
-    fn a_selector_over_more_nodes_than_a_batch_is_split_once_with_nothing_started() {
+    fn a_selector_over_more_nodes_than_a_batch_is_split_once_and_granted_after_the_record() {
         let spec = json!({"command": "uptime", "nodeSelector": serde_json::from_str::<serde_json::Value>(SELECTOR).expect("json"),
                           "maxConcurrency": 2, "maxErrors": 0, "ttlSecondsAfterFinished": 60});
         let obj = fleet_of(spec);
@@ -571,7 +451,7 @@ mod tests {
                     starts: 0,
                     cancel: None
                 }),
-                "nothing may start yet"
+                "nothing may start before the fleet is recorded"
             );
             assert!(b.spec.max_concurrency.is_none() && b.spec.max_errors.is_none());
             assert!(b.spec.ttl_seconds_after_finished.is_none() && b.spec.node_selector.is_none());
@@ -588,6 +468,40 @@ mod tests {
         assert_eq!((s.total, s.pending), (7, 7));
         assert_eq!(s.fleet.as_ref().map(|f| f.batches), Some(3));
         assert!(s.cmd_jobs.is_empty(), "a fleet lists no node of its own");
+        // The first grants follow the status that records the fleet (`after`), within
+        // maxConcurrency: its 2 slots to the first batch.
+        assert!(plan.before.iter().all(|c| matches!(c, Change::Create(_))));
+        let grants: Vec<(&String, &serde_json::Value)> = plan
+            .after
+            .iter()
+            .filter_map(|c| match c {
+                Change::PatchJson { name, patch, .. } => Some((name, patch)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(grants.len(), 1, "{:?}", plan.after);
+        assert_eq!(grants[0].0, &batches[0].name_any());
+        let mut first = batches[0].clone();
+        patch(&mut first, grants[0].1).expect("granted from 0");
+        assert_eq!(first.spec.batch.as_ref().map(|b| b.starts), Some(2));
+        assert!(s.start_time.is_some());
+        assert!(plan.notes.iter().any(|n| n.reason == "Started"));
+    }
+
+    #[test]
+    fn a_split_under_node_gates_grants_nothing_yet() {
+        let selector: serde_json::Value = serde_json::from_str(SELECTOR).expect("json");
+        let gated = fleet_of(json!({"command": "uptime", "nodeSelector": selector,
+            "rollout": {"healthGates": [{"nodeCondition": {"type": "DiskPressure", "status": "True"}}]}}));
+        let world = world_of(7, 3);
+        let plan = Decisions::decide(&gated, &world);
+        assert_eq!(plan.created().count(), 3);
+        assert!(plan.after.is_empty(), "{:?}", plan.after);
+        assert!(plan.status.start_time.is_none());
+        // Without a gate, every node is granted at once (no maxConcurrency).
+        let open = fleet_of(json!({"command": "uptime", "nodeSelector": selector}));
+        let plan = Decisions::decide(&open, &world);
+        assert_eq!(plan.after.len(), 3);
     }
 
     #[test]
@@ -774,8 +688,22 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let first = Decisions::decide(&obj, &world);
-        let grants: Vec<&serde_json::Value> = first
+        let granted: Vec<&serde_json::Value> = split
+            .after
+            .iter()
+            .filter_map(|c| match c {
+                Change::PatchJson { patch, .. } => Some(patch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(granted.len(), 1, "2 slots, both to the first batch");
+        let mut stored = world.batches[0].clone();
+        patch(&mut stored, granted[0]).expect("first grant");
+        assert_eq!(stored.spec.batch.as_ref().map(|b| b.starts), Some(2));
+        // The next reconcile reads the batches before the grant (a stale cache): it grants
+        // the same again, and its test refuses it.
+        let stale = Decisions::decide(&obj, &world);
+        let grants: Vec<&serde_json::Value> = stale
             .before
             .iter()
             .filter_map(|c| match c {
@@ -783,11 +711,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(grants.len(), 1, "2 slots, both to the first batch");
-        let mut stored = world.batches[0].clone();
-        patch(&mut stored, grants[0]).expect("first grant");
-        assert_eq!(stored.spec.batch.as_ref().map(|b| b.starts), Some(2));
-        // The same decision from the same (now stale) read: refused by its test.
+        assert_eq!(grants.len(), 1);
         assert!(patch(&mut stored, grants[0]).is_err());
         // Read fresh, the granted nodes are in flight: nothing more is granted.
         world.batches[0] = stored;
