@@ -95,6 +95,15 @@ pub fn check(obj: &AsyncCommand, world: &World) -> Result<(), Invalid> {
     }
 }
 
+/// The Event of a fleet's start: its first grants.
+fn started_note(nodes: usize, batches: usize) -> Note {
+    Note {
+        warning: false,
+        reason: "Started",
+        message: format!("started a fleet of {nodes} nodes in {batches} batches"),
+    }
+}
+
 /// One batch as the fleet reads it.
 struct Read<'a> {
     obj: &'a AsyncCommand,
@@ -290,14 +299,7 @@ pub fn plan(
     );
     if prev.start_time.is_none() && (!before.is_empty() || started > 0) {
         status.start_time = Some(time(now));
-        notes.push(Note {
-            warning: false,
-            reason: "Started",
-            message: format!(
-                "started a fleet of {total} nodes in {} batches",
-                reads.len()
-            ),
-        });
+        notes.push(started_note(total, reads.len()));
     }
     let finished = status.completion_time.is_some();
     notes.extend(finished_note(&prev, &status));
@@ -399,6 +401,17 @@ mod tests {
         }
     }
 
+    /// The JSON Patches among `changes`, with the batch each is for.
+    fn patches(changes: &[Change]) -> Vec<(&String, &serde_json::Value)> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::PatchJson { name, patch, .. } => Some((name, patch)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Applies a fleet's patch to a batch as the API server would: `Err` when a test fails.
     fn patch(batch: &mut AsyncCommand, patch: &serde_json::Value) -> Result<(), String> {
         let mut value = serde_json::to_value(&*batch).expect("json");
@@ -471,14 +484,7 @@ mod tests {
         // The first grants follow the status that records the fleet (`after`), within
         // maxConcurrency: its 2 slots to the first batch.
         assert!(plan.before.iter().all(|c| matches!(c, Change::Create(_))));
-        let grants: Vec<(&String, &serde_json::Value)> = plan
-            .after
-            .iter()
-            .filter_map(|c| match c {
-                Change::PatchJson { name, patch, .. } => Some((name, patch)),
-                _ => None,
-            })
-            .collect();
+        let grants = patches(&plan.after);
         assert_eq!(grants.len(), 1, "{:?}", plan.after);
         assert_eq!(grants[0].0, &batches[0].name_any());
         let mut first = batches[0].clone();
@@ -688,31 +694,17 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let granted: Vec<&serde_json::Value> = split
-            .after
-            .iter()
-            .filter_map(|c| match c {
-                Change::PatchJson { patch, .. } => Some(patch),
-                _ => None,
-            })
-            .collect();
+        let granted = patches(&split.after);
         assert_eq!(granted.len(), 1, "2 slots, both to the first batch");
         let mut stored = world.batches[0].clone();
-        patch(&mut stored, granted[0]).expect("first grant");
+        patch(&mut stored, granted[0].1).expect("first grant");
         assert_eq!(stored.spec.batch.as_ref().map(|b| b.starts), Some(2));
         // The next reconcile reads the batches before the grant (a stale cache): it grants
         // the same again, and its test refuses it.
         let stale = Decisions::decide(&obj, &world);
-        let grants: Vec<&serde_json::Value> = stale
-            .before
-            .iter()
-            .filter_map(|c| match c {
-                Change::PatchJson { patch, .. } => Some(patch),
-                _ => None,
-            })
-            .collect();
+        let grants = patches(&stale.before);
         assert_eq!(grants.len(), 1);
-        assert!(patch(&mut stored, grants[0]).is_err());
+        assert!(patch(&mut stored, grants[0].1).is_err());
         // Read fresh, the granted nodes are in flight: nothing more is granted.
         world.batches[0] = stored;
         let second = Decisions::decide(&obj, &world);

@@ -176,15 +176,7 @@ pub(super) fn split(
     }];
     if !after.is_empty() && prev.start_time.is_none() {
         status.start_time = Some(time(world.now));
-        notes.push(Note {
-            warning: false,
-            reason: "Started",
-            message: format!(
-                "started a fleet of {} nodes in {} batches",
-                names.len(),
-                chunks.len()
-            ),
-        });
+        notes.push(super::started_note(names.len(), chunks.len()));
     }
     Plan {
         before,
