@@ -99,6 +99,16 @@ fn time(ts: Timestamp) -> Time {
     Time(ts)
 }
 
+/// The most nodes of `total` that may run at once: `maxConcurrency` resolved, at least one;
+/// all of them without it.
+fn concurrency_limit(obj: &AsyncCommand, total: usize) -> usize {
+    obj.spec
+        .max_concurrency
+        .as_ref()
+        .and_then(|m| crate::api::common::scaled_limit(m, total, 1))
+        .unwrap_or(total)
+}
+
 /// How many nodes may start now under the rollout policy: its windows and soak, its node
 /// gates read over `nodes`, and its object gates as read.
 fn starts_now<'a>(

@@ -21,12 +21,12 @@ use serde_json::json;
 
 mod split;
 
+use split::split;
 pub use split::{batch_name, batch_object, part};
-use split::{grant, split};
 
 use super::run::{expiry, held};
 use super::status::{Counts, finished_note, summary};
-use super::{Note, World, starts_now, time};
+use super::{Note, World, concurrency_limit, starts_now, time};
 use crate::api::async_command::{
     AsyncCommand, AsyncCommandStatus, CmdJob, FLEET_FAILURES_SHOWN, FleetFailure, FleetStatus,
     NodePhase,
@@ -95,13 +95,48 @@ pub fn check(obj: &AsyncCommand, world: &World) -> Result<(), Invalid> {
     }
 }
 
-/// The Event of a fleet's start: its first grants.
-fn started_note(nodes: usize, batches: usize) -> Note {
-    Note {
+/// A fleet's start, with its first grants: its `startTime` and its Event.
+fn mark_started(
+    status: &mut AsyncCommandStatus,
+    notes: &mut Vec<Note>,
+    now: Timestamp,
+    nodes: usize,
+    batches: usize,
+) {
+    status.start_time = Some(time(now));
+    notes.push(Note {
         warning: false,
         reason: "Started",
         message: format!("started a fleet of {nodes} nodes in {batches} batches"),
+    });
+}
+
+/// Grants to `batches` (each with the allowance it was read with and its nodes waiting for
+/// a grant), in order, until `slots` are given. Each grant tests the allowance it raises,
+/// so one decided twice from the same read is refused.
+fn grants<'a>(
+    ns: &str,
+    batches: impl Iterator<Item = (&'a AsyncCommand, usize, usize)>,
+    mut slots: usize,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (batch, starts, waiting) in batches {
+        let give = waiting.min(slots);
+        if give == 0 {
+            continue;
+        }
+        slots -= give;
+        out.push(Change::PatchJson {
+            kind: ChildKind::AsyncCommand,
+            namespace: ns.to_string(),
+            name: batch.name_any(),
+            patch: json!([
+                {"op": "test", "path": "/spec/batch/starts", "value": starts},
+                {"op": "replace", "path": "/spec/batch/starts", "value": starts + give},
+            ]),
+        });
     }
+    out
 }
 
 /// One batch as the fleet reads it.
@@ -254,12 +289,7 @@ pub fn plan(
             patch: json!([{"op": "add", "path": "/spec/batch/cancel", "value": message}]),
         }));
     } else {
-        let limit = obj
-            .spec
-            .max_concurrency
-            .as_ref()
-            .and_then(|m| scaled_limit(m, total, 1))
-            .unwrap_or(total);
+        let limit = concurrency_limit(obj, total);
         let nodes = world
             .nodes
             .iter()
@@ -272,15 +302,11 @@ pub fn plan(
         let starts = starts_now(policy, world, nodes, progress);
         let waiting: usize = reads.iter().map(Read::ungranted).sum();
         hold = starts.hold.filter(|_| waiting > 0);
-        let mut slots = starts.slots;
-        for r in &reads {
-            let give = r.ungranted().min(slots);
-            if give == 0 {
-                continue;
-            }
-            slots -= give;
-            before.push(grant(&ns, r.obj.name_any(), r.starts, give));
-        }
+        before = grants(
+            &ns,
+            reads.iter().map(|r| (r.obj, r.starts, r.ungranted())),
+            starts.slots,
+        );
     }
 
     let mut status = summary(obj, &prev, counts, Vec::new(), now);
@@ -298,8 +324,7 @@ pub fn plan(
         now,
     );
     if prev.start_time.is_none() && (!before.is_empty() || started > 0) {
-        status.start_time = Some(time(now));
-        notes.push(started_note(total, reads.len()));
+        mark_started(&mut status, &mut notes, now, total, reads.len());
     }
     let finished = status.completion_time.is_some();
     notes.extend(finished_note(&prev, &status));

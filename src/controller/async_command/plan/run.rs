@@ -10,7 +10,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::machine::{NodeEvent, apply, fail, record};
 use super::status::{finished_note, summarize};
-use super::{Note, Plan, World, time};
+use super::{Note, Plan, World, concurrency_limit, time};
 use crate::api::async_command::{AsyncCommand, CmdJob, NodePhase};
 use crate::api::common::scaled_limit;
 use crate::conditions::{self, Desired};
@@ -157,12 +157,7 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
             .iter()
             .filter(|e| e.phase == NodePhase::Running)
             .count();
-        let limit = obj
-            .spec
-            .max_concurrency
-            .as_ref()
-            .and_then(|m| scaled_limit(m, total, 1))
-            .unwrap_or(total);
+        let limit = concurrency_limit(obj, total);
         let last_finished = entries
             .iter()
             .filter(|e| e.start_time.is_some() && e.phase.is_final())

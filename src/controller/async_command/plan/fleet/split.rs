@@ -2,18 +2,16 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::super::status::{Counts, summary};
-use super::super::{Note, World, starts_now, time};
-use super::RECHECK;
+use super::super::{Note, World, concurrency_limit, starts_now};
+use super::{RECHECK, grants};
 use crate::api::async_command::{
     AsyncCommand, AsyncCommandSpec, AsyncCommandStatus, FleetBatch, FleetStatus,
 };
-use crate::api::common::scaled_limit;
 use crate::engine::job::job_id;
 use crate::keys::{FLEET_PART_ANNOTATION, FLEET_UID_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
-use crate::plan::{Change, Child, ChildKind, Plan};
+use crate::plan::{Change, Child, Plan};
 use crate::rollout::{Policy, Progress};
 
 /// The name of batch `index` of the fleet `name` (uid `uid`): the fleet's name, a hash of
@@ -87,20 +85,6 @@ pub fn batch_object(
     }
 }
 
-/// A grant: batch `name` may start `give` more nodes than the `starts` it was read with.
-/// Its test refuses it if the batch has been granted since that read.
-pub(super) fn grant(ns: &str, name: String, starts: usize, give: usize) -> Change {
-    Change::PatchJson {
-        kind: ChildKind::AsyncCommand,
-        namespace: ns.to_string(),
-        name,
-        patch: json!([
-            {"op": "test", "path": "/spec/batch/starts", "value": starts},
-            {"op": "replace", "path": "/spec/batch/starts", "value": starts + give},
-        ]),
-    }
-}
-
 /// The fleet's start: its nodes split into batches of the configured size, created with
 /// nothing allowed to start, the status that records them, and then (once that status is
 /// written) the first grants. Granting after the record keeps a crash mid-split harmless;
@@ -115,44 +99,33 @@ pub(super) fn split(
     policy: &Policy,
 ) -> Plan<AsyncCommandStatus> {
     let ns = obj.namespace().unwrap_or_default();
-    let uid = obj.metadata.uid.clone().unwrap_or_default();
     let chunks: Vec<&[String]> = names.chunks(world.settings.batch_nodes()).collect();
-    let mut slots = if policy.reads_nodes() {
+    let batches: Vec<AsyncCommand> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, nodes)| batch_object(obj, i, chunks.len(), nodes))
+        .collect();
+    let slots = if policy.reads_nodes() {
         0
     } else {
-        let limit = obj
-            .spec
-            .max_concurrency
-            .as_ref()
-            .and_then(|m| scaled_limit(m, names.len(), 1))
-            .unwrap_or(names.len());
         let progress = Progress {
-            limit,
+            limit: concurrency_limit(obj, names.len()),
             in_flight: 0,
             last_finished: None,
         };
         starts_now(policy, world, std::iter::empty(), progress).slots
     };
-    let mut after = Vec::new();
-    for (i, nodes) in chunks.iter().enumerate() {
-        let give = nodes.len().min(slots);
-        if give == 0 {
-            break;
-        }
-        slots -= give;
-        after.push(grant(&ns, batch_name(&obj.name_any(), &uid, i), 0, give));
-    }
-    let before = chunks
-        .iter()
-        .enumerate()
-        .map(|(i, nodes)| {
-            Change::Create(Child::AsyncCommand(Box::new(batch_object(
-                obj,
-                i,
-                chunks.len(),
-                nodes,
-            ))))
-        })
+    let after = grants(
+        &ns,
+        batches
+            .iter()
+            .zip(&chunks)
+            .map(|(b, nodes)| (b, 0, nodes.len())),
+        slots,
+    );
+    let before = batches
+        .into_iter()
+        .map(|b| Change::Create(Child::AsyncCommand(Box::new(b))))
         .collect();
     let counts = Counts {
         pending: names.len() as i32,
@@ -175,8 +148,13 @@ pub(super) fn split(
         ),
     }];
     if !after.is_empty() && prev.start_time.is_none() {
-        status.start_time = Some(time(world.now));
-        notes.push(super::started_note(names.len(), chunks.len()));
+        super::mark_started(
+            &mut status,
+            &mut notes,
+            world.now,
+            names.len(),
+            chunks.len(),
+        );
     }
     Plan {
         before,
