@@ -98,9 +98,10 @@ pub async fn execute<R: Reconciler>(
         .unwrap_or_else(Action::await_change))
 }
 
-/// Makes `changes` in order, stopping at the first that fails. A run of creations of one
-/// kind (or of patches) goes out together: the API server, not this loop, sets the pace.
-/// Kinds go one after the other: a plan's parts exist before any child the plan starts.
+/// Makes `changes` in order, stopping after the first run in which one fails (the others
+/// of that run are still made). A run of creations of one kind (or of patches) goes out
+/// together: the API server, not this loop, sets the pace. Kinds go one after the other: a
+/// plan's parts exist before any child the plan starts.
 async fn make_all<R: Reconciler>(
     r: &R,
     obj: &KindOf<R>,
