@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 
 use crate::engine::seen::{Job, Pod};
@@ -283,6 +283,27 @@ pub fn touched<K>(
     }
 }
 
+/// Wakes of objects, coalesced per object: each is emitted `window` after the first wake
+/// of its object, the wakes in between folded into it. Unlike kube-runtime's debounce, which
+/// waits for a pause, changes that never pause still wake their object once per window.
+/// kube-runtime's scheduler does the folding: a wake asked for later than the one already
+/// scheduled is dropped.
+pub fn coalesced<K>(
+    wakes: impl futures::Stream<Item = ObjectRef<K>>,
+    window: Duration,
+) -> impl futures::Stream<Item = ObjectRef<K>>
+where
+    K: Resource,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::StreamExt;
+    use kube::runtime::scheduler::ScheduleRequest;
+    kube::runtime::scheduler(wakes.map(move |obj| ScheduleRequest {
+        message: obj,
+        run_at: tokio::time::Instant::now() + window,
+    }))
+}
+
 /// Yields after each change of `rx`, at most once per `every`: the changes made in between
 /// coalesce into the next item.
 fn throttled<T: Send + Sync + 'static>(
@@ -374,6 +395,50 @@ mod tests {
         changes.await.expect("changes");
         // The first change at once, then one per period until the changes stop.
         assert_eq!(at, [100, 600, 1100, 1600, 2100, 2600, 3100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wakes_coalesce_per_object_and_never_wait_for_a_pause() {
+        use futures::StreamExt;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<ConfigMap>>();
+        let window = Duration::from_millis(200);
+        let mut out = Box::pin(coalesced(rx, window));
+        let start = tokio::time::Instant::now();
+        let (a, b) = (
+            ObjectRef::<ConfigMap>::new("a").within("ns"),
+            ObjectRef::<ConfigMap>::new("b").within("ns"),
+        );
+        let wakes = {
+            let (a, b) = (a.clone(), b.clone());
+            tokio::spawn(async move {
+                // `a` every 30 ms for a second, without a pause; `b` once, at 10 ms.
+                for i in 0..34u64 {
+                    tokio::time::sleep_until(start + Duration::from_millis(30 * i)).await;
+                    tx.unbounded_send(a.clone()).expect("send");
+                    if i == 0 {
+                        tokio::time::sleep_until(start + Duration::from_millis(10)).await;
+                        tx.unbounded_send(b.clone()).expect("send");
+                    }
+                }
+                tx
+            })
+        };
+        let mut at = Vec::new();
+        while let Ok(Some(obj)) = tokio::time::timeout(Duration::from_secs(1), out.next()).await {
+            at.push((obj.name, start.elapsed().as_millis()));
+        }
+        drop(wakes.await.expect("wakes"));
+        let of = |name: &str| -> Vec<u128> {
+            at.iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, t)| *t)
+                .collect()
+        };
+        // Once per window from the first wake of each, while the wakes go on (a debounce
+        // would emit `a` once, after its last wake).
+        assert_eq!(of("a"), [200, 410, 620, 830, 1040]);
+        assert_eq!(of("b"), [210]);
     }
 
     #[test]

@@ -35,9 +35,11 @@ pub const REFUSAL_FIELDS: &str = "reason=FailedCreate,involvedObject.kind=Job";
 pub fn child_selector() -> String {
     crate::keys::owner_kind_selector("asynccommand")
 }
-/// Events for one AsyncCommand arriving within this window are handled by one reconcile:
-/// a fan-out produces a burst of Job and Pod events per node.
-const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
+/// The changes of an AsyncCommand's children (Jobs, Pods, refusals; a fleet's batches)
+/// within this window of the first wake it into one reconcile: a fan-out produces a burst
+/// of Job and Pod events per node. A change of the AsyncCommand itself (applied, granted
+/// starts by its fleet) wakes it at once.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// AsyncCommand reconciles at once. With 10,000 one-node objects at 5000 nodes the shared
 /// 32 were all held by running objects woken by their Jobs and Pods, and kube-runtime takes
@@ -175,39 +177,52 @@ pub async fn run(
     let jobs = ctx.jobs.clone();
     // Each watch backs off alone: one watch's error must not pause the others.
     use crate::controller::alone;
+    use kube::runtime::controller::{trigger_owners, trigger_with};
+    let children = futures::stream::select_all([
+        trigger_owners(alone("jobs", job_stream), (), ()).boxed(),
+        // A refusal wakes the owner of the refused Job (found in the Job cache).
+        trigger_with(alone("events", refusal_stream), move |event: CoreEvent| {
+            let refused = &event.involved_object;
+            let job = jobs.get(
+                &ObjectRef::<Job>::new(refused.name.as_deref()?)
+                    .within(refused.namespace.as_deref()?),
+            )?;
+            let owner = job
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "AsyncCommand")?;
+            Some(ObjectRef::<AsyncCommand>::new(&owner.name).within(&job.namespace()?))
+        })
+        .boxed(),
+        trigger_with(alone("pods", pods), |pod: Pod| {
+            // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.
+            if pod.labels().get(OWNER_KIND_LABEL).map(String::as_str) != Some("asynccommand") {
+                return None;
+            }
+            let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
+            let ns = pod.namespace();
+            name.zip(ns)
+                .map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
+        })
+        .boxed(),
+    ])
+    // The watches' errors were kept by `alone`.
+    .filter_map(|wake| futures::future::ready(wake.ok().map(|w| w.obj_ref)));
+    let wakes = crate::controller::coalesced(futures::stream::select(children, fleets), COALESCE);
+    // No debounce of the controller's own: its own object's changes wake it at once; its
+    // children's come coalesced.
     let controller = shell::configure(
         Controller::for_stream(alone("asynccommands", own), objects.clone()),
-        DEBOUNCE,
+        std::time::Duration::ZERO,
     )
-    .with_config(crate::controller::runtime_config(DEBOUNCE).concurrency(RECONCILES))
-    .reconcile_on(fleets)
+    .with_config(
+        crate::controller::runtime_config(std::time::Duration::ZERO).concurrency(RECONCILES),
+    )
+    .reconcile_on(wakes)
     // Fills the Command cache; a Command's change wakes no AsyncCommand (each reads
     // its Command when it reconciles).
     .watches_stream(alone("commands", command_stream), |_: Command| {
         None::<ObjectRef<AsyncCommand>>
-    })
-    .owns_stream(alone("jobs", job_stream))
-    // A refusal wakes the owner of the refused Job (found in the Job cache).
-    .watches_stream(alone("events", refusal_stream), move |event: CoreEvent| {
-        let refused = &event.involved_object;
-        let job = jobs.get(
-            &ObjectRef::<Job>::new(refused.name.as_deref()?).within(refused.namespace.as_deref()?),
-        )?;
-        let owner = job
-            .owner_references()
-            .iter()
-            .find(|o| o.kind == "AsyncCommand")?;
-        Some(ObjectRef::<AsyncCommand>::new(&owner.name).within(&job.namespace()?))
-    })
-    .watches_stream(alone("pods", pods), |pod: Pod| {
-        // The Pod cache holds every nodeops Pod; only node runs of AsyncCommands wake one.
-        if pod.labels().get(OWNER_KIND_LABEL).map(String::as_str) != Some("asynccommand") {
-            return None;
-        }
-        let name = pod.annotations().get(OWNER_NAME_ANNOTATION).cloned();
-        let ns = pod.namespace();
-        name.zip(ns)
-            .map(|(name, ns)| ObjectRef::<AsyncCommand>::new(&name).within(&ns))
     });
     let reconciler = Reconciler { ctx, objects };
     shell::drive(controller, Arc::new(reconciler), shutdown).await;
