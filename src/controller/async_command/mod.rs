@@ -8,7 +8,7 @@ pub mod plan;
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::Controller;
@@ -37,8 +37,8 @@ pub fn child_selector() -> String {
 }
 /// The changes of an AsyncCommand's children (Jobs, Pods, refusals; a fleet's batches)
 /// within this window of the first wake it into one reconcile: a fan-out produces a burst
-/// of Job and Pod events per node. A change of the AsyncCommand itself (applied, granted
-/// starts by its fleet) wakes it at once.
+/// of Job and Pod events per node. A change of the AsyncCommand itself that it has not
+/// acted on (applied, starts granted by its fleet) wakes it at once.
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// AsyncCommand reconciles at once. With 10,000 one-node objects at 5000 nodes the shared
@@ -120,6 +120,8 @@ pub async fn run(
     // once the cache holds the change (the fleet reads its batches there).
     let (objects, writer) = reflector::store::<AsyncCommand>();
     let (wake_fleet, fleets) = futures::channel::mpsc::unbounded();
+    // An object's own change that need not wake it at once joins its children's, coalesced.
+    let (wake_later, later) = futures::channel::mpsc::unbounded();
     let own = watcher(ctx.scoped::<AsyncCommand>(), shell::watch_config())
         .modify(shell::lean)
         .backoff(crate::controller::WatchBackoff::default())
@@ -138,7 +140,15 @@ pub async fn run(
                     .unbounded_send(ObjectRef::<AsyncCommand>::new(&fleet.name).within(&ns));
             }
         })
-        .applied_objects();
+        .applied_objects()
+        .try_filter(move |obj| {
+            let now = plan::wakes_at_once(obj);
+            if !now {
+                // The receiver is gone only when the controller stopped.
+                let _ = wake_later.unbounded_send(ObjectRef::from_obj(obj));
+            }
+            futures::future::ready(now)
+        });
     let command_stream = watcher(ctx.scoped::<Command>(), watcher::Config::default())
         .modify(|c| c.metadata.managed_fields = None)
         .backoff(crate::controller::WatchBackoff::default())
@@ -208,9 +218,12 @@ pub async fn run(
     ])
     // The watches' errors were kept by `alone`.
     .filter_map(|wake| futures::future::ready(wake.ok().map(|w| w.obj_ref)));
-    let wakes = crate::controller::coalesced(futures::stream::select(children, fleets), COALESCE);
-    // No debounce of the controller's own: its own object's changes wake it at once; its
-    // children's come coalesced.
+    let wakes = crate::controller::coalesced(
+        futures::stream::select(children, futures::stream::select(fleets, later)),
+        COALESCE,
+    );
+    // No debounce of the controller's own: a change of its own object wakes it at once
+    // when it may start something ([`plan::wakes_at_once`]); the rest come coalesced.
     let controller = shell::configure(
         Controller::for_stream(alone("asynccommands", own), objects.clone()),
         std::time::Duration::ZERO,

@@ -43,6 +43,28 @@ pub const OUTPUT_LIMIT: usize = 2048;
 /// Bytes of a node's message kept in status.
 pub const MESSAGE_LIMIT: usize = 512;
 
+/// Whether a change of the AsyncCommand itself should wake it at once rather than within
+/// the children's coalescing window: its spec is one not acted on yet (created, changed,
+/// starts granted by its fleet), and, for a fleet's batch, there are granted nodes it has
+/// not started. A batch just created is granted nothing yet; woken at once, a fleet's
+/// batches would each write a status before their first grant, and those writes delay the
+/// grants (seen at 5000 nodes: the first Job 1.5 s after the apply, against 0.5).
+pub fn wakes_at_once(obj: &AsyncCommand) -> bool {
+    let status = obj.status.as_ref();
+    if status.and_then(|s| s.observed_generation) == obj.metadata.generation {
+        return false;
+    }
+    match &obj.spec.batch {
+        None => true,
+        Some(batch) => {
+            let started = status.map_or(0, |s| {
+                s.cmd_jobs.iter().filter(|e| e.job_name.is_some()).count()
+            });
+            usize::try_from(batch.starts).unwrap_or(0) > started
+        }
+    }
+}
+
 /// A node as the controller sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {

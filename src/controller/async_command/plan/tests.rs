@@ -909,3 +909,58 @@ fn a_one_node_run_writes_its_status_when_it_starts_and_when_it_ends_only() {
     }
     assert_eq!(writes, 2, "one write to start, one to finish");
 }
+
+#[test]
+fn only_a_spec_not_acted_on_wakes_at_once_and_a_batch_only_when_granted() {
+    use crate::api::async_command::CmdJob;
+    let with_status = |mut obj: AsyncCommand, observed: i64, started: usize| {
+        obj.status = Some(AsyncCommandStatus {
+            observed_generation: Some(observed),
+            cmd_jobs: (0..3)
+                .map(|i| CmdJob {
+                    node_name: format!("n{i}"),
+                    job_name: (i < started).then(|| format!("job-{i}")),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        obj
+    };
+    let plain = command(json!({"command": "uptime", "nodeNames": ["n0", "n1", "n2"]}));
+    assert!(wakes_at_once(&plain), "a new object");
+    assert!(
+        !wakes_at_once(&with_status(plain.clone(), 1, 1)),
+        "its own status written"
+    );
+    let mut changed = with_status(plain, 1, 1);
+    changed.metadata.generation = Some(2);
+    assert!(wakes_at_once(&changed), "its spec changed");
+
+    let batch = |starts: i32, generation: i64| {
+        let mut b = command(json!({"command": "uptime", "nodeNames": ["n0", "n1", "n2"],
+            "batch": {"starts": starts}}));
+        b.metadata.generation = Some(generation);
+        b
+    };
+    assert!(
+        !wakes_at_once(&batch(0, 1)),
+        "a batch just created, granted nothing"
+    );
+    assert!(
+        wakes_at_once(&batch(2, 2)),
+        "granted before its first status"
+    );
+    assert!(
+        wakes_at_once(&with_status(batch(2, 2), 1, 0)),
+        "granted two, none started"
+    );
+    assert!(
+        !wakes_at_once(&with_status(batch(2, 3), 2, 2)),
+        "changed, with every granted node started"
+    );
+    assert!(
+        !wakes_at_once(&with_status(batch(2, 2), 2, 0)),
+        "its own status written"
+    );
+}
