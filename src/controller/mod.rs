@@ -283,12 +283,13 @@ pub fn touched<K>(
     }
 }
 
-/// Wakes of objects, coalesced per object: each is emitted `window` after the first wake
-/// of its object, the wakes in between folded into it. Unlike kube-runtime's debounce, which
-/// waits for a pause, changes that never pause still wake their object once per window.
-/// kube-runtime's scheduler does the folding: a wake asked for later than the one already
-/// scheduled is dropped.
-pub fn coalesced<K>(
+/// Wakes of objects, debounced per object: a wake is emitted once `window` passed without
+/// another of its object's, the wakes before folded into it. A burst of a fan-out's Job and
+/// Pod changes is one reconcile; under changes that never pause the object waits, bounded
+/// by its reconcile's requeue, which the controller schedules apart from these. (A wake
+/// once per window from the first, tried at 5000 nodes, wrote a fleet's batches' status
+/// twice as often.) kube-runtime's scheduler does the folding.
+pub fn debounced<K>(
     wakes: impl futures::Stream<Item = ObjectRef<K>>,
     window: Duration,
 ) -> impl futures::Stream<Item = ObjectRef<K>>
@@ -297,11 +298,14 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     use futures::StreamExt;
-    use kube::runtime::scheduler::ScheduleRequest;
-    kube::runtime::scheduler(wakes.map(move |obj| ScheduleRequest {
-        message: obj,
-        run_at: tokio::time::Instant::now() + window,
-    }))
+    use kube::runtime::scheduler::{ScheduleRequest, debounced_scheduler};
+    debounced_scheduler(
+        wakes.map(|obj| ScheduleRequest {
+            message: obj,
+            run_at: tokio::time::Instant::now(),
+        }),
+        window,
+    )
 }
 
 /// Yields after each change of `rx`, at most once per `every`: the changes made in between
@@ -398,12 +402,12 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn wakes_coalesce_per_object_and_never_wait_for_a_pause() {
+    async fn wakes_are_debounced_per_object() {
         use futures::StreamExt;
         use k8s_openapi::api::core::v1::ConfigMap;
         let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<ConfigMap>>();
         let window = Duration::from_millis(200);
-        let mut out = Box::pin(coalesced(rx, window));
+        let mut out = Box::pin(debounced(rx, window));
         let start = tokio::time::Instant::now();
         let (a, b) = (
             ObjectRef::<ConfigMap>::new("a").within("ns"),
@@ -435,9 +439,8 @@ mod tests {
                 .map(|(_, t)| *t)
                 .collect()
         };
-        // Once per window from the first wake of each, while the wakes go on (a debounce
-        // would emit `a` once, after its last wake).
-        assert_eq!(of("a"), [200, 410, 620, 830, 1040]);
+        // `a` once its wakes paused for a window, the last at 990 ms; `b` after its own.
+        assert_eq!(of("a"), [1190]);
         assert_eq!(of("b"), [210]);
     }
 

@@ -36,10 +36,10 @@ pub fn child_selector() -> String {
     crate::keys::owner_kind_selector("asynccommand")
 }
 /// The changes of an AsyncCommand's children (Jobs, Pods, refusals; a fleet's batches)
-/// within this window of the first wake it into one reconcile: a fan-out produces a burst
-/// of Job and Pod events per node. A change of the AsyncCommand itself that it has not
+/// until a pause of this long wake it into one reconcile: a fan-out produces a burst of Job
+/// and Pod events per node. A change of the AsyncCommand itself that it has not
 /// acted on (applied, starts granted by its fleet) wakes it at once.
-const COALESCE: std::time::Duration = std::time::Duration::from_millis(200);
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// AsyncCommand reconciles at once. With 10,000 one-node objects at 5000 nodes the shared
 /// 32 were all held by running objects woken by their Jobs and Pods, and kube-runtime takes
@@ -120,7 +120,7 @@ pub async fn run(
     // once the cache holds the change (the fleet reads its batches there).
     let (objects, writer) = reflector::store::<AsyncCommand>();
     let (wake_fleet, fleets) = futures::channel::mpsc::unbounded();
-    // An object's own change that need not wake it at once joins its children's, coalesced.
+    // An object's own change that need not wake it at once joins its children's, debounced.
     let (wake_later, later) = futures::channel::mpsc::unbounded();
     let own = watcher(ctx.scoped::<AsyncCommand>(), shell::watch_config())
         .modify(shell::lean)
@@ -218,12 +218,12 @@ pub async fn run(
     ])
     // The watches' errors were kept by `alone`.
     .filter_map(|wake| futures::future::ready(wake.ok().map(|w| w.obj_ref)));
-    let wakes = crate::controller::coalesced(
+    let wakes = crate::controller::debounced(
         futures::stream::select(children, futures::stream::select(fleets, later)),
-        COALESCE,
+        DEBOUNCE,
     );
     // No debounce of the controller's own: a change of its own object wakes it at once
-    // when it may start something ([`plan::wakes_at_once`]); the rest come coalesced.
+    // when it may start something ([`plan::wakes_at_once`]); the rest come debounced.
     let controller = shell::configure(
         Controller::for_stream(alone("asynccommands", own), objects.clone()),
         std::time::Duration::ZERO,

@@ -44,7 +44,7 @@ pub const OUTPUT_LIMIT: usize = 2048;
 pub const MESSAGE_LIMIT: usize = 512;
 
 /// Whether a change of the AsyncCommand itself should wake it at once rather than within
-/// the children's coalescing window: its spec is one not acted on yet (created, changed,
+/// the debounce of its children's: its spec is one not acted on yet (created, changed,
 /// starts granted by its fleet), and, for a fleet's batch, there are granted nodes it has
 /// not started. A batch just created is granted nothing yet; woken at once, a fleet's
 /// batches would each write a status before their first grant, and those writes delay the
