@@ -579,6 +579,15 @@ impl FirstSeen {
         self.seen.lock().expect("lock")
     }
 
+    /// Waits until the watch has seen `name`, at most 60 s: from then on it delivers.
+    async fn wait_for(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.seen().contains_key(name) {
+            assert!(Instant::now() < deadline, "the watch saw no {name} in 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Once `count` objects were seen, how long after `start` the last of them was: the
     /// watch's own timestamps, not when a polling loop noticed.
     fn all_seen_after(&self, start: jiff::Timestamp, count: usize) -> Option<Duration> {
@@ -653,14 +662,7 @@ async fn schedules_once(bench: &Bench, run: usize) -> ScheduleRun {
         .create(&PostParams::default(), &ready)
         .await
         .expect("create");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !raw_seen.seen().contains_key("ready") {
-        assert!(
-            Instant::now() < deadline,
-            "the raw loop's watch saw nothing in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    raw_seen.wait_for("ready").await;
     let (raw_start, raw) = raw_create(
         raw_api,
         source_const(CLIENT_SRC, "REQUESTS_IN_FLIGHT"),
@@ -942,14 +944,7 @@ async fn raw_loop_over(
     api.create(&PostParams::default(), &ready)
         .await
         .expect("create");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !watch.seen().contains_key("ready") {
-        assert!(
-            Instant::now() < deadline,
-            "the raw loop's watch saw nothing in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    watch.wait_for("ready").await;
     let (started, response) = raw_create(api, in_flight, total, |i| {
         operator_job(name, i, &format!("node-{:04}", i % nodes + 1))
     })
