@@ -57,9 +57,7 @@ pub fn wakes_at_once(obj: &AsyncCommand) -> bool {
     match &obj.spec.batch {
         None => true,
         Some(batch) => {
-            let started = status.map_or(0, |s| {
-                s.cmd_jobs.iter().filter(|e| e.job_name.is_some()).count()
-            });
+            let started = status.map_or(0, |s| status::started(&s.cmd_jobs));
             usize::try_from(batch.starts).unwrap_or(0) > started
         }
     }

@@ -25,7 +25,7 @@ use split::split;
 pub use split::{batch_name, batch_object, part};
 
 use super::run::{expiry, held};
-use super::status::{Counts, finished_note, summary};
+use super::status::{Counts, finished_note, started, summary};
 use super::{Note, World, concurrency_limit, starts_now, time};
 use crate::api::async_command::{
     AsyncCommand, AsyncCommandStatus, CmdJob, FLEET_FAILURES_SHOWN, FleetFailure, FleetStatus,
@@ -164,7 +164,7 @@ impl<'a> Read<'a> {
         Read {
             obj,
             counts,
-            started: entries.iter().filter(|e| e.job_name.is_some()).count(),
+            started: started(entries),
             starts: obj
                 .spec
                 .batch

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::machine::{NodeEvent, apply, fail, record};
-use super::status::{finished_note, summarize};
+use super::status::{finished_note, started, summarize};
 use super::{Note, Plan, World, concurrency_limit, time};
 use crate::api::async_command::{AsyncCommand, CmdJob, NodePhase};
 use crate::api::common::scaled_limit;
@@ -183,7 +183,7 @@ pub fn plan(obj: &AsyncCommand, targets: &[String], world: &World, policy: &Poli
         }
         let slots = match batch {
             Some(b) => {
-                let started = entries.iter().filter(|e| e.job_name.is_some()).count();
+                let started = started(&entries);
                 let allowed = usize::try_from(b.starts).unwrap_or(0);
                 starts.slots.min(allowed.saturating_sub(started))
             }

@@ -80,6 +80,11 @@ impl Counts {
     }
 }
 
+/// Nodes with a Job, of `entries`: the starts a batch has used of its allowance.
+pub(super) fn started(entries: &[CmdJob]) -> usize {
+    entries.iter().filter(|e| e.job_name.is_some()).count()
+}
+
 /// The status for `entries`: counts, phase, progress and conditions.
 pub(super) fn summarize(
     obj: &AsyncCommand,
