@@ -911,29 +911,141 @@ async fn schedules(bench: &Bench) {
 struct RawTimes {
     response: Duration,
     seen: Option<Duration>,
+    /// Events the operator's watches of Jobs and Pods delivered, when the loop kept them.
+    observed: Option<usize>,
+}
+
+/// The watches the operator keeps of its children in a namespace, kept by the bench: its
+/// Jobs (by `child_selector`) and its Pods (by the managed-by label), as full objects in
+/// JSON. A raw loop that keeps them gives the API server the same watches to serve as
+/// nodeops does while it creates: how much of the gap between the two is observing.
+struct Observers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    events: Arc<AtomicUsize>,
+    errors: Arc<AtomicUsize>,
+}
+
+impl Observers {
+    /// Opens both watches and returns once each has listed (its watch follows at once).
+    async fn open(client: &Client, ns: &str) -> Self {
+        use k8s_openapi::api::core::v1::Pod;
+        let events = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(AtomicUsize::new(0));
+        let jobs = watcher::Config::default()
+            .labels(&nodeops::controller::async_command::child_selector());
+        let pods = watcher::Config::default().labels(nodeops::keys::MANAGED_SELECTOR);
+        let (listed_jobs, jobs_rx) = tokio::sync::oneshot::channel();
+        let (listed_pods, pods_rx) = tokio::sync::oneshot::channel();
+        let tasks = vec![
+            Self::keep(
+                Api::<Job>::namespaced(client.clone(), ns),
+                jobs,
+                &events,
+                &errors,
+                listed_jobs,
+            ),
+            Self::keep(
+                Api::<Pod>::namespaced(client.clone(), ns),
+                pods,
+                &events,
+                &errors,
+                listed_pods,
+            ),
+        ];
+        let within = Duration::from_secs(60);
+        for listed in [jobs_rx, pods_rx] {
+            tokio::time::timeout(within, listed)
+                .await
+                .expect("an observer listed within 60 s")
+                .expect("an observer's task");
+        }
+        Self {
+            tasks,
+            events,
+            errors,
+        }
+    }
+
+    fn keep<K>(
+        api: Api<K>,
+        config: watcher::Config,
+        events: &Arc<AtomicUsize>,
+        errors: &Arc<AtomicUsize>,
+        listed: tokio::sync::oneshot::Sender<()>,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        K: kube::Resource
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (events, errors) = (events.clone(), errors.clone());
+        tokio::spawn(async move {
+            let mut listed = Some(listed);
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = listed.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                        events.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Stops both watches: the events they delivered; a failed watch fails the bench.
+    fn stop(self) -> usize {
+        for task in &self.tasks {
+            task.abort();
+        }
+        assert_eq!(
+            self.errors.load(Ordering::Relaxed),
+            0,
+            "an observer's watch failed"
+        );
+        self.events.load(Ordering::Relaxed)
+    }
 }
 
 /// A minimal client loop creating `total` Jobs, the operator's own ([`operator_job`]), in a
 /// namespace of its own with `in_flight` requests at once (kube-rs' default client, no
 /// QPS limit).
 async fn raw_loop(client: &Client, name: &str, in_flight: usize, total: usize) -> RawTimes {
-    raw_loop_over(client, name, in_flight, total, 1000).await
+    raw_loop_over(client, name, in_flight, total, 1000, false).await
 }
 
 /// [`raw_loop`] with its Jobs spread over `nodes` nodes (`node-0001`...). nodeops' Jobs are
 /// timed by the bench's watch ([`operator_in`]), so the raw loop's are too: the same
 /// delivery through the API server's watch cache, and the same watch to serve while they
 /// are created. The watch has seen an object (a suspended Job, which runs nothing) before
-/// the clock starts.
+/// the clock starts. With `observe`, the bench also keeps the operator's watches of the
+/// namespace's Jobs and Pods ([`Observers`]) while it creates.
 async fn raw_loop_over(
     client: &Client,
     name: &str,
     in_flight: usize,
     total: usize,
     nodes: usize,
+    observe: bool,
 ) -> RawTimes {
     namespace(client, name).await;
     let api = Api::<Job>::namespaced(client.clone(), name);
+    let observers = match observe {
+        true => Some(Observers::open(client, name).await),
+        false => None,
+    };
     let watch = FirstSeen::watch(api.clone());
     let ready: Job = serde_json::from_value(json!({
         "metadata": {"name": "ready"},
@@ -958,8 +1070,13 @@ async fn raw_loop_over(
     }
     let failures = watch.stop();
     assert_eq!(failures, 0, "the raw loop's watch of {name} failed");
+    let observed = observers.map(Observers::stop);
     drop_namespace_and_wait(client, name).await;
-    RawTimes { response, seen }
+    RawTimes {
+        response,
+        seen,
+        observed,
+    }
 }
 
 /// The Job the operator creates for node `node` of an AsyncCommand `{"command": "uptime"}`
@@ -1227,6 +1344,8 @@ async fn fan_out(bench: &Bench, nodes: usize) {
 /// One run of the fleet part.
 struct FleetRun {
     raw: RawTimes,
+    /// The raw loop again, keeping the operator's watches of its Jobs and Pods.
+    observed: RawTimes,
     created: Option<Duration>,
     all_final: Option<Duration>,
     /// The largest AsyncCommand (the fleet or a batch), managed fields included, bytes.
@@ -1239,14 +1358,20 @@ struct FleetRun {
 async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -> FleetRun {
     let client = &bench.client;
     let pid = std::process::id();
-    let raw = raw_loop_over(
-        client,
-        &format!("bench-fleet-raw-{pid}-{run}"),
-        in_flight,
-        nodes,
-        nodes,
-    )
-    .await;
+    // The two raw loops take turns going first, so neither is always the one that runs
+    // after the other's namespace was deleted.
+    let raw_loop = |observe: bool| async move {
+        let kind = if observe { "observed" } else { "raw" };
+        let name = format!("bench-fleet-{kind}-{pid}-{run}");
+        raw_loop_over(client, &name, in_flight, nodes, nodes, observe).await
+    };
+    let (raw, observed) = if run % 2 == 1 {
+        let raw = raw_loop(false).await;
+        (raw, raw_loop(true).await)
+    } else {
+        let observed = raw_loop(true).await;
+        (raw_loop(false).await, observed)
+    };
     let ns = format!("bench-fleet-{pid}-{run}");
     let (op, job_seen, api) = operator_in(bench, &ns).await;
     let pp = PatchParams::apply("nodeops-bench").force();
@@ -1299,10 +1424,13 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
             .unwrap_or_else(|| "timeout".into())
     };
     println!(
-        "fleet run {run}/{}: raw loop {in_flight} in flight {:.1} s (last Job seen {}); nodeops first Job {}, every Job created {}, the fleet final {} ({summary}, {} objects, largest {largest} bytes); watch failures {watch_failures}",
+        "fleet run {run}/{}: raw loop {in_flight} in flight {:.1} s (last Job seen {}); with the operator's watches {:.1} s (last Job seen {}, {} events observed); nodeops first Job {}, every Job created {}, the fleet final {} ({summary}, {} objects, largest {largest} bytes); watch failures {watch_failures}",
         bench.runs,
         raw.response.as_secs_f64(),
         secs(raw.seen),
+        observed.response.as_secs_f64(),
+        secs(observed.seen),
+        observed.observed.unwrap_or_default(),
         secs(first),
         secs(created),
         secs(all_final),
@@ -1312,6 +1440,7 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
     drop_namespace_and_wait(client, &ns).await;
     FleetRun {
         raw,
+        observed,
         created,
         all_final,
         largest,
@@ -1355,6 +1484,11 @@ async fn fleet(bench: &Bench) {
         1,
     );
     row(
+        "raw client loop keeping the operator's watches of its Jobs and Pods, s",
+        &each(&|r| Some(r.observed.response.as_secs_f64())),
+        1,
+    );
+    row(
         "nodeops: apply -> every Job created, s",
         &each(&|r| r.created.map(|d| d.as_secs_f64())),
         1,
@@ -1376,6 +1510,11 @@ async fn fleet(bench: &Bench) {
                 .zip(r.raw.seen)
                 .map(|(d, raw)| rate(d) / rate(raw))
         }),
+        2,
+    );
+    row(
+        "ratio nodeops/raw loop keeping the operator's watches (per run)",
+        &each(&|r| r.created.map(|d| rate(d) / rate(r.observed.response))),
         2,
     );
     row(
