@@ -244,10 +244,26 @@ where
         // The clone that was readied is the one called (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Each request's wait for a place and its answer's time, when asked for
+        // (`RUST_LOG=nodeops::requests=trace`): where a burst's time goes.
+        let traced = tracing::enabled!(target: "nodeops::requests", tracing::Level::TRACE)
+            .then(|| format!("{} {}", req.method(), req.uri().path()));
         Box::pin(async move {
+            let queued = std::time::Instant::now();
             let _permit = permit.await;
+            let sent = std::time::Instant::now();
             use tower::ServiceExt;
-            inner.ready().await?.call(req).await
+            let answer = inner.ready().await?.call(req).await;
+            if let Some(request) = traced {
+                tracing::trace!(
+                    target: "nodeops::requests",
+                    request,
+                    waited_ms = (sent - queued).as_millis() as u64,
+                    took_ms = sent.elapsed().as_millis() as u64,
+                    "answered"
+                );
+            }
+            answer
         })
     }
 }
