@@ -1358,21 +1358,78 @@ struct FleetRun {
 async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -> FleetRun {
     let client = &bench.client;
     let pid = std::process::id();
-    // The two raw loops take turns going first, so neither is always the one that runs
-    // after the other's namespace was deleted.
     let raw_loop = |observe: bool| async move {
         let kind = if observe { "observed" } else { "raw" };
         let name = format!("bench-fleet-{kind}-{pid}-{run}");
         raw_loop_over(client, &name, in_flight, nodes, nodes, observe).await
     };
-    let (raw, observed) = if run % 2 == 1 {
-        let raw = raw_loop(false).await;
-        (raw, raw_loop(true).await)
-    } else {
-        let observed = raw_loop(true).await;
-        (raw_loop(false).await, observed)
+    // The three take turns going first, second and third (over three runs each does
+    // each), so none always runs right after the cluster deleted the others' 5000 Jobs.
+    let (mut raw, mut observed, mut ours) = (None, None, None);
+    for part in (0..3).map(|i| (i + run - 1) % 3) {
+        match part {
+            0 => raw = Some(raw_loop(false).await),
+            1 => observed = Some(raw_loop(true).await),
+            _ => ours = Some(fleet_nodeops(bench, nodes, run).await),
+        }
+    }
+    let (raw, observed, ours) = (
+        raw.expect("ran"),
+        observed.expect("ran"),
+        ours.expect("ran"),
+    );
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "timeout".into())
     };
-    let ns = format!("bench-fleet-{pid}-{run}");
+    println!(
+        "fleet run {run}/{} ({}): raw loop {in_flight} in flight {:.1} s (last Job seen {}); with the operator's watches {:.1} s (last Job seen {}, {} events observed); nodeops first Job {}, every Job created {}, the fleet final {} ({}, {} objects, largest {} bytes); watch failures {}",
+        bench.runs,
+        match run % 3 {
+            1 => "raw, watched, nodeops",
+            2 => "watched, nodeops, raw",
+            _ => "nodeops, raw, watched",
+        },
+        raw.response.as_secs_f64(),
+        secs(raw.seen),
+        observed.response.as_secs_f64(),
+        secs(observed.seen),
+        observed.observed.unwrap_or_default(),
+        secs(ours.first),
+        secs(ours.created),
+        secs(ours.all_final),
+        ours.summary,
+        ours.objects,
+        ours.largest,
+        ours.watch_failures,
+    );
+    FleetRun {
+        raw,
+        observed,
+        created: ours.created,
+        all_final: ours.all_final,
+        largest: ours.largest,
+        resources: ours.resources,
+    }
+}
+
+/// nodeops' side of a fleet run.
+struct NodeopsFleet {
+    first: Option<Duration>,
+    created: Option<Duration>,
+    all_final: Option<Duration>,
+    summary: String,
+    objects: usize,
+    largest: usize,
+    watch_failures: usize,
+    resources: Resources,
+}
+
+/// The fleet applied to a fresh operator in a namespace of its own, until every node's
+/// result is final.
+async fn fleet_nodeops(bench: &Bench, nodes: usize, run: usize) -> NodeopsFleet {
+    let client = &bench.client;
+    let ns = format!("bench-fleet-{}-{run}", std::process::id());
     let (op, job_seen, api) = operator_in(bench, &ns).await;
     let pp = PatchParams::apply("nodeops-bench").force();
     let start = Instant::now();
@@ -1419,31 +1476,16 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
             )
         })
         .unwrap_or_default();
-    let secs = |d: Option<Duration>| {
-        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
-            .unwrap_or_else(|| "timeout".into())
-    };
-    println!(
-        "fleet run {run}/{}: raw loop {in_flight} in flight {:.1} s (last Job seen {}); with the operator's watches {:.1} s (last Job seen {}, {} events observed); nodeops first Job {}, every Job created {}, the fleet final {} ({summary}, {} objects, largest {largest} bytes); watch failures {watch_failures}",
-        bench.runs,
-        raw.response.as_secs_f64(),
-        secs(raw.seen),
-        observed.response.as_secs_f64(),
-        secs(observed.seen),
-        observed.observed.unwrap_or_default(),
-        secs(first),
-        secs(created),
-        secs(all_final),
-        objects.len(),
-    );
     assert!(largest < 512 * 1024, "an AsyncCommand of {largest} bytes");
     drop_namespace_and_wait(client, &ns).await;
-    FleetRun {
-        raw,
-        observed,
+    NodeopsFleet {
+        first,
         created,
         all_final,
+        summary,
+        objects: objects.len(),
         largest,
+        watch_failures,
         resources,
     }
 }
