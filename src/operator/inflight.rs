@@ -248,17 +248,17 @@ where
         // The clone that was readied is the one called (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        // Each request's wait for a place and its answer's time, when asked for
+        // Each request's wait for a place and the time to its answer's headers, when asked for
         // (`RUST_LOG=nodeops::requests=trace`): where a burst's time goes.
         let traced = tracing::enabled!(target: "nodeops::requests", tracing::Level::TRACE)
             .then(|| format!("{} {}", req.method(), req.uri().path()));
         Box::pin(async move {
-            let queued = std::time::Instant::now();
+            let queued = traced.as_ref().map(|_| std::time::Instant::now());
             let _permit = permit.await;
-            let sent = std::time::Instant::now();
+            let sent = queued.map(|queued| (queued, std::time::Instant::now()));
             use tower::ServiceExt;
             let answer = inner.ready().await?.call(req).await;
-            if let Some(request) = traced {
+            if let (Some(request), Some((queued, sent))) = (traced, sent) {
                 tracing::trace!(
                     target: "nodeops::requests",
                     request,
