@@ -526,6 +526,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// What a bench watch can watch.
+trait Watched:
+    kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+}
+impl<K> Watched for K where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// When a watch first saw each object, and how often the watch failed (it goes on after a
 /// failure: a re-list reports objects again, and the first sighting is kept).
 struct FirstSeen {
@@ -537,13 +553,7 @@ struct FirstSeen {
 impl FirstSeen {
     fn watch<K>(api: Api<K>) -> Self
     where
-        K: kube::Resource
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: Watched,
     {
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
         let errors = Arc::new(AtomicUsize::new(0));
@@ -974,13 +984,7 @@ impl Observers {
         listed: tokio::sync::oneshot::Sender<()>,
     ) -> tokio::task::JoinHandle<()>
     where
-        K: kube::Resource
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: Watched,
     {
         let (events, errors) = (events.clone(), errors.clone());
         tokio::spawn(async move {
