@@ -917,6 +917,12 @@ async fn schedules(bench: &Bench) {
 
 /// What a raw loop took, from the moment its clock started: to its last response, and to
 /// when a watch of its namespace saw the last of its Jobs (`None`: not all seen in 120 s).
+/// A duration measured for a run's line, or "timeout" when it never came.
+fn secs(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+        .unwrap_or_else(|| "timeout".into())
+}
+
 #[derive(Clone, Copy)]
 struct RawTimes {
     response: Duration,
@@ -1223,10 +1229,6 @@ async fn fan_out_once(bench: &Bench, budget: &Budget, run: usize) -> FanOutRun {
     let first = job_seen.first_seen_after(start_at);
     let watch_failures = job_seen.stop();
     let resources = Resources::of(op, bench);
-    let secs = |d: Option<Duration>| {
-        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
-            .unwrap_or_else(|| "timeout".into())
-    };
     println!(
         "fan-out run {run}/{}: raw loop {} in flight {:.1} s (last Job seen {}), {EARLIER_RAW_IN_FLIGHT} in flight {:.1} s; nodeops first Job {}, every Job created {}, every status entry final {}; watch failures {watch_failures}",
         bench.runs,
@@ -1382,10 +1384,6 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
         observed.expect("ran"),
         ours.expect("ran"),
     );
-    let secs = |d: Option<Duration>| {
-        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
-            .unwrap_or_else(|| "timeout".into())
-    };
     println!(
         "fleet run {run}/{} ({}): raw loop {in_flight} in flight {:.1} s (last Job seen {}); with the operator's watches {:.1} s (last Job seen {}, {} events observed); nodeops first Job {}, every Job created {}, the fleet final {} ({}, {} objects, largest {} bytes); watch failures {}",
         bench.runs,
