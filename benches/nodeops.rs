@@ -915,14 +915,14 @@ async fn schedules(bench: &Bench) {
     row("operator CPU time, s", &each(&|r| r.resources.cpu_s), 2);
 }
 
-/// What a raw loop took, from the moment its clock started: to its last response, and to
-/// when a watch of its namespace saw the last of its Jobs (`None`: not all seen in 120 s).
 /// A duration measured for a run's line, or "timeout" when it never came.
 fn secs(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.1} s", d.as_secs_f64()))
         .unwrap_or_else(|| "timeout".into())
 }
 
+/// What a raw loop took, from the moment its clock started: to its last response, and to
+/// when a watch of its namespace saw the last of its Jobs (`None`: not all seen in 120 s).
 #[derive(Clone, Copy)]
 struct RawTimes {
     response: Duration,
@@ -1371,8 +1371,10 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
     };
     // The three take turns going first, second and third (over three runs each does
     // each), so none always runs right after the cluster deleted the others' 5000 Jobs.
+    const PARTS: [&str; 3] = ["raw", "watched", "nodeops"];
+    let order: Vec<usize> = (0..3).map(|i| (i + run - 1) % 3).collect();
     let (mut raw, mut observed, mut ours) = (None, None, None);
-    for part in (0..3).map(|i| (i + run - 1) % 3) {
+    for &part in &order {
         match part {
             0 => raw = Some(raw_loop(false).await),
             1 => observed = Some(raw_loop(true).await),
@@ -1387,11 +1389,11 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
     println!(
         "fleet run {run}/{} ({}): raw loop {in_flight} in flight {:.1} s (last Job seen {}); with the operator's watches {:.1} s (last Job seen {}, {} events observed); nodeops first Job {}, every Job created {}, the fleet final {} ({}, {} objects, largest {} bytes); watch failures {}",
         bench.runs,
-        match run % 3 {
-            1 => "raw, watched, nodeops",
-            2 => "watched, nodeops, raw",
-            _ => "nodeops, raw, watched",
-        },
+        order
+            .iter()
+            .map(|&p| PARTS[p])
+            .collect::<Vec<_>>()
+            .join(", "),
         raw.response.as_secs_f64(),
         secs(raw.seen),
         observed.response.as_secs_f64(),

@@ -250,15 +250,17 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         // Each request's wait for a place and the time to its answer's headers, when asked for
         // (`RUST_LOG=nodeops::requests=trace`): where a burst's time goes.
-        let traced = tracing::enabled!(target: "nodeops::requests", tracing::Level::TRACE)
-            .then(|| format!("{} {}", req.method(), req.uri().path()));
+        let traced =
+            tracing::enabled!(target: "nodeops::requests", tracing::Level::TRACE).then(|| {
+                let request = format!("{} {}", req.method(), req.uri().path());
+                (request, std::time::Instant::now())
+            });
         Box::pin(async move {
-            let queued = traced.as_ref().map(|_| std::time::Instant::now());
             let _permit = permit.await;
-            let sent = queued.map(|queued| (queued, std::time::Instant::now()));
+            let sent = traced.as_ref().map(|_| std::time::Instant::now());
             use tower::ServiceExt;
             let answer = inner.ready().await?.call(req).await;
-            if let (Some(request), Some((queued, sent))) = (traced, sent) {
+            if let (Some((request, queued)), Some(sent)) = (traced, sent) {
                 tracing::trace!(
                     target: "nodeops::requests",
                     request,
