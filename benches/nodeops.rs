@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, Config, Resource, ResourceExt};
 use nodeops::api::agent_upgrade_job::AgentUpgradeJob;
 use nodeops::api::{AgentInvocation, AsyncCommand, NodeAgent};
 use serde_json::json;
@@ -1033,28 +1033,45 @@ impl Observers {
 /// namespace of its own with `in_flight` requests at once (kube-rs' default client, no
 /// QPS limit).
 async fn raw_loop(client: &Client, name: &str, in_flight: usize, total: usize) -> RawTimes {
-    raw_loop_over(client, name, in_flight, total, 1000, false).await
+    raw_loop_over(client, name, in_flight, total, 1000, RawKind::Plain).await
+}
+
+/// What a raw loop keeps beside its creations, to tell what part of the gap to nodeops
+/// each of nodeops' differences is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawKind {
+    /// Its Jobs, owned by nothing, and the bench's watch of them.
+    Plain,
+    /// The operator's watches of its Jobs and Pods too ([`Observers`]).
+    Watched,
+    /// Its Jobs owned as nodeops' are: each hundred by an AsyncCommand of its own (a
+    /// controller owner reference, blocking the owner's deletion), which the garbage
+    /// collector of kube-controller-manager keeps in its graph.
+    Owned,
 }
 
 /// [`raw_loop`] with its Jobs spread over `nodes` nodes (`node-0001`...). nodeops' Jobs are
 /// timed by the bench's watch ([`operator_in`]), so the raw loop's are too: the same
 /// delivery through the API server's watch cache, and the same watch to serve while they
 /// are created. The watch has seen an object (a suspended Job, which runs nothing) before
-/// the clock starts. With `observe`, the bench also keeps the operator's watches of the
-/// namespace's Jobs and Pods ([`Observers`]) while it creates.
+/// the clock starts; so have the owners of [`RawKind::Owned`], created before it too.
 async fn raw_loop_over(
     client: &Client,
     name: &str,
     in_flight: usize,
     total: usize,
     nodes: usize,
-    observe: bool,
+    kind: RawKind,
 ) -> RawTimes {
     namespace(client, name).await;
     let api = Api::<Job>::namespaced(client.clone(), name);
-    let observers = match observe {
-        true => Some(Observers::open(client, name).await),
-        false => None,
+    let observers = match kind {
+        RawKind::Watched => Some(Observers::open(client, name).await),
+        _ => None,
+    };
+    let owners = match kind {
+        RawKind::Owned => raw_owners(client, name, total.div_ceil(100)).await,
+        _ => Vec::new(),
     };
     let watch = FirstSeen::watch(api.clone());
     let ready: Job = serde_json::from_value(json!({
@@ -1068,7 +1085,12 @@ async fn raw_loop_over(
         .expect("create");
     watch.wait_for("ready").await;
     let (started, response) = raw_create(api, in_flight, total, |i| {
-        operator_job(name, i, &format!("node-{:04}", i % nodes + 1))
+        operator_job(
+            name,
+            i,
+            &format!("node-{:04}", i % nodes + 1),
+            owners.get(i / 100),
+        )
     })
     .await;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -1089,10 +1111,32 @@ async fn raw_loop_over(
     }
 }
 
+/// `count` AsyncCommands (`owner-00000`...) that no operator runs, to own a raw loop's
+/// Jobs as a fleet's batches own nodeops'.
+async fn raw_owners(client: &Client, namespace: &str, count: usize) -> Vec<AsyncCommand> {
+    let api = Api::<AsyncCommand>::namespaced(client.clone(), namespace);
+    let mut owners = Vec::new();
+    for i in 0..count {
+        let owner: AsyncCommand = serde_json::from_value(json!({
+            "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
+            "metadata": {"name": format!("owner-{i:05}")},
+            "spec": {"command": "uptime", "nodeNames": ["node-0001"]}
+        }))
+        .expect("asynccommand");
+        owners.push(
+            api.create(&PostParams::default(), &owner)
+                .await
+                .expect("create"),
+        );
+    }
+    owners
+}
+
 /// The Job the operator creates for node `node` of an AsyncCommand `{"command": "uptime"}`
-/// (its own rendering, with the operator's default images), owned by nothing: the raw
-/// loop sends the API server the same bodies, so the comparison is of the clients.
-fn operator_job(namespace: &str, i: usize, node: &str) -> Job {
+/// (its own rendering, with the operator's default images). Owned by `owned_by` as the
+/// operator's are, or by nothing: the raw loop sends the API server the same bodies, so
+/// the comparison is of the clients.
+fn operator_job(namespace: &str, i: usize, node: &str, owned_by: Option<&AsyncCommand>) -> Job {
     use nodeops::controller::async_command::plan::{World, template};
     use nodeops::engine::job::{Owner, render};
     let obj: AsyncCommand = serde_json::from_value(json!({
@@ -1117,8 +1161,19 @@ fn operator_job(namespace: &str, i: usize, node: &str) -> Job {
         uid: obj.metadata.uid.clone().unwrap_or_default(),
         reference: Default::default(),
     };
+    let owner = match owned_by {
+        Some(o) => Owner {
+            name: o.name_any(),
+            uid: o.metadata.uid.clone().unwrap_or_default(),
+            reference: o.controller_owner_ref(&()).expect("owner reference"),
+            ..owner
+        },
+        None => owner,
+    };
     let mut job = render(&owner, node, &template(&obj, &world).expect("template"));
-    job.metadata.owner_references = None;
+    if owner.reference.uid.is_empty() {
+        job.metadata.owner_references = None;
+    }
     job
 }
 
@@ -1352,6 +1407,8 @@ struct FleetRun {
     raw: RawTimes,
     /// The raw loop again, keeping the operator's watches of its Jobs and Pods.
     observed: RawTimes,
+    /// The raw loop again, its Jobs owned as nodeops' are.
+    owned: RawTimes,
     created: Option<Duration>,
     all_final: Option<Duration>,
     /// The largest AsyncCommand (the fleet or a batch), managed fields included, bytes.
@@ -1364,30 +1421,33 @@ struct FleetRun {
 async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -> FleetRun {
     let client = &bench.client;
     let pid = std::process::id();
-    let raw_loop = |observe: bool| async move {
-        let kind = if observe { "observed" } else { "raw" };
-        let name = format!("bench-fleet-{kind}-{pid}-{run}");
-        raw_loop_over(client, &name, in_flight, nodes, nodes, observe).await
+    let raw_loop = |kind: RawKind, part: &str| {
+        let name = format!("bench-fleet-{part}-{pid}-{run}");
+        async move { raw_loop_over(client, &name, in_flight, nodes, nodes, kind).await }
     };
-    // The three take turns going first, second and third (over three runs each does
-    // each), so none always runs right after the cluster deleted the others' 5000 Jobs.
-    const PARTS: [&str; 3] = ["raw", "watched", "nodeops"];
-    let order: Vec<usize> = (0..3).map(|i| (i + run - 1) % 3).collect();
-    let (mut raw, mut observed, mut ours) = (None, None, None);
+    // The four take turns (each run starts one further), so none always runs right after
+    // the cluster deleted the others' 5000 Jobs.
+    const PARTS: [&str; 4] = ["raw", "watched", "owned", "nodeops"];
+    let order: Vec<usize> = (0..PARTS.len())
+        .map(|i| (i + run - 1) % PARTS.len())
+        .collect();
+    let (mut raw, mut observed, mut owned, mut ours) = (None, None, None, None);
     for &part in &order {
         match part {
-            0 => raw = Some(raw_loop(false).await),
-            1 => observed = Some(raw_loop(true).await),
+            0 => raw = Some(raw_loop(RawKind::Plain, "raw").await),
+            1 => observed = Some(raw_loop(RawKind::Watched, "observed").await),
+            2 => owned = Some(raw_loop(RawKind::Owned, "owned").await),
             _ => ours = Some(fleet_nodeops(bench, nodes, run).await),
         }
     }
-    let (raw, observed, ours) = (
+    let (raw, observed, owned, ours) = (
         raw.expect("ran"),
         observed.expect("ran"),
+        owned.expect("ran"),
         ours.expect("ran"),
     );
     println!(
-        "fleet run {run}/{} ({}): raw loop {in_flight} in flight {:.1} s (last Job seen {}); with the operator's watches {:.1} s (last Job seen {}, {} events observed); nodeops first Job {}, every Job created {}, the fleet final {} ({}, {} objects, largest {} bytes); watch failures {}",
+        "fleet run {run}/{} ({}): raw loop {in_flight} in flight {:.1} s (last Job seen {}); with the operator's watches {:.1} s (last Job seen {}, {} events observed); its Jobs owned {:.1} s (last Job seen {}); nodeops first Job {}, every Job created {}, the fleet final {} ({}, {} objects, largest {} bytes); watch failures {}",
         bench.runs,
         order
             .iter()
@@ -1399,6 +1459,8 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
         observed.response.as_secs_f64(),
         secs(observed.seen),
         observed.observed.unwrap_or_default(),
+        owned.response.as_secs_f64(),
+        secs(owned.seen),
         secs(ours.first),
         secs(ours.created),
         secs(ours.all_final),
@@ -1410,6 +1472,7 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
     FleetRun {
         raw,
         observed,
+        owned,
         created: ours.created,
         all_final: ours.all_final,
         largest: ours.largest,
@@ -1535,6 +1598,11 @@ async fn fleet(bench: &Bench) {
         1,
     );
     row(
+        &format!("raw client loop, its Jobs owned as nodeops' are (by {batches} AsyncCommands), s"),
+        &each(&|r| Some(r.owned.response.as_secs_f64())),
+        1,
+    );
+    row(
         "nodeops: apply -> every Job created, s",
         &each(&|r| r.created.map(|d| d.as_secs_f64())),
         1,
@@ -1561,6 +1629,11 @@ async fn fleet(bench: &Bench) {
     row(
         "ratio nodeops/raw loop keeping the operator's watches (per run)",
         &each(&|r| r.created.map(|d| rate(d) / rate(r.observed.response))),
+        2,
+    );
+    row(
+        "ratio nodeops/raw loop with its Jobs owned (per run)",
+        &each(&|r| r.created.map(|d| rate(d) / rate(r.owned.response))),
         2,
     );
     row(
