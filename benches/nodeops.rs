@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config, Resource, ResourceExt};
+use kube::{Api, Client, Config, ResourceExt};
 use nodeops::api::agent_upgrade_job::AgentUpgradeJob;
 use nodeops::api::{AgentInvocation, AsyncCommand, NodeAgent};
 use serde_json::json;
@@ -1038,7 +1038,7 @@ async fn raw_loop(client: &Client, name: &str, in_flight: usize, total: usize) -
 
 /// What a raw loop keeps beside its creations, to tell what part of the gap to nodeops
 /// each of nodeops' differences is.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum RawKind {
     /// Its Jobs, owned by nothing, and the bench's watch of them.
     Plain,
@@ -1137,8 +1137,8 @@ async fn raw_owners(client: &Client, namespace: &str, count: usize) -> Vec<Async
 /// operator's are, or by nothing: the raw loop sends the API server the same bodies, so
 /// the comparison is of the clients.
 fn operator_job(namespace: &str, i: usize, node: &str, owned_by: Option<&AsyncCommand>) -> Job {
-    use nodeops::controller::async_command::plan::{World, template};
-    use nodeops::engine::job::{Owner, render};
+    use nodeops::controller::async_command::plan::{World, owner_of, template};
+    use nodeops::engine::job::render;
     let obj: AsyncCommand = serde_json::from_value(json!({
         "apiVersion": "nodeops.io/v1alpha1", "kind": "AsyncCommand",
         "metadata": {"name": format!("raw-{i:05}"), "namespace": namespace, "uid": format!("raw-{i:05}")},
@@ -1154,24 +1154,12 @@ fn operator_job(namespace: &str, i: usize, node: &str, owned_by: Option<&AsyncCo
         },
         ..Default::default()
     };
-    let owner = Owner {
-        kind: "AsyncCommand".into(),
-        namespace: namespace.into(),
-        name: obj.name_any(),
-        uid: obj.metadata.uid.clone().unwrap_or_default(),
-        reference: Default::default(),
-    };
-    let owner = match owned_by {
-        Some(o) => Owner {
-            name: o.name_any(),
-            uid: o.metadata.uid.clone().unwrap_or_default(),
-            reference: o.controller_owner_ref(&()).expect("owner reference"),
-            ..owner
-        },
-        None => owner,
-    };
-    let mut job = render(&owner, node, &template(&obj, &world).expect("template"));
-    if owner.reference.uid.is_empty() {
+    let mut job = render(
+        &owner_of(owned_by.unwrap_or(&obj)),
+        node,
+        &template(&obj, &world).expect("template"),
+    );
+    if owned_by.is_none() {
         job.metadata.owner_references = None;
     }
     job
@@ -1421,8 +1409,8 @@ struct FleetRun {
 async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -> FleetRun {
     let client = &bench.client;
     let pid = std::process::id();
-    let raw_loop = |kind: RawKind, part: &str| {
-        let name = format!("bench-fleet-{part}-{pid}-{run}");
+    let raw_loop = |kind: RawKind, part: usize| {
+        let name = format!("bench-fleet-{}-{pid}-{run}", PARTS[part]);
         async move { raw_loop_over(client, &name, in_flight, nodes, nodes, kind).await }
     };
     // The four take turns (each run starts one further), so none always runs right after
@@ -1434,9 +1422,9 @@ async fn fleet_once(bench: &Bench, in_flight: usize, nodes: usize, run: usize) -
     let (mut raw, mut observed, mut owned, mut ours) = (None, None, None, None);
     for &part in &order {
         match part {
-            0 => raw = Some(raw_loop(RawKind::Plain, "raw").await),
-            1 => observed = Some(raw_loop(RawKind::Watched, "observed").await),
-            2 => owned = Some(raw_loop(RawKind::Owned, "owned").await),
+            0 => raw = Some(raw_loop(RawKind::Plain, part).await),
+            1 => observed = Some(raw_loop(RawKind::Watched, part).await),
+            2 => owned = Some(raw_loop(RawKind::Owned, part).await),
             _ => ours = Some(fleet_nodeops(bench, nodes, run).await),
         }
     }

@@ -234,7 +234,9 @@ impl Decide for Decisions {
     }
 }
 
-fn owner_of(obj: &AsyncCommand) -> Owner {
+/// The owner the operator renders `obj`'s Jobs with (their labels, name and controller
+/// reference); public for the benchmark, whose raw loops render the same Jobs.
+pub fn owner_of(obj: &AsyncCommand) -> Owner {
     Owner {
         kind: AsyncCommand::kind(&()).into(),
         namespace: obj.namespace().unwrap_or_default(),
